@@ -1,0 +1,134 @@
+//! Group commit: many concurrent callers each [`Batcher::submit`] one item; one background task takes
+//! every item waiting (up to a limit), handles them in one call (one transaction, one round of publisher
+//! confirms) and answers each caller. Under load batches grow on their own while the previous batch is
+//! being written; when idle, an item is handled alone without waiting.
+
+use std::{future::Future, sync::Arc};
+
+use tokio::sync::{mpsc, oneshot};
+
+/// Why a submitted item was not handled.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BatchError {
+    /// The batch failed as a whole; every item in it gets this error.
+    #[error("{0}")]
+    Failed(Arc<anyhow::Error>),
+    #[error("shutting down")]
+    Closed,
+}
+
+struct Job<T, R> {
+    item: T,
+    reply: oneshot::Sender<Result<R, BatchError>>,
+}
+
+/// A handle for submitting items; cheap to clone.
+pub struct Batcher<T, R> {
+    jobs: mpsc::Sender<Job<T, R>>,
+}
+
+impl<T, R> Clone for Batcher<T, R> {
+    fn clone(&self) -> Self {
+        Self { jobs: self.jobs.clone() }
+    }
+}
+
+impl<T, R> std::fmt::Debug for Batcher<T, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batcher").finish_non_exhaustive()
+    }
+}
+
+impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
+    /// Starts the background task. `handler` gets up to `max_batch` items and must return one result
+    /// per item, in order. The task ends when every handle is dropped, after the last batch.
+    pub fn spawn<F, Fut>(max_batch: usize, mut handler: F) -> Self
+    where
+        F: FnMut(Vec<T>) -> Fut + Send + 'static,
+        Fut: Future<Output = anyhow::Result<Vec<R>>> + Send,
+    {
+        let (jobs, mut queue) = mpsc::channel::<Job<T, R>>(max_batch * 4);
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(max_batch);
+            while queue.recv_many(&mut batch, max_batch).await > 0 {
+                let (items, replies): (Vec<T>, Vec<_>) =
+                    batch.drain(..).map(|job| (job.item, job.reply)).unzip();
+                let expected = items.len();
+                match handler(items).await {
+                    Ok(results) if results.len() == expected => {
+                        for (reply, result) in replies.into_iter().zip(results) {
+                            drop(reply.send(Ok(result)));
+                        }
+                    }
+                    Ok(results) => {
+                        let error = Arc::new(anyhow::anyhow!(
+                            "batch handler returned {} results for {expected} items",
+                            results.len()
+                        ));
+                        for reply in replies {
+                            drop(reply.send(Err(BatchError::Failed(error.clone()))));
+                        }
+                    }
+                    Err(error) => {
+                        let error = Arc::new(error);
+                        for reply in replies {
+                            drop(reply.send(Err(BatchError::Failed(error.clone()))));
+                        }
+                    }
+                }
+            }
+        });
+        Self { jobs }
+    }
+
+    /// Submits one item and waits for its result.
+    pub async fn submit(&self, item: T) -> Result<R, BatchError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs.send(Job { item, reply }).await.map_err(|_| BatchError::Closed)?;
+        answer.await.map_err(|_| BatchError::Closed)?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn concurrent_items_share_batches_and_get_their_own_results() {
+        let sizes = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = sizes.clone();
+        let batcher = Batcher::spawn(8, move |items: Vec<u32>| {
+            seen.lock().expect("lock").push(items.len());
+            async move {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                Ok(items.into_iter().map(|i| i * 2).collect())
+            }
+        });
+        let handles: Vec<_> = (0..40u32)
+            .map(|i| {
+                (
+                    i,
+                    tokio::spawn({
+                        let b = batcher.clone();
+                        async move { b.submit(i).await }
+                    }),
+                )
+            })
+            .collect();
+        for (i, handle) in handles {
+            assert_eq!(handle.await.expect("join").expect("result"), i * 2);
+        }
+        let sizes = sizes.lock().expect("lock").clone();
+        assert_eq!(sizes.iter().sum::<usize>(), 40);
+        assert!(sizes.iter().all(|size| *size <= 8));
+        assert!(sizes.len() < 40, "items were batched: {sizes:?}");
+    }
+
+    #[tokio::test]
+    async fn a_failed_batch_fails_each_item() {
+        let batcher =
+            Batcher::spawn(4, |_items: Vec<u32>| async { Err::<Vec<u32>, _>(anyhow::anyhow!("disk full")) });
+        let error = batcher.submit(1).await.expect_err("fails");
+        assert!(error.to_string().contains("disk full"));
+    }
+}

@@ -1,0 +1,163 @@
+//! The `herald` command line: `serve`, `migrate`, `bootstrap`, `gen-key`. Parsing lives here (not in
+//! `main.rs`) so it can be tested; each command loads the configuration, starts logging and calls the
+//! library.
+
+use std::{io::Write, net::SocketAddr, path::PathBuf};
+
+use clap::{Parser, Subcommand};
+
+use crate::{
+    app::{self, AppState},
+    config::{DatabaseKind, Settings},
+    crypto::SecretBox,
+    store, telemetry,
+};
+
+/// Herald: a webhook dispatcher. Applications send events; Herald signs and delivers them to subscribed
+/// endpoints with retries, a dead-letter queue and replay.
+#[derive(Debug, Parser)]
+#[command(name = "herald", version, propagate_version = true)]
+pub struct Cli {
+    /// Folder holding default.toml and {HERALD_ENV}.toml; built-in defaults apply where files are missing.
+    #[arg(long, global = true, env = "HERALD_CONFIG_DIR", default_value = "config", value_name = "DIR")]
+    pub config_dir: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP API. In embedded mode (no queue.url) the delivery workers run in this process too.
+    /// On an empty database, creates a first organization and admin and prints the admin's API key.
+    Serve {
+        /// Address to listen on, instead of server.bind.
+        #[arg(long, value_name = "ADDR")]
+        bind: Option<SocketAddr>,
+    },
+    /// Apply the database migrations and exit (serve and herald-worker also apply them at start-up).
+    Migrate,
+    /// Create an organization and its first admin user, and print that admin's new API key once.
+    Bootstrap {
+        /// Name of the new organization.
+        #[arg(long, value_name = "NAME")]
+        org: String,
+        /// Email address of its first admin.
+        #[arg(long, value_name = "EMAIL")]
+        email: String,
+    },
+    /// Print a new encryption key for secrets.keys (ID:BASE64).
+    GenKey,
+}
+
+/// Runs one command to completion.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    crate::install_tls_provider();
+    if let Command::GenKey = cli.command {
+        return print_line(&SecretBox::generate_key_text());
+    }
+    let settings = Settings::load(&cli.config_dir)?;
+    telemetry::init(&settings.log);
+    match cli.command {
+        Command::Serve { bind } => serve(settings, bind).await,
+        Command::Migrate => {
+            store::connect(&settings).await?;
+            tracing::info!("migrations applied");
+            Ok(())
+        }
+        Command::Bootstrap { org, email } => {
+            validate_bootstrap(&org, &email)?;
+            let store = store::connect(&settings).await?;
+            let (created, key) = app::bootstrap(&store, &org, &email, false)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("bootstrap did not create the organization"))?;
+            tracing::info!(organization_id = %created.organization.id, admin = %created.admin.email, "organization created; its admin API key follows (shown once)");
+            print_line(key.expose())
+        }
+        Command::GenKey => Ok(()),
+    }
+}
+
+fn validate_bootstrap(org: &str, email: &str) -> anyhow::Result<()> {
+    if org.trim().is_empty() || org.len() > 200 {
+        anyhow::bail!("--org must be 1 to 200 characters");
+    }
+    if !crate::domain::is_plausible_email(email) {
+        anyhow::bail!("--email must be an email address such as admin@example.com");
+    }
+    Ok(())
+}
+
+async fn serve(mut settings: Settings, bind: Option<SocketAddr>) -> anyhow::Result<()> {
+    if let Some(bind) = bind {
+        settings.server.bind = bind;
+    }
+    let address = settings.server.bind;
+    let mode = match (settings.database_kind()?, settings.queue.url.is_some()) {
+        (DatabaseKind::Sqlite, false) => "embedded (SQLite, in-process queue)",
+        (DatabaseKind::Postgres, true) => "production (PostgreSQL, RabbitMQ)",
+        (DatabaseKind::Sqlite, true) => "SQLite with RabbitMQ",
+        (DatabaseKind::Postgres, false) => "PostgreSQL with the in-process queue",
+    };
+    let state = AppState::connect(settings).await?;
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|error| anyhow::anyhow!("server.bind: cannot listen on {address}: {error}"))?;
+    let local = listener.local_addr()?;
+    if let Some((created, key)) = app::bootstrap(&state.store, "default", "admin@localhost", true).await? {
+        print_first_start(&created.admin.email, key.expose(), local)?;
+    }
+    tracing::info!(address = %local, mode, "Herald is listening");
+    app::serve(state, listener, crate::shutdown::on_signal()).await
+}
+
+fn print_first_start(email: &str, key: &str, address: SocketAddr) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "Herald created organization \"default\" with admin {email}. The admin API key, shown only this once:"
+    )?;
+    writeln!(out, "{key}")?;
+    writeln!(
+        out,
+        "Next: export HERALD_KEY=<the key above>; curl -H \"Authorization: Bearer $HERALD_KEY\" http://{address}/api/v1/event-types"
+    )?;
+    out.flush()?;
+    Ok(())
+}
+
+fn print_line(line: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")?;
+    out.flush()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn every_flag_has_help() {
+        Cli::command().debug_assert();
+        fn check(command: &clap::Command) {
+            for argument in command.get_arguments() {
+                let builtin = matches!(argument.get_id().as_str(), "help" | "version");
+                assert!(builtin || argument.get_help().is_some(), "--{} has no help", argument.get_id());
+            }
+            for sub in command.get_subcommands() {
+                assert!(sub.get_about().is_some(), "{} has no help", sub.get_name());
+                check(sub);
+            }
+        }
+        check(&Cli::command());
+    }
+
+    #[test]
+    fn bootstrap_arguments_are_checked() {
+        assert!(validate_bootstrap("acme", "ops@acme.test").is_ok());
+        assert!(validate_bootstrap("", "ops@acme.test").is_err());
+        assert!(validate_bootstrap("acme", "not-an-email").is_err());
+    }
+}

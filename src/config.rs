@@ -1,0 +1,491 @@
+//! Configuration: the compiled-in `config/default.toml`, then `config/default.toml` and
+//! `config/{HERALD_ENV}.toml` from the configuration folder, then `HERALD__SECTION__KEY` environment
+//! variables. [`Settings::load`] validates everything once, so a bad value stops the process at start-up
+//! with one line naming the key; nothing later re-checks it.
+
+use std::{fmt, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Deserializer, de};
+
+/// The compiled-in defaults, so the binary runs from any directory.
+const DEFAULTS: &str = include_str!("../config/default.toml");
+
+/// Everything Herald can be told, one section per concern.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub queue: QueueSettings,
+    pub auth: AuthSettings,
+    pub secrets: SecretSettings,
+    pub events: EventSettings,
+    pub delivery: DeliverySettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Address the HTTP API listens on.
+    pub bind: SocketAddr,
+    /// Longest a request may take before it is answered 408.
+    pub request_timeout: HumanDuration,
+    /// Largest request body accepted; larger ones get 413.
+    pub max_body_bytes: usize,
+    /// How long shutdown waits for in-flight work.
+    pub shutdown_grace: HumanDuration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `sqlite://PATH` or `postgres://...`; may hold a password, hence [`Secret`].
+    pub url: Secret<String>,
+    pub max_connections: u32,
+    pub connect_timeout: HumanDuration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueSettings {
+    /// RabbitMQ URL; `None` selects the embedded queue.
+    pub url: Option<Secret<String>>,
+    /// Prefix of every exchange and queue name, so several Herald installations (or tests) can share a
+    /// broker.
+    pub prefix: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// HS256 secret of accepted JWTs; `None` disables JWT authentication.
+    pub jwt_secret: Option<Secret<String>>,
+    /// Required `aud` of user JWTs.
+    pub jwt_audience: String,
+    /// Bound on how long a revoked key may still be accepted by another instance.
+    pub key_cache_ttl: HumanDuration,
+    /// Period of the batched write of key usage counters.
+    pub usage_flush_interval: HumanDuration,
+    /// Requests per second per API key; 0 disables the limit.
+    pub rate_limit_per_second: u32,
+    pub rate_limit_burst: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSettings {
+    /// `ID:BASE64,ID:BASE64`: the first key encrypts, all decrypt.
+    pub keys: Option<Secret<String>>,
+    /// Key file used when `keys` is unset.
+    pub key_file: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventSettings {
+    /// The catalog of event types (a list, or one comma-separated string from the environment).
+    #[serde(deserialize_with = "string_or_list")]
+    pub types: Vec<String>,
+    pub idempotency_window: HumanDuration,
+    /// Age after which an unpublished event is published again by the relay.
+    pub relay_after: HumanDuration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliverySettings {
+    pub concurrency: usize,
+    pub retry_schedule: RetrySchedule,
+    /// Fraction of each retry delay added or removed at random (0.2 = +/- 20 %).
+    pub jitter: f64,
+    /// Least wait after a 429 or a timeout.
+    pub slow_down_floor: HumanDuration,
+    pub connect_timeout: HumanDuration,
+    pub timeout: HumanDuration,
+    pub max_response_bytes: usize,
+    pub allow_private_targets: bool,
+    #[serde(deserialize_with = "cidr_list")]
+    pub allowed_cidrs: Vec<IpNet>,
+    pub disable_after_dead: u32,
+    pub stuck_after: HumanDuration,
+    pub scheduler_interval: HumanDuration,
+    pub webhook_cache_ttl: HumanDuration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Which store a database URL selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatabaseKind {
+    Sqlite,
+    Postgres,
+}
+
+/// A configuration problem, reported as one line naming the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {key}: {message}")]
+    Invalid { key: &'static str, message: String },
+    /// Holds the message only: `{:#}` would otherwise print it twice, as the error and as its source.
+    #[error("configuration: {0}")]
+    Load(String),
+}
+
+impl From<config::ConfigError> for ConfigError {
+    fn from(error: config::ConfigError) -> Self {
+        ConfigError::Load(error.to_string())
+    }
+}
+
+impl Settings {
+    /// Loads the layered configuration from `config_dir` and the environment, then validates it.
+    pub fn load(config_dir: &std::path::Path) -> Result<Self, ConfigError> {
+        let environment = std::env::var("HERALD_ENV").ok();
+        Self::load_from(config_dir, environment.as_deref(), config::Environment::default())
+    }
+
+    /// Like [`Settings::load`] with the environment layer given explicitly (tests use a map).
+    pub fn load_from(
+        config_dir: &std::path::Path,
+        environment: Option<&str>,
+        env_source: config::Environment,
+    ) -> Result<Self, ConfigError> {
+        use config::{File, FileFormat};
+        let mut builder = config::Config::builder()
+            .add_source(File::from_str(DEFAULTS, FileFormat::Toml))
+            .add_source(File::from(config_dir.join("default.toml")).required(false));
+        if let Some(environment) = environment {
+            builder = builder
+                .add_source(File::from(config_dir.join(format!("{environment}.toml"))).required(false));
+        }
+        let settings: Settings = builder
+            .add_source(env_source.prefix("HERALD").prefix_separator("__").separator("__"))
+            .build()?
+            .try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// The built-in defaults alone (tests start from these).
+    pub fn defaults() -> Self {
+        let settings: Settings = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml))
+            .build()
+            .and_then(config::Config::try_deserialize)
+            .expect("config/default.toml is valid");
+        settings.validate().expect("config/default.toml passes validation");
+        settings
+    }
+
+    /// Checks what types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+            ConfigError::Invalid { key, message: message.into() }
+        }
+        self.database_kind()?;
+        if self.database.max_connections == 0 {
+            return Err(invalid("database.max_connections", "must be at least 1"));
+        }
+        if let Some(url) = &self.queue.url {
+            let scheme = url.expose().split("://").next().unwrap_or_default();
+            if !matches!(scheme, "amqp" | "amqps") || !url.expose().contains("://") {
+                return Err(invalid(
+                    "queue.url",
+                    format!("unsupported scheme '{scheme}' (expected amqp:// or amqps://)"),
+                ));
+            }
+        }
+        if self.queue.prefix.is_empty()
+            || !self.queue.prefix.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        {
+            return Err(invalid("queue.prefix", "must be non-empty ASCII letters, digits, '.', '_' or '-'"));
+        }
+        if self.events.types.is_empty() {
+            return Err(invalid("events.types", "the event catalog must list at least one type"));
+        }
+        for event_type in &self.events.types {
+            if let Err(message) = crate::domain::EventType::check_syntax(event_type) {
+                return Err(invalid("events.types", format!("'{event_type}': {message}")));
+            }
+        }
+        if !(0.0..1.0).contains(&self.delivery.jitter) {
+            return Err(invalid("delivery.jitter", "must be at least 0 and below 1"));
+        }
+        if self.delivery.concurrency == 0 || self.delivery.concurrency > u16::MAX as usize {
+            return Err(invalid("delivery.concurrency", "must be between 1 and 65535"));
+        }
+        if self.server.max_body_bytes < 1024 {
+            return Err(invalid("server.max_body_bytes", "must be at least 1024"));
+        }
+        if self.auth.rate_limit_per_second > 0 && self.auth.rate_limit_burst == 0 {
+            return Err(invalid("auth.rate_limit_burst", "must be at least 1 when a rate limit is set"));
+        }
+        if let Some(secret) = &self.auth.jwt_secret
+            && secret.expose().len() < 16
+        {
+            return Err(invalid("auth.jwt_secret", "must be at least 16 characters"));
+        }
+        if let Some(keys) = &self.secrets.keys {
+            crate::crypto::SecretBox::parse_keys(keys.expose())
+                .map_err(|message| invalid("secrets.keys", message))?;
+        }
+        match self.log.level.parse::<tracing_subscriber::filter::EnvFilter>() {
+            Ok(_) => Ok(()),
+            Err(error) => Err(invalid("log.level", error.to_string())),
+        }
+    }
+
+    /// The store the database URL selects.
+    pub fn database_kind(&self) -> Result<DatabaseKind, ConfigError> {
+        let url = self.database.url.expose();
+        match url.split_once("://").map(|(scheme, _)| scheme) {
+            Some("sqlite") => Ok(DatabaseKind::Sqlite),
+            Some("postgres" | "postgresql") => Ok(DatabaseKind::Postgres),
+            Some(scheme) => Err(ConfigError::Invalid {
+                key: "database.url",
+                message: format!("unsupported scheme '{scheme}' (expected sqlite:// or postgres://)"),
+            }),
+            None => Err(ConfigError::Invalid {
+                key: "database.url",
+                message: "not a URL (expected sqlite://PATH or postgres://USER@HOST/DB)".into(),
+            }),
+        }
+    }
+}
+
+/// A value that must never be printed: `Debug` and `Display` show `[redacted]`.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret<T>(T);
+
+impl<T> Secret<T> {
+    pub fn new(value: T) -> Self {
+        Self(value)
+    }
+    /// The secret value itself; call sites are easy to audit by this name.
+    pub fn expose(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> fmt::Debug for Secret<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// Removes the password from a URL so that it can be logged.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return "[unparseable url]".into() };
+    match rest.split_once('@') {
+        Some((credentials, host)) => match credentials.split_once(':') {
+            Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
+            None => format!("{scheme}://{credentials}@{host}"),
+        },
+        None => url.to_string(),
+    }
+}
+
+/// A duration written as `250ms`, `5s`, `2m`, `6h`, `1d` (or a bare number of seconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl HumanDuration {
+    pub fn get(self) -> Duration {
+        self.0
+    }
+}
+
+impl FromStr for HumanDuration {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let text = text.trim();
+        let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let number: f64 =
+            number.parse().map_err(|_| format!("'{text}' is not a duration (e.g. 500ms, 5s, 2m, 1h)"))?;
+        let seconds = match unit.trim() {
+            "ms" => number / 1000.0,
+            "" | "s" => number,
+            "m" => number * 60.0,
+            "h" => number * 3600.0,
+            "d" => number * 86_400.0,
+            other => return Err(format!("unknown unit '{other}' in '{text}' (use ms, s, m, h or d)")),
+        };
+        if !seconds.is_finite() || !(0.0..=10.0 * 365.0 * 86_400.0).contains(&seconds) {
+            return Err(format!("'{text}' is out of range"));
+        }
+        Ok(Self(Duration::from_secs_f64(seconds)))
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl de::Visitor<'_> for Visitor {
+            type Value = HumanDuration;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration such as \"500ms\", \"5s\", \"2m\" or \"1h\"")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                v.parse().map_err(E::custom)
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(HumanDuration(Duration::from_secs(v)))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                u64::try_from(v).map(|v| HumanDuration(Duration::from_secs(v))).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// The delays between delivery attempts, e.g. `5s,30s,2m`: three retries, four attempts in all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetrySchedule(pub Vec<Duration>);
+
+impl RetrySchedule {
+    /// Attempts in all: the first one plus one per delay.
+    pub fn max_attempts(&self) -> u32 {
+        u32::try_from(self.0.len()).unwrap_or(u32::MAX).saturating_add(1)
+    }
+}
+
+impl FromStr for RetrySchedule {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text.trim().is_empty() {
+            return Ok(Self(Vec::new()));
+        }
+        text.split(',')
+            .map(|part| part.parse::<HumanDuration>().map(HumanDuration::get))
+            .collect::<Result<_, _>>()
+            .map(Self)
+    }
+}
+
+impl<'de> Deserialize<'de> for RetrySchedule {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let items = string_or_list(deserializer)?;
+        items.join(",").parse().map_err(de::Error::custom)
+    }
+}
+
+/// Accepts `["a", "b"]` (TOML) or `"a,b"` (environment variables).
+fn string_or_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Either::deserialize(deserializer)? {
+        Either::One(text) => {
+            text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
+        }
+        Either::Many(items) => items,
+    })
+}
+
+fn cidr_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<IpNet>, D::Error> {
+    string_or_list(deserializer)?
+        .iter()
+        .map(|text| {
+            text.parse::<IpNet>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| de::Error::custom(format!("'{text}' is not a CIDR such as 10.0.0.0/8")))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let source = config::Environment::default()
+            .source(Some(vars.iter().map(|(k, v)| ((*k).to_string(), (*v).to_string())).collect()));
+        Settings::load_from(std::path::Path::new("/nonexistent"), None, source)
+    }
+
+    #[test]
+    fn defaults_are_embedded_mode() {
+        let settings = load(&[]).expect("defaults load");
+        assert_eq!(settings.database.url.expose(), "sqlite://data/herald.db");
+        assert!(settings.queue.url.is_none());
+        assert_eq!(settings.server.bind.to_string(), "127.0.0.1:8080");
+        assert_eq!(settings.delivery.retry_schedule.max_attempts(), 9);
+        assert_eq!(settings.database_kind().ok(), Some(DatabaseKind::Sqlite));
+    }
+
+    #[test]
+    fn environment_overrides_nested_keys() {
+        let settings = load(&[
+            ("HERALD__DATABASE__URL", "postgres://postgres@127.0.0.1/herald"),
+            ("HERALD__DELIVERY__RETRY_SCHEDULE", "1s,2s,4s"),
+            ("HERALD__EVENTS__TYPES", "a.b, c.d"),
+            ("HERALD__DELIVERY__ALLOWED_CIDRS", "10.0.0.0/8,127.0.0.1"),
+        ])
+        .expect("loads");
+        assert_eq!(settings.database_kind().ok(), Some(DatabaseKind::Postgres));
+        assert_eq!(
+            settings.delivery.retry_schedule.0,
+            vec![Duration::from_secs(1), Duration::from_secs(2), Duration::from_secs(4)]
+        );
+        assert_eq!(settings.events.types, vec!["a.b", "c.d"]);
+        assert_eq!(settings.delivery.allowed_cidrs.len(), 2);
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let error = load(&[("HERALD__DATABASE__URL", "mysql://x")]).expect_err("mysql is refused");
+        assert!(error.to_string().contains("database.url"), "{error}");
+        assert!(error.to_string().contains("mysql"), "{error}");
+        let error = load(&[("HERALD__SERVER__BIND", "nonsense")]).expect_err("bad bind");
+        assert!(error.to_string().contains("bind"), "{error}");
+        let error = load(&[("HERALD__DELIVERY__TIMEOUT", "5 parsecs")]).expect_err("bad unit");
+        assert!(error.to_string().contains("parsecs"), "{error}");
+        let error = load(&[("HERALD__QUEUE__URL", "http://x")]).expect_err("bad queue");
+        assert!(error.to_string().contains("queue.url"), "{error}");
+        let error = load(&[("HERALD__SERVER__NO_SUCH_KEY", "1")]).expect_err("unknown key");
+        assert!(error.to_string().contains("no_such_key"), "{error}");
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let settings = load(&[
+            ("HERALD__DATABASE__URL", "postgres://u:hunter2@db/herald"),
+            ("HERALD__AUTH__JWT_SECRET", "super-secret-jwt-signing-key"),
+        ])
+        .expect("loads");
+        let debug = format!("{settings:?}");
+        assert!(!debug.contains("hunter2") && !debug.contains("super-secret"), "{debug}");
+        assert_eq!(redact_url("postgres://u:hunter2@db/herald"), "postgres://u:***@db/herald");
+        assert_eq!(redact_url("postgres://postgres@db/herald"), "postgres://postgres@db/herald");
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!("250ms".parse::<HumanDuration>().map(HumanDuration::get), Ok(Duration::from_millis(250)));
+        assert_eq!("2m".parse::<HumanDuration>().map(HumanDuration::get), Ok(Duration::from_secs(120)));
+        assert!("-1s".parse::<HumanDuration>().is_err());
+        assert!("s".parse::<HumanDuration>().is_err());
+    }
+}

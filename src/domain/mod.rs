@@ -1,0 +1,40 @@
+//! Domain types. Each is built only through a `parse` or `generate` function, so code past the HTTP
+//! boundary never handles an unchecked string (an API key, an event type, a role, a webhook URL).
+
+mod api_key;
+mod event_type;
+mod roles;
+mod webhook_secret;
+mod webhook_url;
+
+pub use api_key::{ApiKeyError, ApiKeySecret, KeyPurpose};
+pub use event_type::{EventCatalog, EventFilter, EventType};
+pub use roles::Role;
+pub use webhook_secret::WebhookSecret;
+pub use webhook_url::{UrlPolicy, WebhookUrl};
+
+use chrono::{DateTime, SubsecRound, Utc};
+
+/// The current time at the precision both databases keep (microseconds), so that what is written is
+/// exactly what is read back.
+pub fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+/// RFC 3339 with microseconds and `Z`: the format of every timestamp in payloads and responses.
+pub fn format_timestamp(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+/// A light check that a string looks like an email address (one `@`, a dot in the domain, no spaces);
+/// delivery of mail is not Herald's business, catching typos is.
+pub fn is_plausible_email(text: &str) -> bool {
+    let Some((local, domain)) = text.trim().split_once('@') else { return false };
+    !local.is_empty()
+        && text.len() <= 254
+        && !domain.contains('@')
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !text.trim().chars().any(char::is_whitespace)
+}

@@ -1,0 +1,92 @@
+//! Extractors that answer malformed input with [`ApiError`] (and so with the JSON error shape) instead
+//! of axum's plain-text rejections: JSON bodies, path parameters and query strings.
+
+use axum::{
+    extract::{FromRequest, FromRequestParts, Request, rejection::JsonRejection},
+    http::{StatusCode, request::Parts},
+};
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+
+/// A JSON request body.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Json<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(request, state).await {
+            Ok(axum::Json(value)) => Ok(Json(value)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> ApiError {
+    match rejection {
+        JsonRejection::JsonDataError(error) => {
+            let text = error.body_text();
+            let detail = text
+                .strip_prefix("Failed to deserialize the JSON body into the target type: ")
+                .unwrap_or(&text);
+            ApiError::invalid(format!("invalid request body: {detail}"))
+        }
+        JsonRejection::JsonSyntaxError(error) => {
+            let text = error.body_text();
+            let detail = text.strip_prefix("Failed to parse the request body as JSON: ").unwrap_or(&text);
+            ApiError::bad_request("malformed_json", format!("request body is not valid JSON: {detail}"))
+        }
+        JsonRejection::MissingJsonContentType(_) => ApiError::bad_request(
+            "unsupported_media_type",
+            "expected a JSON body with Content-Type: application/json",
+        ),
+        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "request body is too large")
+        }
+        other => ApiError::bad_request("invalid_body", other.body_text()),
+    }
+}
+
+/// Path parameters (a malformed id is a 400 naming the problem).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Path<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Path(value)),
+            Err(rejection) => {
+                let text = rejection.body_text();
+                let message = if text.contains("UUID") || text.contains("uuid") {
+                    "invalid UUID in the path".to_string()
+                } else {
+                    format!("invalid path parameter: {text}")
+                };
+                Err(ApiError::bad_request("invalid_path", message))
+            }
+        }
+    }
+}
+
+/// A query string.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(Query(value)),
+            Err(rejection) => {
+                let text = rejection.body_text();
+                let detail = text.strip_prefix("Failed to deserialize query string: ").unwrap_or(&text);
+                Err(ApiError::bad_request("invalid_query", format!("invalid query parameters: {detail}")))
+            }
+        }
+    }
+}

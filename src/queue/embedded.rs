@@ -1,0 +1,109 @@
+//! The embedded queue: bounded in-memory channels inside one `herald serve` process, backed by the store.
+//! An event stays unpublished in the store until fan-out has taken it (its acknowledgement marks it
+//! published, in batches), so a crash or a full channel loses nothing: the outbox relay hands unpublished
+//! events over again. Delivery tasks are `queued` rows in the store; at start-up every queued row is made
+//! due again, since the channel that held them is gone.
+
+use async_trait::async_trait;
+use tokio::sync::{Mutex, mpsc};
+use uuid::Uuid;
+
+use super::{Acker, Consumer, DeliveryTask, EventMessage, Queue, QueueError, Received};
+use crate::store::DynStore;
+
+/// Messages waiting in each channel before publishers wait (deliveries) or leave the rest to the
+/// relay (events).
+const CAPACITY: usize = 16_384;
+/// Published marks written per statement.
+const MARK_BATCH: usize = 1_000;
+
+#[derive(Debug)]
+pub struct EmbeddedQueue {
+    events: mpsc::Sender<Received<EventMessage>>,
+    events_out: Mutex<Option<mpsc::Receiver<Received<EventMessage>>>>,
+    deliveries: mpsc::Sender<Received<DeliveryTask>>,
+    deliveries_out: Mutex<Option<mpsc::Receiver<Received<DeliveryTask>>>>,
+    /// Ids of events fan-out has taken, to be marked published.
+    published: mpsc::UnboundedSender<Uuid>,
+}
+
+impl EmbeddedQueue {
+    pub fn new(store: DynStore) -> Self {
+        let (events, events_out) = mpsc::channel(CAPACITY);
+        let (deliveries, deliveries_out) = mpsc::channel(CAPACITY);
+        let (published, marks) = mpsc::unbounded_channel();
+        tokio::spawn(mark_published(store, marks));
+        Self {
+            events,
+            events_out: Mutex::new(Some(events_out)),
+            deliveries,
+            deliveries_out: Mutex::new(Some(deliveries_out)),
+            published,
+        }
+    }
+}
+
+/// Writes published marks in batches until the queue is dropped.
+async fn mark_published(store: DynStore, mut marks: mpsc::UnboundedReceiver<Uuid>) {
+    let mut ids = Vec::with_capacity(MARK_BATCH);
+    while marks.recv_many(&mut ids, MARK_BATCH).await > 0 {
+        if let Err(error) = store.mark_events_published(&ids, crate::domain::now()).await {
+            // Left unpublished, the events are handed to fan-out again, which is idempotent.
+            tracing::warn!(%error, count = ids.len(), "could not mark events published");
+        }
+        ids.clear();
+    }
+}
+
+#[async_trait]
+impl Queue for EmbeddedQueue {
+    async fn publish_events(&self, events: &[EventMessage]) -> Result<(), QueueError> {
+        for event in events {
+            let message =
+                Received::new(event.clone(), Acker::MarkPublished(event.id, self.published.clone()));
+            if self.events.try_send(message).is_err() {
+                // Full: the event is safe in the store and the relay will hand it over later.
+                return Err(QueueError::Unavailable("embedded event queue is full".into()));
+            }
+        }
+        Ok(())
+    }
+
+    async fn publish_deliveries(&self, tasks: &[DeliveryTask]) -> Result<(), QueueError> {
+        for task in tasks {
+            self.deliveries
+                .send(Received::new(task.clone(), Acker::Nothing))
+                .await
+                .map_err(|_| QueueError::Unavailable("embedded delivery queue is closed".into()))?;
+        }
+        Ok(())
+    }
+
+    async fn consume_events(&self, _prefetch: u16) -> Result<Consumer<EventMessage>, QueueError> {
+        let receiver = self.events_out.lock().await.take();
+        receiver.map(Consumer::new).ok_or_else(|| {
+            QueueError::Unavailable("the embedded event queue has one consumer already".into())
+        })
+    }
+
+    async fn consume_deliveries(&self, _prefetch: u16) -> Result<Consumer<DeliveryTask>, QueueError> {
+        let receiver = self.deliveries_out.lock().await.take();
+        receiver.map(Consumer::new).ok_or_else(|| {
+            QueueError::Unavailable("the embedded delivery queue has one consumer already".into())
+        })
+    }
+
+    async fn check(&self) -> Result<(), QueueError> {
+        Ok(())
+    }
+
+    fn confirms_publication(&self) -> bool {
+        false
+    }
+
+    fn kind(&self) -> &'static str {
+        "embedded"
+    }
+
+    async fn close(&self) {}
+}

@@ -1,0 +1,147 @@
+//! Persistence. [`Store`] is everything Herald keeps, behind one trait with a storage-only error; the
+//! one SQL implementation ([`sql::SqlStore`]) runs on SQLite ([`sqlite`]) and PostgreSQL ([`postgres`]),
+//! each with its own migrations folder. [`connect`] picks the backend once, from the URL scheme.
+
+mod model;
+pub mod postgres;
+mod sql;
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+pub use model::*;
+
+use crate::config::{DatabaseKind, Settings};
+
+/// A shared handle on the store.
+pub type DynStore = Arc<dyn Store>;
+
+/// What can go wrong in storage, without the details of the database.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    /// A unique constraint refused the write; holds the constraint (index) name.
+    #[error("conflict on {0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Connects to the database the settings name, creating the SQLite file if needed, and runs migrations.
+pub async fn connect(settings: &Settings) -> anyhow::Result<DynStore> {
+    let url = settings.database.url.expose();
+    let store: DynStore = match settings.database_kind()? {
+        DatabaseKind::Sqlite => Arc::new(sqlite::connect(url, &settings.database).await?),
+        DatabaseKind::Postgres => Arc::new(postgres::connect(url, &settings.database).await?),
+    };
+    Ok(store)
+}
+
+/// Everything Herald stores. All times are passed in by the caller, so the store has no clock.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    /// Answers when the database is reachable (readiness).
+    async fn ping(&self) -> StoreResult<()>;
+
+    // --- organizations and users ---
+
+    /// Creates an organization with its first admin and that admin's API key. With `only_if_empty`,
+    /// does nothing and returns `false` when any organization exists (first start of `herald serve`).
+    async fn bootstrap(&self, bootstrap: &Bootstrap, only_if_empty: bool) -> StoreResult<bool>;
+    async fn get_organization(&self, id: Uuid) -> StoreResult<Option<Organization>>;
+    async fn set_organization_active(&self, id: Uuid, active: bool) -> StoreResult<()>;
+    /// Creates a user and, in the same transaction, the `user.added` event announcing it.
+    async fn create_user(&self, user: &NewUser, announcement: &NewEvent) -> StoreResult<User>;
+    async fn get_user(&self, id: Uuid) -> StoreResult<Option<User>>;
+    async fn list_users(&self, organization_id: Uuid) -> StoreResult<Vec<User>>;
+
+    // --- API keys ---
+
+    async fn create_api_key(&self, key: &NewApiKey) -> StoreResult<ApiKey>;
+    /// The key with this SHA-256 hash, with what authentication needs of its user and organization.
+    async fn find_key_by_hash(&self, hash: &[u8]) -> StoreResult<Option<KeyOwner>>;
+    async fn get_api_key(&self, id: Uuid) -> StoreResult<Option<ApiKey>>;
+    /// Keys not revoked, newest first.
+    async fn list_api_keys(&self, query: &ApiKeyQuery) -> StoreResult<Vec<ApiKey>>;
+    /// Revokes a key; `false` if it was revoked already.
+    async fn revoke_api_key(&self, id: Uuid, at: DateTime<Utc>) -> StoreResult<bool>;
+    /// Adds batched usage counts (the request path never writes).
+    async fn record_key_usage(&self, usage: &[KeyUsage]) -> StoreResult<()>;
+
+    // --- webhooks ---
+
+    async fn create_webhook(&self, webhook: &NewWebhook) -> StoreResult<Webhook>;
+    async fn get_webhook(&self, id: Uuid) -> StoreResult<Option<Webhook>>;
+    async fn list_webhooks(&self, organization_id: Uuid) -> StoreResult<Vec<Webhook>>;
+    /// The organization's active webhooks (fan-out).
+    async fn active_webhooks(&self, organization_id: Uuid) -> StoreResult<Vec<Webhook>>;
+    async fn update_webhook(&self, id: Uuid, changes: &WebhookChanges) -> StoreResult<Option<Webhook>>;
+    async fn rotate_webhook_secret(
+        &self,
+        id: Uuid,
+        rotation: &SecretRotation,
+    ) -> StoreResult<Option<Webhook>>;
+    /// Deletes a webhook and its deliveries; `false` if there was none.
+    async fn delete_webhook(&self, id: Uuid) -> StoreResult<bool>;
+
+    // --- events (the outbox) ---
+
+    /// Writes a batch of events in one transaction (group commit). An event whose idempotency key was
+    /// used in its organization since `idempotency_since` is not written: its outcome names the first
+    /// event instead. Outcomes are in the order of `events`.
+    async fn insert_events(
+        &self,
+        events: &[NewEvent],
+        idempotency_since: DateTime<Utc>,
+    ) -> StoreResult<Vec<IngestOutcome>>;
+    async fn get_event(&self, id: Uuid) -> StoreResult<Option<Event>>;
+    /// An organization's events, newest first.
+    async fn list_events(&self, query: &EventQuery) -> StoreResult<Vec<Event>>;
+    /// Events not yet published and created at or before `created_before`, oldest first (the relay).
+    async fn unpublished_events(&self, created_before: DateTime<Utc>, limit: i64) -> StoreResult<Vec<Event>>;
+    async fn mark_events_published(&self, ids: &[Uuid], at: DateTime<Utc>) -> StoreResult<()>;
+    /// Forgets idempotency keys of events created before `before`; returns how many.
+    async fn expire_idempotency_keys(&self, before: DateTime<Utc>) -> StoreResult<u64>;
+
+    // --- deliveries ---
+
+    /// Inserts deliveries as `queued`; rows that exist already (same event and webhook) are skipped.
+    /// Returns the ids inserted.
+    async fn create_deliveries(&self, deliveries: &[NewDelivery]) -> StoreResult<Vec<Uuid>>;
+    /// Deliveries of these events still queued for their first attempt (a fan-out redone after a crash).
+    async fn unstarted_deliveries(&self, event_ids: &[Uuid]) -> StoreResult<Vec<Delivery>>;
+    /// Takes up to `limit` deliveries that are due (`pending` whose time has come, or `queued` for too
+    /// long), marks them `queued` until `lease_until`, and returns them with their event's payload.
+    async fn claim_due_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<Vec<DueDelivery>>;
+    /// Makes claimed deliveries due again at once (their publication failed).
+    async fn release_deliveries(&self, ids: &[Uuid], now: DateTime<Utc>) -> StoreResult<()>;
+    /// Makes every `queued` delivery due at once (embedded mode, at start-up: the in-memory queue is gone).
+    async fn requeue_all_queued(&self, now: DateTime<Utc>) -> StoreResult<u64>;
+    /// Records attempts and their consequences in one transaction. Returns the webhooks disabled as a
+    /// result (410 Gone, or too many consecutive dead deliveries).
+    async fn record_outcomes(
+        &self,
+        outcomes: &[AttemptOutcome],
+        disable_after_dead: u32,
+    ) -> StoreResult<Vec<DisabledWebhook>>;
+    async fn get_delivery(&self, id: Uuid) -> StoreResult<Option<Delivery>>;
+    async fn list_attempts(&self, delivery_id: Uuid) -> StoreResult<Vec<Attempt>>;
+    /// A webhook's deliveries, newest first.
+    async fn list_deliveries(&self, query: &DeliveryQuery) -> StoreResult<Vec<Delivery>>;
+    /// Makes one delivery due now for another attempt. `None` when it is queued already.
+    async fn redrive_delivery(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<Option<Delivery>>;
+    /// Makes due now every delivery the filter selects; returns how many.
+    async fn replay_deliveries(&self, filter: &ReplayFilter, now: DateTime<Utc>) -> StoreResult<u64>;
+}

@@ -1,0 +1,339 @@
+//! The records the store reads and writes. Rows decode into these directly (`sqlx::FromRow`) on both
+//! databases, so column names here are the schema's.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::domain::{KeyPurpose, Role};
+
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Organization {
+    pub id: Uuid,
+    pub name: String,
+    pub is_active: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct User {
+    pub id: Uuid,
+    pub organization_id: Uuid,
+    pub email: String,
+    pub name: Option<String>,
+    #[sqlx(try_from = "String")]
+    pub role: Role,
+    pub is_active: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub id: Uuid,
+    pub organization_id: Uuid,
+    /// Lowercased by the caller.
+    pub email: String,
+    pub name: Option<String>,
+    pub role: Role,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A new organization with its first admin and that admin's key.
+#[derive(Debug, Clone)]
+pub struct Bootstrap {
+    pub organization: Organization,
+    pub admin: NewUser,
+    pub key: NewApiKey,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ApiKey {
+    pub id: Uuid,
+    pub organization_id: Uuid,
+    pub user_id: Uuid,
+    pub prefix: String,
+    pub name: String,
+    #[sqlx(try_from = "String")]
+    pub purpose: KeyPurpose,
+    pub is_active: bool,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub total_requests: i64,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewApiKey {
+    pub id: Uuid,
+    pub organization_id: Uuid,
+    pub user_id: Uuid,
+    /// SHA-256 of the plaintext key.
+    pub key_hash: Vec<u8>,
+    pub prefix: String,
+    pub name: String,
+    pub purpose: KeyPurpose,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A key with what authentication needs to know of its user and organization.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct KeyOwner {
+    #[sqlx(flatten)]
+    pub key: ApiKey,
+    #[sqlx(try_from = "String")]
+    pub user_role: Role,
+    pub user_is_active: bool,
+    pub organization_is_active: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ApiKeyQuery {
+    pub organization_id: Uuid,
+    /// `None`: every user of the organization.
+    pub user_id: Option<Uuid>,
+    /// Bounds on `last_used_at` (inclusive); a key never used matches no bound.
+    pub used_from: Option<DateTime<Utc>>,
+    pub used_to: Option<DateTime<Utc>>,
+}
+
+/// Requests counted in memory for one key since the last flush.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyUsage {
+    pub key_id: Uuid,
+    pub requests: i64,
+    pub last_used_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Webhook {
+    pub id: Uuid,
+    pub organization_id: Uuid,
+    pub url: String,
+    /// `*` or sorted comma-separated types; see [`crate::domain::EventFilter::from_stored`].
+    pub events: String,
+    pub secret_key_id: String,
+    pub secret_ciphertext: Vec<u8>,
+    pub previous_secret_key_id: Option<String>,
+    pub previous_secret_ciphertext: Option<Vec<u8>>,
+    pub previous_secret_expires_at: Option<DateTime<Utc>>,
+    pub is_active: bool,
+    pub description: Option<String>,
+    pub disabled_reason: Option<String>,
+    pub consecutive_dead: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewWebhook {
+    pub id: Uuid,
+    pub organization_id: Uuid,
+    pub url: String,
+    pub events: String,
+    pub secret: crate::crypto::Sealed,
+    pub description: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A partial update; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct WebhookChanges {
+    pub url: Option<String>,
+    pub events: Option<String>,
+    /// `Some(true)` also clears `disabled_reason` and the dead-delivery run.
+    pub is_active: Option<bool>,
+    /// Set by Herald when it disables a webhook itself; with `is_active: Some(false)` from an admin.
+    pub disabled_reason: Option<String>,
+    pub description: Option<Option<String>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SecretRotation {
+    pub secret: crate::crypto::Sealed,
+    pub previous: crate::crypto::Sealed,
+    pub previous_expires_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Event {
+    pub id: Uuid,
+    pub organization_id: Uuid,
+    pub event_type: String,
+    /// The exact JSON body endpoints receive.
+    pub payload: String,
+    pub idempotency_key: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub published_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub id: Uuid,
+    pub organization_id: Uuid,
+    pub event_type: String,
+    pub payload: String,
+    pub idempotency_key: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// What became of one event of an ingested batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestOutcome {
+    /// The event written, or the earlier event with the same idempotency key.
+    pub id: Uuid,
+    pub event_type: String,
+    pub created_at: DateTime<Utc>,
+    /// `true` when this is an earlier event and nothing was written.
+    pub duplicate: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct EventQuery {
+    pub organization_id: Uuid,
+    pub event_type: Option<String>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    /// Only events older than this one (ids are time-ordered UUIDv7).
+    pub before: Option<Uuid>,
+    pub limit: i64,
+}
+
+/// Where a delivery is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryStatus {
+    /// Waiting for its next attempt (`next_attempt_at`).
+    Pending,
+    /// Handed to the queue; a worker will attempt it.
+    Queued,
+    Succeeded,
+    /// Every attempt failed (or the endpoint answered 410); sits in the dead-letter queue.
+    Dead,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Queued => "queued",
+            DeliveryStatus::Succeeded => "succeeded",
+            DeliveryStatus::Dead => "dead",
+        }
+    }
+}
+
+impl TryFrom<String> for DeliveryStatus {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        match value.as_str() {
+            "pending" => Ok(Self::Pending),
+            "queued" => Ok(Self::Queued),
+            "succeeded" => Ok(Self::Succeeded),
+            "dead" => Ok(Self::Dead),
+            other => Err(format!("unknown delivery status '{other}'")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Delivery {
+    pub id: Uuid,
+    pub event_id: Uuid,
+    pub webhook_id: Uuid,
+    pub organization_id: Uuid,
+    #[sqlx(try_from = "String")]
+    pub status: DeliveryStatus,
+    pub attempts: i64,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub last_status_code: Option<i64>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewDelivery {
+    pub id: Uuid,
+    pub event_id: Uuid,
+    pub webhook_id: Uuid,
+    pub organization_id: Uuid,
+    pub created_at: DateTime<Utc>,
+    /// When the sweeper hands it over again if no worker has finished it.
+    pub lease_until: DateTime<Utc>,
+}
+
+/// A claimed delivery with what a worker needs to attempt it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueDelivery {
+    pub delivery_id: Uuid,
+    pub event_id: Uuid,
+    pub webhook_id: Uuid,
+    pub organization_id: Uuid,
+    /// Attempts made so far; the next one is `attempts + 1`.
+    pub attempts: i64,
+    pub event_type: String,
+    pub payload: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Attempt {
+    pub id: Uuid,
+    pub delivery_id: Uuid,
+    pub attempt_number: i64,
+    pub started_at: DateTime<Utc>,
+    pub duration_ms: i64,
+    pub status_code: Option<i64>,
+    pub response_body: Option<String>,
+    pub error: Option<String>,
+}
+
+/// One finished attempt and what follows from it.
+#[derive(Debug, Clone)]
+pub struct AttemptOutcome {
+    pub attempt: Attempt,
+    pub webhook_id: Uuid,
+    pub next: NextStep,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NextStep {
+    Succeeded,
+    /// Try again at this time.
+    Retry(DateTime<Utc>),
+    /// No more attempts; with `disable_webhook`, the webhook is disabled at once with that reason.
+    Dead {
+        disable_webhook: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DisabledWebhook {
+    pub webhook_id: Uuid,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeliveryQuery {
+    pub webhook_id: Uuid,
+    pub status: Option<DeliveryStatus>,
+    /// Only deliveries older than this one (ids are time-ordered UUIDv7).
+    pub before: Option<Uuid>,
+    pub limit: i64,
+}
+
+/// Which deliveries a bulk replay makes due again.
+#[derive(Debug, Clone)]
+pub struct ReplayFilter {
+    pub organization_id: Option<Uuid>,
+    pub webhook_id: Option<Uuid>,
+    /// Bounds on the delivery's creation time.
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    /// `Dead`, or `Pending` for deliveries that failed and wait for a retry.
+    pub status: DeliveryStatus,
+}

@@ -1,0 +1,8 @@
+//! Herald's integration tests, in one binary so they link once. Each test runs a real Herald (or a
+//! real store) on a fresh database: SQLite always, PostgreSQL and RabbitMQ when `HERALD_TEST_DATABASE_URL`
+//! and `HERALD_TEST_AMQP_URL` are set (`bash .ci/run` sets them and `HERALD_TEST_REQUIRE_SERVICES=1`).
+
+mod cli;
+mod skeleton;
+mod store_conformance;
+mod support;

@@ -1,0 +1,581 @@
+//! The store conformance suite: one set of behaviours every [`Store`] must show, run against SQLite
+//! always and against PostgreSQL when `HERALD_TEST_DATABASE_URL` is set, each test on a fresh database.
+
+use chrono::{DateTime, Duration, Utc};
+use herald::{
+    crypto::Sealed,
+    domain::{self, KeyPurpose, Role},
+    store::*,
+};
+use uuid::Uuid;
+
+/// Generates `sqlite::NAME` and `postgres::NAME` for each `async fn NAME(store: DynStore)`.
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let database = crate::support::db::TestDatabase::sqlite();
+                    super::$name(database.store().await).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let Some(database) = crate::support::db::TestDatabase::postgres().await else { return };
+                    super::$name(database.store().await).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    bootstrap_happens_once,
+    users_are_unique_per_organization_and_announced,
+    api_keys_are_found_by_hash_filtered_and_revoked,
+    key_usage_accumulates,
+    webhooks_are_created_updated_rotated_and_deleted,
+    events_are_written_in_batches_with_idempotency,
+    events_are_listed_newest_first_with_a_cursor,
+    unpublished_events_are_found_and_marked,
+    deliveries_are_created_once_and_claimed_when_due,
+    outcomes_are_recorded_and_disable_failing_webhooks,
+    deliveries_can_be_redriven_and_replayed,
+    timestamps_round_trip_exactly,
+);
+
+fn at(seconds: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(1_800_000_000 + seconds, 123_456_000).expect("valid time")
+}
+
+struct Fixture {
+    organization: Uuid,
+    admin: Uuid,
+}
+
+async fn fixture(store: &DynStore) -> Fixture {
+    let (bootstrap, _) = herald::app::bootstrap(store, "acme", "admin@acme.test", false)
+        .await
+        .expect("bootstrap")
+        .expect("created");
+    Fixture { organization: bootstrap.organization.id, admin: bootstrap.admin.id }
+}
+
+fn new_event(organization: Uuid, event_type: &str, key: Option<&str>, created_at: DateTime<Utc>) -> NewEvent {
+    let id = Uuid::now_v7();
+    NewEvent {
+        id,
+        organization_id: organization,
+        event_type: event_type.into(),
+        payload: format!(r#"{{"id":"{id}","event":"{event_type}","data":{{}}}}"#),
+        idempotency_key: key.map(String::from),
+        created_at,
+    }
+}
+
+fn sealed(tag: &str) -> Sealed {
+    Sealed { key_id: "k1".into(), ciphertext: tag.as_bytes().to_vec() }
+}
+
+async fn webhook(store: &DynStore, organization: Uuid, events: &str) -> Webhook {
+    store
+        .create_webhook(&NewWebhook {
+            id: Uuid::now_v7(),
+            organization_id: organization,
+            url: "https://example.com/hook".into(),
+            events: events.into(),
+            secret: sealed("secret"),
+            description: Some("test".into()),
+            created_at: at(0),
+        })
+        .await
+        .expect("webhook created")
+}
+
+async fn bootstrap_happens_once(store: DynStore) {
+    let first = herald::app::bootstrap(&store, "default", "admin@localhost", true).await.expect("bootstrap");
+    assert!(first.is_some(), "the first bootstrap creates the organization");
+    let second = herald::app::bootstrap(&store, "default", "admin@localhost", true).await.expect("bootstrap");
+    assert!(second.is_none(), "an existing organization prevents a second automatic bootstrap");
+    let (created, key) = first.expect("created");
+    let owner = store.find_key_by_hash(&key.hash()).await.expect("lookup").expect("found");
+    assert_eq!(owner.key.user_id, created.admin.id);
+    assert_eq!(owner.user_role, Role::Admin);
+    assert!(owner.organization_is_active && owner.user_is_active);
+}
+
+async fn users_are_unique_per_organization_and_announced(store: DynStore) {
+    let f = fixture(&store).await;
+    let user = NewUser {
+        id: Uuid::now_v7(),
+        organization_id: f.organization,
+        email: "member@acme.test".into(),
+        name: Some("Member".into()),
+        role: Role::Member,
+        created_at: at(1),
+    };
+    let announcement = new_event(f.organization, "user.added", None, at(1));
+    let created = store.create_user(&user, &announcement).await.expect("created");
+    assert_eq!(created.role, Role::Member);
+    assert_eq!(created.name.as_deref(), Some("Member"));
+    let stored_event =
+        store.get_event(announcement.id).await.expect("read").expect("the user.added event exists");
+    assert_eq!(stored_event.event_type, "user.added");
+    assert!(stored_event.published_at.is_none());
+
+    let duplicate = NewUser { id: Uuid::now_v7(), ..user.clone() };
+    let again = new_event(f.organization, "user.added", None, at(2));
+    let error = store.create_user(&duplicate, &again).await.expect_err("same email twice");
+    assert!(matches!(error, StoreError::Conflict(_)), "{error:?}");
+    assert!(store.get_event(again.id).await.expect("read").is_none(), "the failed user's event rolled back");
+
+    let users = store.list_users(f.organization).await.expect("list");
+    assert_eq!(
+        users.iter().map(|u| u.email.as_str()).collect::<Vec<_>>(),
+        vec!["admin@acme.test", "member@acme.test"]
+    );
+    store.set_organization_active(f.organization, false).await.expect("deactivate");
+    assert!(!store.get_organization(f.organization).await.expect("read").expect("exists").is_active);
+}
+
+async fn api_keys_are_found_by_hash_filtered_and_revoked(store: DynStore) {
+    let f = fixture(&store).await;
+    let secret = domain::ApiKeySecret::generate();
+    let key = store
+        .create_api_key(&NewApiKey {
+            id: Uuid::now_v7(),
+            organization_id: f.organization,
+            user_id: f.admin,
+            key_hash: secret.hash(),
+            prefix: secret.display_prefix(),
+            name: "zap".into(),
+            purpose: KeyPurpose::GoogleSheets,
+            expires_at: Some(at(3600)),
+            created_at: at(5),
+        })
+        .await
+        .expect("created");
+    assert_eq!(key.purpose, KeyPurpose::GoogleSheets);
+    assert_eq!(key.expires_at, Some(at(3600)));
+    let owner = store.find_key_by_hash(&secret.hash()).await.expect("lookup").expect("found");
+    assert_eq!(owner.key, key);
+    assert!(
+        store.find_key_by_hash(&domain::ApiKeySecret::generate().hash()).await.expect("lookup").is_none()
+    );
+
+    let all = ApiKeyQuery { organization_id: f.organization, ..ApiKeyQuery::default() };
+    assert_eq!(store.list_api_keys(&all).await.expect("list").len(), 2, "bootstrap key and the new one");
+    store
+        .record_key_usage(&[KeyUsage { key_id: key.id, requests: 3, last_used_at: at(100) }])
+        .await
+        .expect("usage");
+    let used_from = ApiKeyQuery { used_from: Some(at(50)), ..all.clone() };
+    let listed = store.list_api_keys(&used_from).await.expect("list");
+    assert_eq!(listed.iter().map(|k| k.id).collect::<Vec<_>>(), vec![key.id], "only used keys match a bound");
+    let used_to = ApiKeyQuery { used_to: Some(at(99)), ..all.clone() };
+    assert!(store.list_api_keys(&used_to).await.expect("list").is_empty());
+    let other_user = ApiKeyQuery { user_id: Some(Uuid::now_v7()), ..all.clone() };
+    assert!(store.list_api_keys(&other_user).await.expect("list").is_empty());
+
+    assert!(store.revoke_api_key(key.id, at(200)).await.expect("revoke"));
+    assert!(!store.revoke_api_key(key.id, at(201)).await.expect("revoke twice"), "a key is revoked once");
+    let revoked = store.get_api_key(key.id).await.expect("read").expect("still stored");
+    assert_eq!(revoked.revoked_at, Some(at(200)));
+    assert!(!revoked.is_active);
+    assert_eq!(store.list_api_keys(&all).await.expect("list").len(), 1, "revoked keys are not listed");
+}
+
+async fn key_usage_accumulates(store: DynStore) {
+    let f = fixture(&store).await;
+    let keys =
+        store.list_api_keys(&ApiKeyQuery { organization_id: f.organization, ..Default::default() }).await;
+    let key_id = keys.expect("list")[0].id;
+    store.record_key_usage(&[KeyUsage { key_id, requests: 2, last_used_at: at(20) }]).await.expect("usage");
+    store.record_key_usage(&[KeyUsage { key_id, requests: 5, last_used_at: at(10) }]).await.expect("usage");
+    let key = store.get_api_key(key_id).await.expect("read").expect("exists");
+    assert_eq!(key.total_requests, 7);
+    assert_eq!(key.last_used_at, Some(at(20)), "last_used_at never moves back");
+    store.record_key_usage(&[]).await.expect("an empty batch is fine");
+}
+
+async fn webhooks_are_created_updated_rotated_and_deleted(store: DynStore) {
+    let f = fixture(&store).await;
+    let hook = webhook(&store, f.organization, "item.created").await;
+    assert!(hook.is_active);
+    assert_eq!(hook.secret_ciphertext, b"secret");
+    let other_org = fixture(&store).await;
+    webhook(&store, other_org.organization, "*").await;
+    assert_eq!(store.list_webhooks(f.organization).await.expect("list"), vec![hook.clone()]);
+
+    let disabled = WebhookChanges {
+        is_active: Some(false),
+        disabled_reason: Some("disabled by an admin".into()),
+        description: Some(None),
+        updated_at: at(10),
+        ..WebhookChanges::default()
+    };
+    let updated = store.update_webhook(hook.id, &disabled).await.expect("update").expect("exists");
+    assert!(!updated.is_active);
+    assert_eq!(updated.disabled_reason.as_deref(), Some("disabled by an admin"));
+    assert_eq!(updated.description, None);
+    assert!(store.active_webhooks(f.organization).await.expect("active").is_empty());
+    let enabled = WebhookChanges {
+        is_active: Some(true),
+        url: Some("https://example.org/new".into()),
+        events: Some("*".into()),
+        updated_at: at(11),
+        ..WebhookChanges::default()
+    };
+    let updated = store.update_webhook(hook.id, &enabled).await.expect("update").expect("exists");
+    assert!(updated.is_active && updated.disabled_reason.is_none());
+    assert_eq!((updated.url.as_str(), updated.events.as_str()), ("https://example.org/new", "*"));
+    assert_eq!(updated.updated_at, at(11));
+
+    let rotation = SecretRotation {
+        secret: sealed("new"),
+        previous: sealed("secret"),
+        previous_expires_at: at(86_400),
+        updated_at: at(12),
+    };
+    let rotated = store.rotate_webhook_secret(hook.id, &rotation).await.expect("rotate").expect("exists");
+    assert_eq!(rotated.secret_ciphertext, b"new");
+    assert_eq!(rotated.previous_secret_ciphertext.as_deref(), Some(&b"secret"[..]));
+    assert_eq!(rotated.previous_secret_expires_at, Some(at(86_400)));
+
+    let event = new_event(f.organization, "item.created", None, at(13));
+    store.insert_events(std::slice::from_ref(&event), at(0)).await.expect("event");
+    let delivery = new_delivery(&event, hook.id, at(13));
+    store.create_deliveries(std::slice::from_ref(&delivery)).await.expect("delivery");
+    assert!(store.delete_webhook(hook.id).await.expect("delete"));
+    assert!(!store.delete_webhook(hook.id).await.expect("delete twice"));
+    assert!(
+        store.get_delivery(delivery.id).await.expect("read").is_none(),
+        "deliveries go with their webhook"
+    );
+    assert!(store.update_webhook(hook.id, &enabled).await.expect("update").is_none());
+}
+
+async fn events_are_written_in_batches_with_idempotency(store: DynStore) {
+    let f = fixture(&store).await;
+    let first = new_event(f.organization, "item.created", Some("order-1"), at(0));
+    let plain = new_event(f.organization, "item.updated", None, at(0));
+    let same_key_in_batch = new_event(f.organization, "item.created", Some("order-1"), at(0));
+    let outcomes = store
+        .insert_events(&[first.clone(), plain.clone(), same_key_in_batch], at(-86_400))
+        .await
+        .expect("insert");
+    assert_eq!(outcomes.len(), 3);
+    assert_eq!((outcomes[0].id, outcomes[0].duplicate), (first.id, false));
+    assert_eq!((outcomes[1].id, outcomes[1].duplicate), (plain.id, false));
+    assert_eq!((outcomes[2].id, outcomes[2].duplicate), (first.id, true), "the same key in one batch");
+
+    let retry = new_event(f.organization, "item.created", Some("order-1"), at(60));
+    let outcome = &store.insert_events(std::slice::from_ref(&retry), at(-86_400)).await.expect("insert")[0];
+    assert_eq!((outcome.id, outcome.duplicate, outcome.created_at), (first.id, true, at(0)));
+    assert!(store.get_event(retry.id).await.expect("read").is_none(), "a duplicate writes nothing");
+
+    let other_org = fixture(&store).await;
+    let elsewhere = new_event(other_org.organization, "item.created", Some("order-1"), at(60));
+    let outcome =
+        &store.insert_events(std::slice::from_ref(&elsewhere), at(-86_400)).await.expect("insert")[0];
+    assert!(!outcome.duplicate, "idempotency keys are per organization");
+
+    let after_window = new_event(f.organization, "item.created", Some("order-1"), at(90_000));
+    let outcome = &store.insert_events(std::slice::from_ref(&after_window), at(1)).await.expect("insert")[0];
+    assert_eq!((outcome.id, outcome.duplicate), (after_window.id, false), "an expired key is used anew");
+
+    let expiring = new_event(f.organization, "item.deleted", Some("order-2"), at(100));
+    store.insert_events(std::slice::from_ref(&expiring), at(0)).await.expect("insert");
+    // Keys used before t=200: the other organization's (t=60) and this one (t=100).
+    assert_eq!(store.expire_idempotency_keys(at(200)).await.expect("expire"), 2);
+    assert!(store.get_event(expiring.id).await.expect("read").expect("kept").idempotency_key.is_none());
+    assert_eq!(store.insert_events(&[], at(0)).await.expect("empty batch"), vec![]);
+}
+
+async fn events_are_listed_newest_first_with_a_cursor(store: DynStore) {
+    let f = fixture(&store).await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let event_type = if i % 2 == 0 { "item.created" } else { "comment.created" };
+        let event = new_event(f.organization, event_type, None, at(i));
+        store.insert_events(std::slice::from_ref(&event), at(0)).await.expect("insert");
+        ids.push(event.id);
+    }
+    let query = |before, event_type: Option<&str>, from, to, limit| EventQuery {
+        organization_id: f.organization,
+        event_type: event_type.map(String::from),
+        from,
+        to,
+        before,
+        limit,
+    };
+    let page = store.list_events(&query(None, None, None, None, 2)).await.expect("list");
+    assert_eq!(page.iter().map(|e| e.id).collect::<Vec<_>>(), vec![ids[4], ids[3]]);
+    let next = store.list_events(&query(Some(ids[3]), None, None, None, 10)).await.expect("list");
+    assert_eq!(next.iter().map(|e| e.id).collect::<Vec<_>>(), vec![ids[2], ids[1], ids[0]]);
+    let typed = store.list_events(&query(None, Some("comment.created"), None, None, 10)).await.expect("list");
+    assert_eq!(typed.iter().map(|e| e.id).collect::<Vec<_>>(), vec![ids[3], ids[1]]);
+    let ranged = store.list_events(&query(None, None, Some(at(1)), Some(at(3)), 10)).await.expect("list");
+    assert_eq!(ranged.iter().map(|e| e.id).collect::<Vec<_>>(), vec![ids[3], ids[2], ids[1]]);
+    let other = fixture(&store).await;
+    let none = store
+        .list_events(&EventQuery { organization_id: other.organization, ..query(None, None, None, None, 10) })
+        .await
+        .expect("list");
+    assert!(none.is_empty(), "events are per organization");
+}
+
+async fn unpublished_events_are_found_and_marked(store: DynStore) {
+    let f = fixture(&store).await;
+    let old = new_event(f.organization, "item.created", None, at(0));
+    let recent = new_event(f.organization, "item.created", None, at(100));
+    store.insert_events(&[old.clone(), recent.clone()], at(0)).await.expect("insert");
+    let due = store.unpublished_events(at(50), 10).await.expect("unpublished");
+    assert_eq!(due.iter().map(|e| e.id).collect::<Vec<_>>(), vec![old.id], "only events old enough");
+    assert_eq!(due[0].payload, old.payload);
+    store.mark_events_published(&[old.id, recent.id], at(101)).await.expect("mark");
+    assert!(store.unpublished_events(at(1000), 10).await.expect("unpublished").is_empty());
+    assert_eq!(store.get_event(old.id).await.expect("read").expect("exists").published_at, Some(at(101)));
+    store.mark_events_published(&[], at(0)).await.expect("empty");
+}
+
+fn new_delivery(event: &NewEvent, webhook_id: Uuid, lease_until: DateTime<Utc>) -> NewDelivery {
+    NewDelivery {
+        id: Uuid::now_v7(),
+        event_id: event.id,
+        webhook_id,
+        organization_id: event.organization_id,
+        created_at: event.created_at,
+        lease_until,
+    }
+}
+
+async fn deliveries_are_created_once_and_claimed_when_due(store: DynStore) {
+    let f = fixture(&store).await;
+    let hook = webhook(&store, f.organization, "*").await;
+    let event = new_event(f.organization, "item.created", None, at(0));
+    store.insert_events(std::slice::from_ref(&event), at(0)).await.expect("event");
+    let delivery = new_delivery(&event, hook.id, at(600));
+    assert_eq!(
+        store.create_deliveries(std::slice::from_ref(&delivery)).await.expect("create"),
+        vec![delivery.id]
+    );
+    let again = new_delivery(&event, hook.id, at(600));
+    assert!(store.create_deliveries(&[again]).await.expect("create").is_empty(), "unique on event + webhook");
+    let unstarted = store.unstarted_deliveries(&[event.id]).await.expect("unstarted");
+    assert_eq!(unstarted.iter().map(|d| d.id).collect::<Vec<_>>(), vec![delivery.id]);
+    assert_eq!(unstarted[0].status, DeliveryStatus::Queued);
+
+    assert!(store.claim_due_deliveries(at(599), at(1200), 10).await.expect("claim").is_empty(), "leased");
+    let claimed = store.claim_due_deliveries(at(600), at(1200), 10).await.expect("claim");
+    assert_eq!(claimed.len(), 1, "a queued delivery past its lease is handed over again");
+    assert_eq!(claimed[0].payload, event.payload);
+    assert_eq!((claimed[0].attempts, claimed[0].event_type.as_str()), (0, "item.created"));
+    assert!(
+        store.claim_due_deliveries(at(601), at(1200), 10).await.expect("claim").is_empty(),
+        "claimed once"
+    );
+
+    store.release_deliveries(&[delivery.id], at(700)).await.expect("release");
+    let released = store.get_delivery(delivery.id).await.expect("read").expect("exists");
+    assert_eq!((released.status, released.next_attempt_at), (DeliveryStatus::Pending, Some(at(700))));
+    assert_eq!(store.claim_due_deliveries(at(700), at(1300), 10).await.expect("claim").len(), 1);
+    assert_eq!(store.requeue_all_queued(at(800)).await.expect("requeue"), 1);
+    assert_eq!(store.claim_due_deliveries(at(800), at(1400), 10).await.expect("claim").len(), 1);
+}
+
+async fn deliver(store: &DynStore, hook: &Webhook, organization: Uuid, t: i64) -> (NewEvent, NewDelivery) {
+    let event = new_event(organization, "item.created", None, at(t));
+    store.insert_events(std::slice::from_ref(&event), at(0)).await.expect("event");
+    let delivery = new_delivery(&event, hook.id, at(t + 600));
+    store.create_deliveries(std::slice::from_ref(&delivery)).await.expect("delivery");
+    (event, delivery)
+}
+
+fn outcome(delivery: &NewDelivery, number: i64, status: Option<i64>, next: NextStep) -> AttemptOutcome {
+    AttemptOutcome {
+        attempt: Attempt {
+            id: Uuid::now_v7(),
+            delivery_id: delivery.id,
+            attempt_number: number,
+            started_at: at(number * 10),
+            duration_ms: 12,
+            status_code: status,
+            response_body: Some("nope".into()),
+            error: status.is_none().then(|| "connection refused".to_string()),
+        },
+        webhook_id: delivery.webhook_id,
+        next,
+    }
+}
+
+async fn outcomes_are_recorded_and_disable_failing_webhooks(store: DynStore) {
+    let f = fixture(&store).await;
+    let hook = webhook(&store, f.organization, "*").await;
+    let (_, first) = deliver(&store, &hook, f.organization, 0).await;
+    let retry = outcome(&first, 1, Some(500), NextStep::Retry(at(30)));
+    assert!(store.record_outcomes(std::slice::from_ref(&retry), 2).await.expect("record").is_empty());
+    let pending = store.get_delivery(first.id).await.expect("read").expect("exists");
+    assert_eq!(
+        (pending.status, pending.attempts, pending.next_attempt_at),
+        (DeliveryStatus::Pending, 1, Some(at(30)))
+    );
+    assert_eq!(pending.last_status_code, Some(500));
+    // A stale duplicate of attempt 1 is logged but changes nothing.
+    let stale = outcome(&first, 1, Some(200), NextStep::Succeeded);
+    store.record_outcomes(&[stale], 2).await.expect("record");
+    assert_eq!(
+        store.get_delivery(first.id).await.expect("read").expect("exists").status,
+        DeliveryStatus::Pending
+    );
+    let dead = outcome(&first, 2, None, NextStep::Dead { disable_webhook: None });
+    assert!(store.record_outcomes(&[dead], 2).await.expect("record").is_empty(), "one dead delivery of two");
+    let attempts = store.list_attempts(first.id).await.expect("attempts");
+    assert_eq!(attempts.iter().map(|a| a.attempt_number).collect::<Vec<_>>(), vec![1, 1, 2]);
+    assert_eq!(attempts[2].error.as_deref(), Some("connection refused"));
+    let dead_delivery = store.get_delivery(first.id).await.expect("read").expect("exists");
+    assert_eq!((dead_delivery.status, dead_delivery.completed_at), (DeliveryStatus::Dead, Some(at(20))));
+
+    let (_, second) = deliver(&store, &hook, f.organization, 100).await;
+    let disabled = store
+        .record_outcomes(&[outcome(&second, 1, Some(500), NextStep::Dead { disable_webhook: None })], 2)
+        .await
+        .expect("record");
+    assert_eq!(disabled.len(), 1, "the second consecutive dead delivery disables the webhook");
+    assert!(disabled[0].reason.contains("2 consecutive dead deliveries"), "{}", disabled[0].reason);
+    let hook_now = store.get_webhook(hook.id).await.expect("read").expect("exists");
+    assert!(!hook_now.is_active);
+
+    let other = webhook(&store, f.organization, "*").await;
+    let (_, third) = deliver(&store, &other, f.organization, 200).await;
+    let (_, fourth) = deliver(&store, &other, f.organization, 300).await;
+    store
+        .record_outcomes(&[outcome(&third, 1, Some(500), NextStep::Dead { disable_webhook: None })], 2)
+        .await
+        .expect("record");
+    store.record_outcomes(&[outcome(&fourth, 1, Some(200), NextStep::Succeeded)], 2).await.expect("record");
+    assert_eq!(
+        store.get_webhook(other.id).await.expect("read").expect("exists").consecutive_dead,
+        0,
+        "reset"
+    );
+    let (_, gone) = deliver(&store, &other, f.organization, 400).await;
+    let reason = "endpoint answered 410 Gone".to_string();
+    let disabled = store
+        .record_outcomes(
+            &[outcome(&gone, 1, Some(410), NextStep::Dead { disable_webhook: Some(reason.clone()) })],
+            0,
+        )
+        .await
+        .expect("record");
+    assert_eq!(disabled, vec![DisabledWebhook { webhook_id: other.id, reason }]);
+    let succeeded = store.get_delivery(fourth.id).await.expect("read").expect("exists");
+    assert_eq!((succeeded.status, succeeded.next_attempt_at), (DeliveryStatus::Succeeded, None));
+}
+
+async fn deliveries_can_be_redriven_and_replayed(store: DynStore) {
+    let f = fixture(&store).await;
+    let hook = webhook(&store, f.organization, "*").await;
+    let (_, queued) = deliver(&store, &hook, f.organization, 0).await;
+    assert!(store.redrive_delivery(queued.id, at(5)).await.expect("redrive").is_none(), "queued already");
+    let (_, dead) = deliver(&store, &hook, f.organization, 10).await;
+    store
+        .record_outcomes(&[outcome(&dead, 1, Some(500), NextStep::Dead { disable_webhook: None })], 0)
+        .await
+        .expect("r");
+    let redriven = store.redrive_delivery(dead.id, at(50)).await.expect("redrive").expect("changed");
+    assert_eq!(
+        (redriven.status, redriven.next_attempt_at, redriven.attempts),
+        (DeliveryStatus::Pending, Some(at(50)), 1)
+    );
+
+    let (_, old_dead) = deliver(&store, &hook, f.organization, 20).await;
+    let (_, new_dead) = deliver(&store, &hook, f.organization, 1000).await;
+    let (_, failing) = deliver(&store, &hook, f.organization, 30).await;
+    for d in [&old_dead, &new_dead] {
+        store
+            .record_outcomes(&[outcome(d, 1, Some(500), NextStep::Dead { disable_webhook: None })], 0)
+            .await
+            .expect("r");
+    }
+    store.record_outcomes(&[outcome(&failing, 1, Some(500), NextStep::Retry(at(9999)))], 0).await.expect("r");
+    let filter = ReplayFilter {
+        organization_id: Some(f.organization),
+        webhook_id: Some(hook.id),
+        since: Some(at(15)),
+        until: Some(at(500)),
+        status: DeliveryStatus::Dead,
+    };
+    assert_eq!(
+        store.replay_deliveries(&filter, at(2000)).await.expect("replay"),
+        1,
+        "only dead ones in range"
+    );
+    assert_eq!(store.get_delivery(old_dead.id).await.expect("r").expect("e").status, DeliveryStatus::Pending);
+    assert_eq!(store.get_delivery(new_dead.id).await.expect("r").expect("e").status, DeliveryStatus::Dead);
+    let failed = ReplayFilter { status: DeliveryStatus::Pending, since: None, until: None, ..filter };
+    assert_eq!(
+        store.replay_deliveries(&failed, at(2001)).await.expect("replay"),
+        3,
+        "failed ones wait no longer"
+    );
+    assert_eq!(store.get_delivery(failing.id).await.expect("r").expect("e").next_attempt_at, Some(at(2001)));
+
+    let page = store
+        .list_deliveries(&DeliveryQuery { webhook_id: hook.id, status: None, before: None, limit: 2 })
+        .await
+        .expect("list");
+    assert_eq!(page.len(), 2);
+    assert!(page[0].id > page[1].id, "newest first");
+    let rest = store
+        .list_deliveries(&DeliveryQuery {
+            webhook_id: hook.id,
+            status: None,
+            before: Some(page[1].id),
+            limit: 10,
+        })
+        .await
+        .expect("list");
+    assert_eq!(rest.len(), 3);
+    let dead_only = store
+        .list_deliveries(&DeliveryQuery {
+            webhook_id: hook.id,
+            status: Some(DeliveryStatus::Dead),
+            before: None,
+            limit: 10,
+        })
+        .await
+        .expect("list");
+    assert_eq!(dead_only.iter().map(|d| d.id).collect::<Vec<_>>(), vec![new_dead.id]);
+}
+
+async fn timestamps_round_trip_exactly(store: DynStore) {
+    let f = fixture(&store).await;
+    // Whole seconds, milliseconds and microseconds must compare correctly once stored.
+    let times = [
+        DateTime::from_timestamp(1_800_000_000, 0).expect("t"),
+        DateTime::from_timestamp(1_800_000_000, 500_000_000).expect("t"),
+        DateTime::from_timestamp(1_800_000_000, 120_000).expect("t"),
+        DateTime::from_timestamp(1_800_000_001, 1_000).expect("t"),
+    ];
+    for (i, created_at) in times.iter().enumerate() {
+        let event = new_event(f.organization, "item.created", None, *created_at);
+        store.insert_events(std::slice::from_ref(&event), at(0)).await.expect("insert");
+        assert_eq!(
+            store.get_event(event.id).await.expect("read").expect("exists").created_at,
+            *created_at,
+            "{i}"
+        );
+    }
+    let ordered = store.unpublished_events(times[3], 10).await.expect("list");
+    let mut expected = times.to_vec();
+    expected.sort();
+    assert_eq!(ordered.iter().map(|e| e.created_at).collect::<Vec<_>>(), expected);
+    let before_last = store.unpublished_events(times[3] - Duration::microseconds(1), 10).await.expect("list");
+    assert_eq!(before_last.len(), 3);
+    assert_eq!(domain::now().timestamp_subsec_nanos() % 1000, 0, "now() keeps microseconds only");
+}

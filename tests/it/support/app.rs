@@ -1,0 +1,163 @@
+//! A running Herald for a test: its own database, its own queue names (RabbitMQ) and a random port on
+//! 127.0.0.1, served by the same code as `herald serve`, plus an admin API key and HTTP helpers.
+
+use std::time::Duration;
+
+use herald::{app::AppState, config::Settings};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use super::db::TestDatabase;
+
+/// Which backends a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// SQLite and the in-process queue.
+    Embedded,
+    /// PostgreSQL and RabbitMQ (`HERALD_TEST_DATABASE_URL`, `HERALD_TEST_AMQP_URL`).
+    Services,
+}
+
+impl Mode {
+    /// Whether the services variant can run (panics if it must and cannot).
+    pub fn services_available() -> bool {
+        super::service_env("HERALD_TEST_DATABASE_URL").is_some()
+            && super::service_env("HERALD_TEST_AMQP_URL").is_some()
+    }
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub admin_key: String,
+    pub organization_id: uuid::Uuid,
+    pub admin_id: uuid::Uuid,
+    pub state: AppState,
+    pub client: reqwest::Client,
+    pub shutdown: CancellationToken,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    pub database: TestDatabase,
+    queue_prefix: Option<(String, String)>,
+}
+
+impl TestApp {
+    pub async fn spawn(mode: Mode) -> Self {
+        Self::spawn_with(mode, |_| {}).await
+    }
+
+    /// Starts Herald with test settings, adjusted by `configure`.
+    pub async fn spawn_with(mode: Mode, configure: impl FnOnce(&mut Settings)) -> Self {
+        herald::install_tls_provider();
+        let database = match mode {
+            Mode::Embedded => TestDatabase::sqlite(),
+            Mode::Services => TestDatabase::postgres().await.expect("services are available"),
+        };
+        let mut settings = database.settings();
+        let mut queue_prefix = None;
+        if mode == Mode::Services {
+            let amqp = std::env::var("HERALD_TEST_AMQP_URL").expect("HERALD_TEST_AMQP_URL");
+            let prefix = format!("t{}", uuid::Uuid::new_v4().simple());
+            settings.queue.url = Some(herald::config::Secret::new(amqp.clone()));
+            settings.queue.prefix = prefix.clone();
+            queue_prefix = Some((amqp, prefix));
+        }
+        settings.server.bind = "127.0.0.1:0".parse().expect("addr");
+        settings.delivery.allow_private_targets = true;
+        settings.log.level = "warn".into();
+        configure(&mut settings);
+        herald::telemetry::init(&settings.log);
+        let state = AppState::connect(settings).await.expect("Herald starts");
+        let (bootstrap, key) = herald::app::bootstrap(&state.store, "test org", "admin@test.example", false)
+            .await
+            .expect("bootstrap")
+            .expect("created");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(herald::app::serve(state.clone(), listener, shutdown.clone()));
+        Self {
+            base,
+            admin_key: key.expose().to_string(),
+            organization_id: bootstrap.organization.id,
+            admin_id: bootstrap.admin.id,
+            state,
+            client: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client"),
+            shutdown,
+            server: Some(server),
+            database,
+            queue_prefix,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Sends a request with `key` as bearer token and an optional JSON body; returns status and JSON.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self.client.request(method, self.url(path));
+        if let Some(key) = key {
+            request = request.header("Authorization", format!("Bearer {key}"));
+        }
+        if let Some(body) = body {
+            request = request.header("Content-Type", "application/json").body(body.to_string());
+        }
+        let response = request.send().await.expect("request sent");
+        let status = response.status();
+        let bytes = response.bytes().await.expect("body");
+        let json = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+        };
+        (status, json)
+    }
+
+    /// `call` as the bootstrap admin.
+    pub async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        self.call(method, path, Some(&self.admin_key.clone()), body).await
+    }
+
+    /// Stops the server and waits for it to finish.
+    pub async fn stop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(server) = self.server.take() {
+            server.await.expect("server task").expect("server stopped cleanly");
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        let Some((amqp, prefix)) = self.queue_prefix.take() else { return };
+        // Remove this test's exchanges and queues from the shared broker.
+        let cleanup = std::thread::spawn(move || {
+            let runtime =
+                tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            runtime.block_on(async {
+                let Ok(connection) =
+                    lapin::Connection::connect(&amqp, lapin::ConnectionProperties::default()).await
+                else {
+                    return;
+                };
+                let Ok(channel) = connection.create_channel().await else { return };
+                let names = herald::queue::rabbitmq::Names::new(&prefix);
+                for queue in [&names.fanout_queue, &names.deliveries_queue, &names.dead_queue] {
+                    drop(channel.queue_delete(queue.as_str().into(), Default::default()).await);
+                }
+                for exchange in [&names.events_exchange, &names.deliveries_exchange, &names.dead_exchange] {
+                    drop(channel.exchange_delete(exchange.as_str().into(), Default::default()).await);
+                }
+                drop(connection.close(200, "test done".into()).await);
+            });
+        });
+        drop(cleanup.join());
+    }
+}

@@ -1,0 +1,49 @@
+//! Shared test machinery: fresh databases ([`db`]), a running Herald on a random port ([`app`]), and
+//! HTTP helpers.
+
+// Shared by every suite; each suite uses only some of the helpers.
+#![allow(dead_code)]
+
+pub mod app;
+pub mod db;
+
+/// Whether the PostgreSQL/RabbitMQ variants must run. With `HERALD_TEST_REQUIRE_SERVICES=1` (CI) a
+/// missing service is a failure; otherwise those variants are skipped with a note.
+pub fn services_required() -> bool {
+    std::env::var("HERALD_TEST_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
+}
+
+/// The value of a service variable, or `None` to skip (panics when services are required).
+pub fn service_env(name: &str) -> Option<String> {
+    match std::env::var(name) {
+        Ok(value) if !value.is_empty() => Some(value),
+        _ if services_required() => panic!("{name} is not set but HERALD_TEST_REQUIRE_SERVICES=1"),
+        _ => {
+            eprintln!("skipped: {name} is not set");
+            None
+        }
+    }
+}
+
+/// Generates one test per mode for an `async fn(Mode)`: `embedded` (SQLite + in-process queue, always)
+/// and `services` (PostgreSQL + RabbitMQ, when configured).
+#[macro_export]
+macro_rules! in_both_modes {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn embedded() {
+                    super::$name($crate::support::app::Mode::Embedded).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn services() {
+                    if $crate::support::app::Mode::services_available() {
+                        super::$name($crate::support::app::Mode::Services).await;
+                    }
+                }
+            }
+        )*
+    };
+}

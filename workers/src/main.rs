@@ -1,0 +1,52 @@
+//! `herald-worker`: the worker process of production mode. It connects to the store and RabbitMQ and runs
+//! the fan-out and delivery roles (both by default) until SIGTERM or Ctrl-C.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::Parser;
+
+/// Herald's worker: consumes events from RabbitMQ, fans them out to subscribed webhooks and delivers them.
+/// Run as many as you like, on as many machines: they compete for work.
+#[derive(Debug, Parser)]
+#[command(name = "herald-worker", version)]
+struct Args {
+    /// Folder holding default.toml and {HERALD_ENV}.toml; built-in defaults apply where files are missing.
+    #[arg(long, env = "HERALD_CONFIG_DIR", default_value = "config", value_name = "DIR")]
+    config_dir: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    herald::install_tls_provider();
+    let settings = herald::config::Settings::load(&args.config_dir)?;
+    herald::telemetry::init(&settings.log);
+    if settings.queue.url.is_none() {
+        anyhow::bail!(
+            "configuration: queue.url: herald-worker needs RabbitMQ (set HERALD__QUEUE__URL); in embedded mode `herald serve` runs the workers itself"
+        );
+    }
+    let state = herald::app::AppState::connect(settings).await?;
+    tracing::info!("worker connected to the store and RabbitMQ");
+    let shutdown = herald::shutdown::on_signal();
+    shutdown.cancelled().await;
+    state.queue.close().await;
+    tracing::info!("worker stopped");
+    Ok(())
+}
