@@ -1,14 +1,19 @@
 //! Assembling Herald from its settings: the store and queue chosen once, the shared state handlers take
-//! with `State<AppState>`, and the API process (`herald serve`) with its background tasks.
+//! with `State<AppState>`, and the background tasks of the API process (outbox publisher and relay, key
+//! usage flusher), all stopped by one shutdown token and awaited before exit.
 
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    auth::Authenticator,
     config::Settings,
-    domain,
+    crypto::SecretBox,
+    domain::{self, EventCatalog},
+    net_guard::TargetPolicy,
+    outbox::Outbox,
     queue::{self, DynQueue},
     store::{self, Bootstrap, DynStore, NewApiKey, NewUser, Organization},
 };
@@ -19,14 +24,69 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub store: DynStore,
     pub queue: DynQueue,
+    pub auth: Arc<Authenticator>,
+    pub outbox: Outbox,
+    pub catalog: EventCatalog,
+    pub secrets: Arc<SecretBox>,
+    pub targets: Arc<TargetPolicy>,
 }
 
-impl AppState {
-    /// Connects the store (running migrations) and the queue the settings select.
-    pub async fn connect(settings: Settings) -> anyhow::Result<Self> {
+/// The API process: its state and its background tasks.
+#[derive(Debug)]
+pub struct App {
+    pub state: AppState,
+    shutdown: CancellationToken,
+    background: Vec<JoinHandle<()>>,
+}
+
+impl App {
+    /// Connects the store (running migrations) and the queue, and starts the background tasks, which
+    /// stop when `shutdown` is cancelled.
+    pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<Self> {
         let store = store::connect(&settings).await?;
         let queue = queue::connect(&settings, &store).await?;
-        Ok(Self { settings: Arc::new(settings), store, queue })
+        let secrets = Arc::new(SecretBox::from_settings(&settings)?);
+        let (outbox, outbox_task) = Outbox::start(store.clone(), queue.clone(), &settings, shutdown.clone());
+        let auth = Arc::new(Authenticator::new(&settings, store.clone()));
+        let usage_task = {
+            let (usage, store, token) = (auth.usage().clone(), store.clone(), shutdown.clone());
+            let interval = settings.auth.usage_flush_interval.get();
+            tokio::spawn(async move { usage.run(store, interval, token).await })
+        };
+        let state = AppState {
+            catalog: EventCatalog::new(&settings.events.types),
+            targets: Arc::new(TargetPolicy::new(
+                settings.delivery.allow_private_targets,
+                settings.delivery.allowed_cidrs.clone(),
+            )),
+            settings: Arc::new(settings),
+            store,
+            queue,
+            auth,
+            outbox,
+            secrets,
+        };
+        Ok(Self { state, shutdown, background: vec![outbox_task, usage_task] })
+    }
+
+    /// Serves the API until shutdown, lets in-flight requests finish (up to `server.shutdown_grace`),
+    /// then waits for the background tasks' last flush and closes the queue.
+    pub async fn serve(self, listener: TcpListener) -> anyhow::Result<()> {
+        let grace = self.state.settings.server.shutdown_grace.get();
+        let router = crate::http::router(self.state.clone());
+        let server = tokio::spawn(crate::http::serve(listener, router, self.shutdown.clone()));
+        self.shutdown.cancelled().await;
+        match tokio::time::timeout(grace, server).await {
+            Ok(result) => result??,
+            Err(_) => tracing::warn!(?grace, "in-flight requests did not finish within the shutdown grace"),
+        }
+        for task in self.background {
+            if tokio::time::timeout(grace, task).await.is_err() {
+                tracing::warn!("a background task did not stop within the shutdown grace");
+            }
+        }
+        self.state.queue.close().await;
+        Ok(())
     }
 }
 
@@ -58,7 +118,7 @@ pub async fn bootstrap(
         organization_id: organization.id,
         user_id: admin.id,
         key_hash: secret.hash(),
-        prefix: secret.display_prefix(),
+        prefix: secret.hint(),
         name: "bootstrap admin key".into(),
         purpose: domain::KeyPurpose::Custom,
         expires_at: None,
@@ -66,22 +126,4 @@ pub async fn bootstrap(
     };
     let bootstrap = Bootstrap { organization, admin, key };
     if store.bootstrap(&bootstrap, only_if_empty).await? { Ok(Some((bootstrap, secret))) } else { Ok(None) }
-}
-
-/// Runs the API until `shutdown`, then waits up to `server.shutdown_grace` for in-flight requests.
-pub async fn serve(
-    state: AppState,
-    listener: TcpListener,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    let grace = state.settings.server.shutdown_grace.get();
-    let router = crate::http::router(state.clone());
-    let server = tokio::spawn(crate::http::serve(listener, router, shutdown.clone()));
-    shutdown.cancelled().await;
-    match tokio::time::timeout(grace, server).await {
-        Ok(result) => result??,
-        Err(_) => tracing::warn!(?grace, "in-flight requests did not finish within the shutdown grace"),
-    }
-    state.queue.close().await;
-    Ok(())
 }

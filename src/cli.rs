@@ -7,7 +7,7 @@ use std::{io::Write, net::SocketAddr, path::PathBuf};
 use clap::{Parser, Subcommand};
 
 use crate::{
-    app::{self, AppState},
+    app::{self, App},
     config::{DatabaseKind, Settings},
     crypto::SecretBox,
     store, telemetry,
@@ -98,16 +98,17 @@ async fn serve(mut settings: Settings, bind: Option<SocketAddr>) -> anyhow::Resu
         (DatabaseKind::Sqlite, true) => "SQLite with RabbitMQ",
         (DatabaseKind::Postgres, false) => "PostgreSQL with the in-process queue",
     };
-    let state = AppState::connect(settings).await?;
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .map_err(|error| anyhow::anyhow!("server.bind: cannot listen on {address}: {error}"))?;
     let local = listener.local_addr()?;
-    if let Some((created, key)) = app::bootstrap(&state.store, "default", "admin@localhost", true).await? {
+    let app = App::start(settings, crate::shutdown::on_signal()).await?;
+    if let Some((created, key)) = app::bootstrap(&app.state.store, "default", "admin@localhost", true).await?
+    {
         print_first_start(&created.admin.email, key.expose(), local)?;
     }
     tracing::info!(address = %local, mode, "Herald is listening");
-    app::serve(state, listener, crate::shutdown::on_signal()).await
+    app.serve(listener).await
 }
 
 fn print_first_start(email: &str, key: &str, address: SocketAddr) -> anyhow::Result<()> {

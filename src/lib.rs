@@ -7,13 +7,16 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod auth;
 pub mod batch;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod domain;
 pub mod http;
 pub mod net_guard;
+pub mod outbox;
 pub mod queue;
 pub mod shutdown;
 pub mod signature;

@@ -25,7 +25,7 @@ CREATE TABLE api_keys (
     organization_id BLOB NOT NULL REFERENCES organizations (id) ON DELETE CASCADE,
     user_id         BLOB NOT NULL REFERENCES users (id) ON DELETE CASCADE,
     key_hash        BLOB NOT NULL,          -- SHA-256 of the key; the key itself is never stored
-    prefix          TEXT NOT NULL,          -- first characters, to tell keys apart
+    prefix          TEXT NOT NULL,          -- 8 characters after the key prefix, to tell keys apart
     name            TEXT NOT NULL,
     purpose         TEXT NOT NULL,
     is_active       INTEGER NOT NULL DEFAULT 1,

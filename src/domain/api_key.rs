@@ -10,8 +10,9 @@ use sha2::{Digest, Sha256};
 const PREFIX: &str = "sk_live_";
 const BODY_LEN: usize = 43;
 const CHECKSUM_LEN: usize = 6;
-/// Length of the display prefix stored beside the hash: `sk_live_` and 8 characters of the key.
-const DISPLAY_LEN: usize = PREFIX.len() + 8;
+/// Characters of the key after `sk_live_` kept beside the hash, to tell keys apart.
+const HINT_LEN: usize = 8;
+const DISPLAY_LEN: usize = PREFIX.len() + HINT_LEN;
 const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
 /// Why a presented key was refused before any lookup.
@@ -60,9 +61,15 @@ impl ApiKeySecret {
         Sha256::digest(self.0.as_bytes()).to_vec()
     }
 
-    /// The first characters, stored so that a user can tell their keys apart.
-    pub fn display_prefix(&self) -> String {
-        self.0[..DISPLAY_LEN].to_string()
+    /// The 8 characters after `sk_live_`, stored so that a user can tell their keys apart. The store
+    /// never holds `sk_live_` itself, so a search of it for that string finds nothing.
+    pub fn hint(&self) -> String {
+        self.0[PREFIX.len()..DISPLAY_LEN].to_string()
+    }
+
+    /// How a stored hint is shown: `sk_live_` and the hint.
+    pub fn display_prefix(hint: &str) -> String {
+        format!("{PREFIX}{hint}")
     }
 
     /// The plaintext, for the one response that shows it.
@@ -145,7 +152,8 @@ mod tests {
         assert_eq!(a.expose().len(), 57);
         assert!(a.expose().starts_with("sk_live_"));
         assert_eq!(ApiKeySecret::parse(a.expose()), Ok(a.clone()));
-        assert_eq!(a.display_prefix().len(), 16);
+        assert_eq!(a.hint().len(), 8);
+        assert!(a.expose().starts_with(&ApiKeySecret::display_prefix(&a.hint())));
         assert_eq!(a.hash().len(), 32);
     }
 

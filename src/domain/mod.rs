@@ -3,12 +3,14 @@
 
 mod api_key;
 mod event_type;
+mod payload;
 mod roles;
 mod webhook_secret;
 mod webhook_url;
 
 pub use api_key::{ApiKeyError, ApiKeySecret, KeyPurpose};
-pub use event_type::{EventCatalog, EventFilter, EventType};
+pub use event_type::{EventCatalog, EventFilter, EventType, TEST_EVENT};
+pub use payload::render_payload;
 pub use roles::Role;
 pub use webhook_secret::WebhookSecret;
 pub use webhook_url::{UrlPolicy, WebhookUrl};

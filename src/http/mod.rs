@@ -2,9 +2,11 @@
 //! the cross-cutting layers (request ids, tracing, timeout, body limit, panics as JSON 500s) and the JSON
 //! fallbacks for unknown routes and methods, and serves the result with graceful shutdown.
 
+mod api_keys;
 pub mod error;
 pub mod extract;
 mod health;
+mod users;
 
 use std::{any::Any, time::Duration};
 
@@ -30,7 +32,7 @@ use crate::app::AppState;
 /// The whole API with its layers.
 pub fn router(state: AppState) -> Router {
     let settings = state.settings.clone();
-    let api = Router::new();
+    let api = Router::new().merge(api_keys::router()).merge(users::router());
     let timeout = settings.server.request_timeout.get();
     Router::new()
         .merge(health::router())
@@ -86,6 +88,16 @@ async fn enforce_timeout(timeout: Duration, request: Request, next: Next) -> Res
         )
         .into_response(),
     }
+}
+
+/// Parses an RFC 3339 timestamp parameter, naming it in the error.
+pub(crate) fn parse_time(name: &str, text: &str) -> ApiResult<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::parse_from_rfc3339(text).map(|time| time.to_utc()).map_err(|_| {
+        ApiError::bad_request(
+            "invalid_query",
+            format!("{name} must be an RFC 3339 timestamp such as 2025-01-01T12:00:00Z"),
+        )
+    })
 }
 
 fn panic_response(_panic: Box<dyn Any + Send + 'static>) -> Response {

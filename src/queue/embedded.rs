@@ -1,8 +1,14 @@
 //! The embedded queue: bounded in-memory channels inside one `herald serve` process, backed by the store.
 //! An event stays unpublished in the store until fan-out has taken it (its acknowledgement marks it
 //! published, in batches), so a crash or a full channel loses nothing: the outbox relay hands unpublished
-//! events over again. Delivery tasks are `queued` rows in the store; at start-up every queued row is made
-//! due again, since the channel that held them is gone.
+//! events over again (skipping those still in the channel, so nothing is handed over twice while it
+//! waits). Delivery tasks are `queued` rows in the store; at start-up every queued row is made due again,
+//! since the channel that held them is gone.
+
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex as SyncMutex},
+};
 
 use async_trait::async_trait;
 use tokio::sync::{Mutex, mpsc};
@@ -25,6 +31,8 @@ pub struct EmbeddedQueue {
     deliveries_out: Mutex<Option<mpsc::Receiver<Received<DeliveryTask>>>>,
     /// Ids of events fan-out has taken, to be marked published.
     published: mpsc::UnboundedSender<Uuid>,
+    /// Events in the channel or being fanned out, not yet marked published.
+    in_flight: Arc<SyncMutex<HashSet<Uuid>>>,
 }
 
 impl EmbeddedQueue {
@@ -32,8 +40,10 @@ impl EmbeddedQueue {
         let (events, events_out) = mpsc::channel(CAPACITY);
         let (deliveries, deliveries_out) = mpsc::channel(CAPACITY);
         let (published, marks) = mpsc::unbounded_channel();
-        tokio::spawn(mark_published(store, marks));
+        let in_flight = Arc::new(SyncMutex::new(HashSet::new()));
+        tokio::spawn(mark_published(store, marks, in_flight.clone()));
         Self {
+            in_flight,
             events,
             events_out: Mutex::new(Some(events_out)),
             deliveries,
@@ -44,13 +54,22 @@ impl EmbeddedQueue {
 }
 
 /// Writes published marks in batches until the queue is dropped.
-async fn mark_published(store: DynStore, mut marks: mpsc::UnboundedReceiver<Uuid>) {
+async fn mark_published(
+    store: DynStore,
+    mut marks: mpsc::UnboundedReceiver<Uuid>,
+    in_flight: Arc<SyncMutex<HashSet<Uuid>>>,
+) {
     let mut ids = Vec::with_capacity(MARK_BATCH);
     while marks.recv_many(&mut ids, MARK_BATCH).await > 0 {
         if let Err(error) = store.mark_events_published(&ids, crate::domain::now()).await {
             // Left unpublished, the events are handed to fan-out again, which is idempotent.
             tracing::warn!(%error, count = ids.len(), "could not mark events published");
         }
+        let mut in_flight = in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for id in &ids {
+            in_flight.remove(id);
+        }
+        drop(in_flight);
         ids.clear();
     }
 }
@@ -58,11 +77,15 @@ async fn mark_published(store: DynStore, mut marks: mpsc::UnboundedReceiver<Uuid
 #[async_trait]
 impl Queue for EmbeddedQueue {
     async fn publish_events(&self, events: &[EventMessage]) -> Result<(), QueueError> {
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         for event in events {
-            let message =
-                Received::new(event.clone(), Acker::MarkPublished(event.id, self.published.clone()));
-            if self.events.try_send(message).is_err() {
+            if !in_flight.insert(event.id) {
+                continue;
+            }
+            let acker = Acker::MarkPublished(event.id, self.published.clone());
+            if self.events.try_send(Received::new(event.clone(), acker, false)).is_err() {
                 // Full: the event is safe in the store and the relay will hand it over later.
+                in_flight.remove(&event.id);
                 return Err(QueueError::Unavailable("embedded event queue is full".into()));
             }
         }
@@ -72,7 +95,7 @@ impl Queue for EmbeddedQueue {
     async fn publish_deliveries(&self, tasks: &[DeliveryTask]) -> Result<(), QueueError> {
         for task in tasks {
             self.deliveries
-                .send(Received::new(task.clone(), Acker::Nothing))
+                .send(Received::new(task.clone(), Acker::Nothing, false))
                 .await
                 .map_err(|_| QueueError::Unavailable("embedded delivery queue is closed".into()))?;
         }

@@ -112,6 +112,8 @@ impl<T> Consumer<T> {
 #[derive(Debug)]
 pub struct Received<T> {
     pub message: T,
+    /// The broker delivered it before without an acknowledgement (a consumer died holding it).
+    pub redelivered: bool,
     acker: Acker,
 }
 
@@ -125,8 +127,8 @@ pub(crate) enum Acker {
 }
 
 impl<T> Received<T> {
-    pub(crate) fn new(message: T, acker: Acker) -> Self {
-        Self { message, acker }
+    pub(crate) fn new(message: T, acker: Acker, redelivered: bool) -> Self {
+        Self { message, redelivered, acker }
     }
 
     /// Done with: the outcome is recorded.

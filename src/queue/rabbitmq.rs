@@ -200,7 +200,9 @@ impl RabbitQueue {
             Box::pin(async move {
                 match parse(&delivery) {
                     Ok(message) => {
-                        sender.send(Received::new(message, Acker::Amqp(delivery.acker))).await.is_ok()
+                        let received =
+                            Received::new(message, Acker::Amqp(delivery.acker), delivery.redelivered);
+                        sender.send(received).await.is_ok()
                     }
                     Err(reason) => {
                         tracing::warn!(%reason, "unparseable message sent to the dead-letter queue");

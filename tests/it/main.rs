@@ -2,6 +2,7 @@
 //! real store) on a fresh database: SQLite always, PostgreSQL and RabbitMQ when `HERALD_TEST_DATABASE_URL`
 //! and `HERALD_TEST_AMQP_URL` are set (`bash .ci/run` sets them and `HERALD_TEST_REQUIRE_SERVICES=1`).
 
+mod auth;
 mod cli;
 mod skeleton;
 mod store_conformance;

@@ -151,7 +151,7 @@ async fn api_keys_are_found_by_hash_filtered_and_revoked(store: DynStore) {
             organization_id: f.organization,
             user_id: f.admin,
             key_hash: secret.hash(),
-            prefix: secret.display_prefix(),
+            prefix: secret.hint(),
             name: "zap".into(),
             purpose: KeyPurpose::GoogleSheets,
             expires_at: Some(at(3600)),

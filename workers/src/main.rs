@@ -42,11 +42,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
             "configuration: queue.url: herald-worker needs RabbitMQ (set HERALD__QUEUE__URL); in embedded mode `herald serve` runs the workers itself"
         );
     }
-    let state = herald::app::AppState::connect(settings).await?;
+    let store = herald::store::connect(&settings).await?;
+    let queue = herald::queue::connect(&settings, &store).await?;
     tracing::info!("worker connected to the store and RabbitMQ");
     let shutdown = herald::shutdown::on_signal();
     shutdown.cancelled().await;
-    state.queue.close().await;
+    queue.close().await;
     tracing::info!("worker stopped");
     Ok(())
 }

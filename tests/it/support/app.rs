@@ -3,12 +3,36 @@
 
 use std::time::Duration;
 
-use herald::{app::AppState, config::Settings};
+use herald::{
+    app::{App, AppState},
+    config::Settings,
+};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::db::TestDatabase;
+
+/// The HS256 secret test apps accept JWTs signed with.
+pub const JWT_SECRET: &str = "test-jwt-secret-that-is-long-enough";
+
+/// A JWT signed with [`JWT_SECRET`] carrying `claims`.
+pub fn jwt(claims: &Value) -> String {
+    jwt_with(&serde_json::json!({"alg": "HS256", "typ": "JWT"}), claims, JWT_SECRET)
+}
+
+pub fn jwt_with(header: &Value, claims: &Value, secret: &str) -> String {
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+    use hmac::{KeyInit, Mac};
+    let signing_input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("key");
+    mac.update(signing_input.as_bytes());
+    format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
+}
 
 /// Which backends a test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,18 +87,21 @@ impl TestApp {
         }
         settings.server.bind = "127.0.0.1:0".parse().expect("addr");
         settings.delivery.allow_private_targets = true;
+        settings.auth.jwt_secret = Some(herald::config::Secret::new(JWT_SECRET.to_string()));
+        settings.auth.usage_flush_interval = herald::config::HumanDuration(Duration::from_millis(100));
         settings.log.level = "warn".into();
         configure(&mut settings);
         herald::telemetry::init(&settings.log);
-        let state = AppState::connect(settings).await.expect("Herald starts");
+        let shutdown = CancellationToken::new();
+        let app = App::start(settings, shutdown.clone()).await.expect("Herald starts");
+        let state = app.state.clone();
         let (bootstrap, key) = herald::app::bootstrap(&state.store, "test org", "admin@test.example", false)
             .await
             .expect("bootstrap")
             .expect("created");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
-        let shutdown = CancellationToken::new();
-        let server = tokio::spawn(herald::app::serve(state.clone(), listener, shutdown.clone()));
+        let server = tokio::spawn(app.serve(listener));
         Self {
             base,
             admin_key: key.expose().to_string(),
@@ -122,6 +149,24 @@ impl TestApp {
     /// `call` as the bootstrap admin.
     pub async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
         self.call(method, path, Some(&self.admin_key.clone()), body).await
+    }
+
+    /// Adds a user through the API and returns their id and a new API key of theirs.
+    pub async fn user_with_key(&self, email: &str, role: &str) -> (uuid::Uuid, String) {
+        let (status, user) = self
+            .admin(Method::POST, "/api/v1/users", Some(serde_json::json!({"email": email, "role": role})))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{user}");
+        let id: uuid::Uuid = user["id"].as_str().expect("id").parse().expect("uuid");
+        let (status, key) = self
+            .admin(
+                Method::POST,
+                &format!("/api/v1/api-keys?user_id={id}"),
+                Some(serde_json::json!({"name": "k", "purpose": "custom"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{key}");
+        (id, key["key"].as_str().expect("key").to_string())
     }
 
     /// Stops the server and waits for it to finish.

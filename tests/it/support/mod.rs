@@ -47,3 +47,9 @@ macro_rules! in_both_modes {
         )*
     };
 }
+
+/// A response body as JSON (reqwest is built without its `json` feature, to keep the build lean).
+pub async fn json_of(response: reqwest::Response) -> serde_json::Value {
+    let bytes = response.bytes().await.expect("response body");
+    serde_json::from_slice(&bytes).expect("a JSON body")
+}

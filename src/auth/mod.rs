@@ -1,0 +1,244 @@
+//! Who is calling, and what they may do. A request carries an API key (`Authorization: Bearer sk_live_...`
+//! or `X-API-Key`) or a Supabase-style JWT (`Authorization: Bearer eyJ...`); [`Authenticator`] turns it into
+//! a [`Principal`]: an organization and an actor (a user with a role, or the service role). Every refusal
+//! is a 401 with its own `code`.
+//!
+//! Verified keys are cached for `auth.key_cache_ttl`, so the request path reads the database once per key
+//! per TTL and never writes: usage is counted in memory ([`usage`]). Revoking a key removes it from this
+//! instance's cache at once; other instances stop accepting it within the TTL.
+
+mod extract;
+pub mod jwt;
+mod rate_limit;
+pub mod usage;
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use uuid::Uuid;
+
+pub use extract::{AdminAuth, Auth};
+use jwt::{JwtError, JwtVerifier, SERVICE_ROLE};
+use rate_limit::RateLimiter;
+use usage::UsageRecorder;
+
+use crate::{
+    cache::TtlCache,
+    config::Settings,
+    domain::{ApiKeyError, ApiKeySecret, Role},
+    http::ApiError,
+    store::{DynStore, KeyOwner, User},
+};
+
+/// An authenticated caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Principal {
+    pub organization_id: Uuid,
+    pub actor: Actor,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Actor {
+    /// A user, by API key or JWT.
+    User { id: Uuid, role: Role },
+    /// A `service_role` JWT: an admin with no user of its own. It names its organization through the
+    /// `user_id` (or `organization_id`) query parameter.
+    ServiceRole,
+}
+
+impl Principal {
+    pub fn is_admin(&self) -> bool {
+        matches!(self.actor, Actor::ServiceRole | Actor::User { role: Role::Admin, .. })
+    }
+
+    /// The caller's own user, if it has one.
+    pub fn user_id(&self) -> Option<Uuid> {
+        match self.actor {
+            Actor::User { id, .. } => Some(id),
+            Actor::ServiceRole => None,
+        }
+    }
+
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        if self.is_admin() {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden("this endpoint requires the admin role"))
+        }
+    }
+}
+
+/// Query parameters through which a service-role token names the user or organization it acts on.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ServiceTarget {
+    pub user_id: Option<Uuid>,
+    pub organization_id: Option<Uuid>,
+}
+
+/// A cached JWT subject: the user and whether their organization is active.
+type CachedUser = (User, bool);
+
+#[derive(Debug)]
+pub struct Authenticator {
+    store: DynStore,
+    keys: TtlCache<Vec<u8>, KeyOwner>,
+    users: TtlCache<Uuid, CachedUser>,
+    usage: Arc<UsageRecorder>,
+    limiter: RateLimiter,
+    jwt: Option<JwtVerifier>,
+}
+
+fn unauthorized(code: &'static str, message: &str) -> ApiError {
+    ApiError::unauthorized(code, message)
+}
+
+impl Authenticator {
+    pub fn new(settings: &Settings, store: DynStore) -> Self {
+        let auth = &settings.auth;
+        Self {
+            store,
+            keys: TtlCache::new(auth.key_cache_ttl.get()),
+            users: TtlCache::new(auth.key_cache_ttl.get()),
+            usage: Arc::new(UsageRecorder::default()),
+            limiter: RateLimiter::new(auth.rate_limit_per_second, auth.rate_limit_burst),
+            jwt: auth.jwt_secret.as_ref().map(|secret| JwtVerifier::new(secret.expose(), &auth.jwt_audience)),
+        }
+    }
+
+    pub fn usage(&self) -> &Arc<UsageRecorder> {
+        &self.usage
+    }
+
+    /// Forgets a revoked key at once on this instance.
+    pub fn forget_key(&self, key_id: Uuid) {
+        self.keys.remove_where(|owner| owner.key.id == key_id);
+    }
+
+    /// Authenticates a bearer token (API key or JWT) or an `X-API-Key` value.
+    pub async fn authenticate(&self, credential: &str, target: ServiceTarget) -> Result<Principal, ApiError> {
+        if credential.starts_with("sk_") {
+            self.authenticate_key(credential).await
+        } else if credential.matches('.').count() == 2 {
+            self.authenticate_jwt(credential, target).await
+        } else {
+            Err(unauthorized("api_key_malformed", "malformed API key (expected sk_live_...) or JWT"))
+        }
+    }
+
+    async fn authenticate_key(&self, text: &str) -> Result<Principal, ApiError> {
+        let key = ApiKeySecret::parse(text).map_err(|error| match error {
+            ApiKeyError::Malformed => unauthorized("api_key_malformed", &error.to_string()),
+            ApiKeyError::BadChecksum => unauthorized("api_key_checksum", &error.to_string()),
+        })?;
+        let hash = key.hash();
+        let owner = match self.keys.get(&hash) {
+            Some(owner) => owner,
+            None => {
+                let owner = self
+                    .store
+                    .find_key_by_hash(&hash)
+                    .await?
+                    .ok_or_else(|| unauthorized("api_key_invalid", "unknown API key"))?;
+                self.keys.insert(hash, owner.clone());
+                owner
+            }
+        };
+        let now = Utc::now();
+        if owner.key.revoked_at.is_some() {
+            return Err(unauthorized("api_key_revoked", "API key revoked"));
+        }
+        if !owner.key.is_active {
+            return Err(unauthorized("api_key_inactive", "API key is deactivated"));
+        }
+        if owner.key.expires_at.is_some_and(|expires| expires <= now) {
+            return Err(unauthorized("api_key_expired", "API key expired"));
+        }
+        if !owner.user_is_active {
+            return Err(unauthorized("user_inactive", "the key's user is deactivated"));
+        }
+        if !owner.organization_is_active {
+            return Err(unauthorized("organization_inactive", "the key's organization is deactivated"));
+        }
+        self.limiter.check(owner.key.id).map_err(ApiError::too_many_requests)?;
+        self.usage.record(owner.key.id, crate::domain::now());
+        Ok(Principal {
+            organization_id: owner.key.organization_id,
+            actor: Actor::User { id: owner.key.user_id, role: owner.user_role },
+        })
+    }
+
+    async fn authenticate_jwt(&self, token: &str, target: ServiceTarget) -> Result<Principal, ApiError> {
+        let verifier = self.jwt.as_ref().ok_or_else(|| {
+            unauthorized(
+                "jwt_disabled",
+                "JWT authentication is not configured (auth.jwt_secret); use an API key",
+            )
+        })?;
+        let claims = verifier.verify(token, Utc::now().timestamp()).map_err(|error| match error {
+            JwtError::Expired => unauthorized("jwt_expired", &error.to_string()),
+            other => unauthorized("jwt_invalid", &other.to_string()),
+        })?;
+        if claims.role.as_deref() == Some(SERVICE_ROLE) {
+            return self.service_principal(target).await;
+        }
+        let user_id = claims
+            .sub
+            .as_deref()
+            .and_then(|sub| Uuid::parse_str(sub).ok())
+            .ok_or_else(|| unauthorized("jwt_unknown_user", "the JWT's subject is not a Herald user"))?;
+        let (user, organization_active) = self.jwt_user(user_id).await?;
+        if !user.is_active {
+            return Err(unauthorized("user_inactive", "this user is deactivated"));
+        }
+        if !organization_active {
+            return Err(unauthorized("organization_inactive", "the user's organization is deactivated"));
+        }
+        Ok(Principal {
+            organization_id: user.organization_id,
+            actor: Actor::User { id: user.id, role: user.role },
+        })
+    }
+
+    async fn jwt_user(&self, user_id: Uuid) -> Result<CachedUser, ApiError> {
+        if let Some(cached) = self.users.get(&user_id) {
+            return Ok(cached);
+        }
+        let user = self
+            .store
+            .get_user(user_id)
+            .await?
+            .ok_or_else(|| unauthorized("jwt_unknown_user", "the JWT's subject is not a Herald user"))?;
+        let active =
+            self.store.get_organization(user.organization_id).await?.is_some_and(|org| org.is_active);
+        self.users.insert(user_id, (user.clone(), active));
+        Ok((user, active))
+    }
+
+    /// A service-role token acts as an admin of the organization its `user_id` (or `organization_id`)
+    /// parameter names.
+    async fn service_principal(&self, target: ServiceTarget) -> Result<Principal, ApiError> {
+        let organization_id = match (target.user_id, target.organization_id) {
+            (Some(user_id), _) => {
+                self.store
+                    .get_user(user_id)
+                    .await?
+                    .ok_or_else(|| ApiError::not_found("user not found"))?
+                    .organization_id
+            }
+            (None, Some(organization_id)) => {
+                self.store
+                    .get_organization(organization_id)
+                    .await?
+                    .ok_or_else(|| ApiError::not_found("organization not found"))?
+                    .id
+            }
+            (None, None) => {
+                return Err(ApiError::bad_request(
+                    "user_id_required",
+                    "user_id is required: service-role tokens map to no user (or pass organization_id)",
+                ));
+            }
+        };
+        Ok(Principal { organization_id, actor: Actor::ServiceRole })
+    }
+}

@@ -1,0 +1,122 @@
+//! Users of an organization (admins only). Adding a user records a `user.added` event in the outbox, in
+//! the same transaction, so subscribed webhooks hear about it.
+
+use axum::{Router, extract::State, http::StatusCode, routing::post};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::{ApiError, ApiResult, ErrorBody, extract::Json};
+use crate::{
+    app::AppState,
+    auth::AdminAuth,
+    domain::{self, Role},
+    store::{NewEvent, NewUser, StoreError, User},
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/users", post(create).get(list))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CreateUser {
+    #[schema(example = "ada@example.com")]
+    email: String,
+    #[serde(default)]
+    name: Option<String>,
+    role: Role,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserView {
+    id: Uuid,
+    organization_id: Uuid,
+    email: String,
+    name: Option<String>,
+    role: Role,
+    is_active: bool,
+    created_at: DateTime<Utc>,
+}
+
+impl From<User> for UserView {
+    fn from(user: User) -> Self {
+        Self {
+            id: user.id,
+            organization_id: user.organization_id,
+            email: user.email,
+            name: user.name,
+            role: user.role,
+            is_active: user.is_active,
+            created_at: user.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserList {
+    users: Vec<UserView>,
+    count: usize,
+}
+
+/// Add a user to the organization (emits `user.added`).
+#[utoipa::path(post, path = "/api/v1/users", tag = "users", request_body = CreateUser,
+    responses(
+        (status = 201, body = UserView),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "a user with this email exists in the organization"),
+    ))]
+pub async fn create(
+    State(state): State<AppState>,
+    AdminAuth(principal): AdminAuth,
+    Json(request): Json<CreateUser>,
+) -> ApiResult<(StatusCode, axum::Json<UserView>)> {
+    let email = request.email.trim().to_lowercase();
+    if !domain::is_plausible_email(&email) {
+        return Err(ApiError::invalid("email must be an email address such as ada@example.com"));
+    }
+    let name = request.name.map(|name| name.trim().to_string()).filter(|name| !name.is_empty());
+    if name.as_ref().is_some_and(|name| name.chars().count() > 200) {
+        return Err(ApiError::invalid("name must be at most 200 characters"));
+    }
+    let now = domain::now();
+    let user = NewUser {
+        id: Uuid::now_v7(),
+        organization_id: principal.organization_id,
+        email,
+        name,
+        role: request.role,
+        created_at: now,
+    };
+    let data =
+        serde_json::json!({ "id": user.id, "email": user.email, "name": user.name, "role": user.role });
+    let event_id = Uuid::now_v7();
+    let announcement = NewEvent {
+        id: event_id,
+        organization_id: user.organization_id,
+        event_type: "user.added".into(),
+        payload: domain::render_payload(event_id, "user.added", now, user.organization_id, &data.to_string()),
+        idempotency_key: None,
+        created_at: now,
+    };
+    let created = state.store.create_user(&user, &announcement).await.map_err(|error| match error {
+        StoreError::Conflict(_) => {
+            ApiError::conflict("user_exists", "a user with this email already exists in the organization")
+        }
+        other => other.into(),
+    })?;
+    state.outbox.committed(&[announcement]);
+    Ok((StatusCode::CREATED, axum::Json(created.into())))
+}
+
+/// List the organization's users.
+#[utoipa::path(get, path = "/api/v1/users", tag = "users",
+    responses((status = 200, body = UserList), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn list(
+    State(state): State<AppState>,
+    AdminAuth(principal): AdminAuth,
+) -> ApiResult<axum::Json<UserList>> {
+    let users: Vec<UserView> =
+        state.store.list_users(principal.organization_id).await?.into_iter().map(UserView::from).collect();
+    Ok(axum::Json(UserList { count: users.len(), users }))
+}

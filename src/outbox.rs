@@ -1,0 +1,173 @@
+//! The publishing side of the transactional outbox. An event is committed to the store first (that is
+//! the moment it is accepted); then [`Outbox::committed`] hands it to a background publisher, which sends
+//! batches to the queue and, once the broker has confirmed them, marks them published. Whatever is left
+//! unpublished (broker down, publisher crashed between commit and confirm, channel full) is found by the
+//! relay after `events.relay_after` and published again, so an accepted event is never lost. The same
+//! task expires idempotency keys older than `events.idempotency_window`.
+
+use std::{sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use chrono::Utc;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::Settings,
+    queue::{DynQueue, EventMessage},
+    store::{DynStore, Event, NewEvent},
+};
+
+/// Events published per batch.
+const BATCH: usize = 500;
+/// Committed events waiting for the publisher before new ones are left to the relay.
+const BACKLOG: usize = 50_000;
+/// How often the relay looks for unpublished events.
+const RELAY_EVERY: Duration = Duration::from_secs(1);
+/// How often old idempotency keys are expired.
+const JANITOR_EVERY: Duration = Duration::from_secs(60);
+
+/// Hands committed events to the publisher. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    committed: mpsc::Sender<EventMessage>,
+}
+
+impl Outbox {
+    /// Starts the publisher and relay; they stop at `shutdown` after a last relay pass.
+    pub fn start(
+        store: DynStore,
+        queue: DynQueue,
+        settings: &Settings,
+        shutdown: CancellationToken,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
+        let (committed, incoming) = mpsc::channel(BACKLOG);
+        let publisher = Publisher {
+            store,
+            queue,
+            relay_after: settings.events.relay_after.get(),
+            idempotency_window: settings.events.idempotency_window.get(),
+        };
+        let task = tokio::spawn(publisher.run(incoming, shutdown));
+        (Self { committed }, task)
+    }
+
+    /// Events just committed: publish them now. Never waits; if the publisher is behind, the relay
+    /// publishes them later.
+    pub fn committed(&self, events: &[NewEvent]) {
+        for event in events {
+            if self.committed.try_send(message_of_new(event)).is_err() {
+                break;
+            }
+        }
+    }
+}
+
+fn message_of_new(event: &NewEvent) -> EventMessage {
+    EventMessage {
+        id: event.id,
+        organization_id: event.organization_id,
+        event_type: event.event_type.clone(),
+        payload: Bytes::from(event.payload.clone()),
+    }
+}
+
+fn message_of(event: Event) -> EventMessage {
+    EventMessage {
+        id: event.id,
+        organization_id: event.organization_id,
+        event_type: event.event_type,
+        payload: Bytes::from(event.payload),
+    }
+}
+
+struct Publisher {
+    store: DynStore,
+    queue: DynQueue,
+    relay_after: Duration,
+    idempotency_window: Duration,
+}
+
+impl Publisher {
+    async fn run(self, mut incoming: mpsc::Receiver<EventMessage>, shutdown: CancellationToken) {
+        let this = Arc::new(self);
+        // Events left unpublished by an earlier run are published at once.
+        this.relay(Duration::ZERO).await;
+        let mut relay = tokio::time::interval(RELAY_EVERY);
+        let mut janitor = tokio::time::interval(JANITOR_EVERY);
+        let mut batch = Vec::with_capacity(BATCH);
+        loop {
+            tokio::select! {
+                received = incoming.recv_many(&mut batch, BATCH) => {
+                    if received == 0 {
+                        break;
+                    }
+                    this.publish(&batch).await;
+                    batch.clear();
+                }
+                _ = relay.tick() => this.relay(this.relay_after).await,
+                _ = janitor.tick() => this.expire_idempotency_keys().await,
+                () = shutdown.cancelled() => break,
+            }
+        }
+        // Publish what is already waiting; the rest stays in the store for the next start.
+        incoming.close();
+        while incoming.recv_many(&mut batch, BATCH).await > 0 {
+            this.publish(&batch).await;
+            batch.clear();
+        }
+    }
+
+    /// Publishes, then marks published if the queue's confirmation makes them durable.
+    async fn publish(&self, events: &[EventMessage]) -> bool {
+        if let Err(error) = self.queue.publish_events(events).await {
+            tracing::debug!(%error, count = events.len(), "publishing deferred to the relay");
+            return false;
+        }
+        if self.queue.confirms_publication() {
+            let ids: Vec<_> = events.iter().map(|event| event.id).collect();
+            if let Err(error) = self.store.mark_events_published(&ids, crate::domain::now()).await {
+                // Published but not marked: the relay publishes them again; fan-out is idempotent.
+                tracing::warn!(%error, count = ids.len(), "could not mark events published");
+            }
+        }
+        true
+    }
+
+    /// Publishes events older than `age` that are still unpublished.
+    async fn relay(&self, age: Duration) {
+        loop {
+            let cutoff = Utc::now() - chrono::Duration::from_std(age).unwrap_or_default();
+            let events = match self.store.unpublished_events(cutoff, BATCH as i64).await {
+                Ok(events) => events,
+                Err(error) => {
+                    tracing::warn!(%error, "relay could not read unpublished events");
+                    return;
+                }
+            };
+            let full = events.len() == BATCH;
+            if events.is_empty() {
+                return;
+            }
+            let count = events.len();
+            let messages: Vec<EventMessage> = events.into_iter().map(message_of).collect();
+            if !self.publish(&messages).await {
+                tracing::warn!(count, "relay could not publish unpublished events; will retry");
+                return;
+            }
+            tracing::info!(count, "relay published events left unpublished");
+            if !full || !self.queue.confirms_publication() {
+                return;
+            }
+        }
+    }
+
+    async fn expire_idempotency_keys(&self) {
+        let cutoff = Utc::now() - chrono::Duration::from_std(self.idempotency_window).unwrap_or_default();
+        match self.store.expire_idempotency_keys(cutoff).await {
+            Ok(0) => {}
+            Ok(count) => tracing::debug!(count, "expired idempotency keys"),
+            Err(error) => tracing::warn!(%error, "could not expire idempotency keys"),
+        }
+    }
+}
