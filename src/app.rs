@@ -12,6 +12,7 @@ use crate::{
     config::Settings,
     crypto::SecretBox,
     domain::{self, EventCatalog},
+    ingest::EventWriter,
     net_guard::TargetPolicy,
     outbox::Outbox,
     queue::{self, DynQueue},
@@ -26,6 +27,7 @@ pub struct AppState {
     pub queue: DynQueue,
     pub auth: Arc<Authenticator>,
     pub outbox: Outbox,
+    pub events: EventWriter,
     pub catalog: EventCatalog,
     pub secrets: Arc<SecretBox>,
     pub targets: Arc<TargetPolicy>,
@@ -47,6 +49,8 @@ impl App {
         let queue = queue::connect(&settings, &store).await?;
         let secrets = Arc::new(SecretBox::from_settings(&settings)?);
         let (outbox, outbox_task) = Outbox::start(store.clone(), queue.clone(), &settings, shutdown.clone());
+        let events =
+            EventWriter::start(store.clone(), outbox.clone(), settings.events.idempotency_window.get());
         let auth = Arc::new(Authenticator::new(&settings, store.clone()));
         let usage_task = {
             let (usage, store, token) = (auth.usage().clone(), store.clone(), shutdown.clone());
@@ -64,6 +68,7 @@ impl App {
             queue,
             auth,
             outbox,
+            events,
             secrets,
         };
         Ok(Self { state, shutdown, background: vec![outbox_task, usage_task] })

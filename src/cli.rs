@@ -47,13 +47,17 @@ pub enum Command {
     },
     /// Print a new encryption key for secrets.keys (ID:BASE64).
     GenKey,
+    /// Print the OpenAPI 3.1 document of the API (as served at /api/v1/openapi.json).
+    Openapi,
 }
 
 /// Runs one command to completion.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     crate::install_tls_provider();
-    if let Command::GenKey = cli.command {
-        return print_line(&SecretBox::generate_key_text());
+    match cli.command {
+        Command::GenKey => return print_line(&SecretBox::generate_key_text()),
+        Command::Openapi => return print_line(crate::http::openapi::document().trim_end()),
+        _ => {}
     }
     let settings = Settings::load(&cli.config_dir)?;
     telemetry::init(&settings.log);
@@ -73,7 +77,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             tracing::info!(organization_id = %created.organization.id, admin = %created.admin.email, "organization created; its admin API key follows (shown once)");
             print_line(key.expose())
         }
-        Command::GenKey => Ok(()),
+        Command::GenKey | Command::Openapi => Ok(()),
     }
 }
 

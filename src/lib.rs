@@ -15,6 +15,7 @@ pub mod config;
 pub mod crypto;
 pub mod domain;
 pub mod http;
+pub mod ingest;
 pub mod net_guard;
 pub mod outbox;
 pub mod queue;

@@ -54,21 +54,18 @@ impl Outbox {
 
     /// Events just committed: publish them now. Never waits; if the publisher is behind, the relay
     /// publishes them later.
-    pub fn committed(&self, events: &[NewEvent]) {
+    pub fn committed(&self, events: impl IntoIterator<Item = NewEvent>) {
         for event in events {
-            if self.committed.try_send(message_of_new(event)).is_err() {
+            let message = EventMessage {
+                id: event.id,
+                organization_id: event.organization_id,
+                event_type: event.event_type,
+                payload: Bytes::from(event.payload),
+            };
+            if self.committed.try_send(message).is_err() {
                 break;
             }
         }
-    }
-}
-
-fn message_of_new(event: &NewEvent) -> EventMessage {
-    EventMessage {
-        id: event.id,
-        organization_id: event.organization_id,
-        event_type: event.event_type.clone(),
-        payload: Bytes::from(event.payload.clone()),
     }
 }
 

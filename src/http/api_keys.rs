@@ -69,7 +69,7 @@ pub struct ActAs {
 }
 
 /// Create an API key.
-#[utoipa::path(post, path = "/api/v1/api-keys", tag = "api-keys", params(ActAs), request_body = CreateApiKey,
+#[utoipa::path(post, operation_id = "create_api_key", path = "/api/v1/api-keys", tag = "api-keys", params(ActAs), request_body = CreateApiKey,
     responses(
         (status = 201, body = CreatedApiKey),
         (status = 400, body = ErrorBody, description = "invalid request, or user_id missing for a service-role token"),
@@ -158,7 +158,7 @@ pub struct ApiKeyList {
 }
 
 /// List active (not revoked) API keys.
-#[utoipa::path(get, path = "/api/v1/api-keys", tag = "api-keys", params(ListQuery),
+#[utoipa::path(get, operation_id = "list_api_keys", path = "/api/v1/api-keys", tag = "api-keys", params(ListQuery),
     responses(
         (status = 200, body = ApiKeyList),
         (status = 400, body = ErrorBody, description = "invalid query parameters"),
@@ -231,7 +231,7 @@ pub struct Message {
 }
 
 /// Revoke an API key.
-#[utoipa::path(delete, path = "/api/v1/api-keys/{id}", tag = "api-keys", params(("id" = Uuid, Path, description = "key id")),
+#[utoipa::path(delete, operation_id = "revoke_api_key", path = "/api/v1/api-keys/{id}", tag = "api-keys", params(("id" = Uuid, Path, description = "key id")),
     responses(
         (status = 200, body = Message),
         (status = 400, body = ErrorBody, description = "invalid UUID"),

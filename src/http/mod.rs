@@ -4,9 +4,12 @@
 
 mod api_keys;
 pub mod error;
+mod events;
 pub mod extract;
 mod health;
+pub mod openapi;
 mod users;
+mod webhooks;
 
 use std::{any::Any, time::Duration};
 
@@ -32,7 +35,12 @@ use crate::app::AppState;
 /// The whole API with its layers.
 pub fn router(state: AppState) -> Router {
     let settings = state.settings.clone();
-    let api = Router::new().merge(api_keys::router()).merge(users::router());
+    let api = Router::new()
+        .merge(api_keys::router())
+        .merge(users::router())
+        .merge(webhooks::router())
+        .merge(events::router())
+        .merge(openapi::router());
     let timeout = settings.server.request_timeout.get();
     Router::new()
         .merge(health::router())

@@ -60,7 +60,7 @@ pub struct UserList {
 }
 
 /// Add a user to the organization (emits `user.added`).
-#[utoipa::path(post, path = "/api/v1/users", tag = "users", request_body = CreateUser,
+#[utoipa::path(post, operation_id = "create_user", path = "/api/v1/users", tag = "users", request_body = CreateUser,
     responses(
         (status = 201, body = UserView),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
@@ -105,12 +105,12 @@ pub async fn create(
         }
         other => other.into(),
     })?;
-    state.outbox.committed(&[announcement]);
+    state.outbox.committed([announcement]);
     Ok((StatusCode::CREATED, axum::Json(created.into())))
 }
 
 /// List the organization's users.
-#[utoipa::path(get, path = "/api/v1/users", tag = "users",
+#[utoipa::path(get, operation_id = "list_users", path = "/api/v1/users", tag = "users",
     responses((status = 200, body = UserList), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,

@@ -4,6 +4,10 @@
 
 mod auth;
 mod cli;
+mod events;
+mod openapi;
+mod publishing;
 mod skeleton;
 mod store_conformance;
 mod support;
+mod webhooks;

@@ -116,6 +116,11 @@ impl TestApp {
         }
     }
 
+    /// The queue name prefix of a services-mode app (for binding test consumers).
+    pub fn queue_prefix(&self) -> Option<&str> {
+        self.queue_prefix.as_ref().map(|(_, prefix)| prefix.as_str())
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
@@ -167,6 +172,25 @@ impl TestApp {
             .await;
         assert_eq!(status, StatusCode::CREATED, "{key}");
         (id, key["key"].as_str().expect("key").to_string())
+    }
+
+    /// Everything the store holds on disk, as text: the SQLite file and its WAL, or a `pg_dump`.
+    pub fn store_dump(&self) -> String {
+        let bytes: Vec<u8> = if self.database.url.starts_with("sqlite://") {
+            let path = self.database.url.trim_start_matches("sqlite://").to_string();
+            ["", "-wal"]
+                .iter()
+                .filter_map(|suffix| std::fs::read(format!("{path}{suffix}")).ok())
+                .flatten()
+                .collect()
+        } else {
+            let output =
+                std::process::Command::new("pg_dump").arg(&self.database.url).output().expect("pg_dump runs");
+            assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+            output.stdout
+        };
+        assert!(bytes.len() > 1000, "the dump has the data");
+        String::from_utf8_lossy(&bytes).into_owned()
     }
 
     /// Stops the server and waits for it to finish.

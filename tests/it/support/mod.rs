@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod db;
+pub mod proxy;
 
 /// Whether the PostgreSQL/RabbitMQ variants must run. With `HERALD_TEST_REQUIRE_SERVICES=1` (CI) a
 /// missing service is a failure; otherwise those variants are skipped with a note.

@@ -1,0 +1,240 @@
+//! Events: the catalog (`GET /event-types`), ingestion (`POST /events`: validated, committed in a group
+//! commit, acknowledged 202, then published) and reading them back. Any authenticated user of the
+//! organization may send and read events.
+
+use axum::{
+    Router,
+    extract::State,
+    http::StatusCode,
+    routing::{get, post},
+};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::{
+    ApiError, ApiResult, ErrorBody,
+    extract::{Json, Path, Query},
+    parse_time,
+};
+use crate::{
+    app::AppState,
+    auth::Auth,
+    domain::{self, TEST_EVENT},
+    store::{Event, EventQuery, NewEvent},
+};
+
+/// Longest idempotency key accepted.
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+/// Page size of event listings: default and maximum.
+const DEFAULT_LIMIT: i64 = 50;
+const MAX_LIMIT: i64 = 200;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/event-types", get(event_types))
+        .route("/events", post(send).get(list))
+        .route("/events/{id}", get(read))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventTypes {
+    #[schema(example = json!(["comment.created", "item.created", "item.deleted", "item.updated", "user.added", "webhook.test"]))]
+    event_types: Vec<String>,
+}
+
+/// The event types that may be sent and subscribed to.
+#[utoipa::path(get, operation_id = "list_event_types", path = "/api/v1/event-types", tag = "events",
+    responses((status = 200, body = EventTypes), (status = 401, body = ErrorBody)))]
+pub async fn event_types(State(state): State<AppState>, _auth: Auth) -> axum::Json<EventTypes> {
+    axum::Json(EventTypes { event_types: state.catalog.list().into_iter().map(String::from).collect() })
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct SendEvent {
+    /// An event type from the catalog.
+    #[schema(example = "item.created")]
+    event: String,
+    /// The event's data: any JSON object, delivered as is.
+    #[schema(value_type = Object, example = json!({"item_id": "42", "name": "Chair"}))]
+    data: Box<RawValue>,
+    /// Sending the same key again within 24 hours returns the first event instead of a new one.
+    #[serde(default)]
+    idempotency_key: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventAccepted {
+    id: Uuid,
+    #[schema(example = "item.created")]
+    event: String,
+    timestamp: DateTime<Utc>,
+}
+
+/// Send an event; it is committed before the answer and delivered to every subscribed webhook.
+#[utoipa::path(post, operation_id = "send_event", path = "/api/v1/events", tag = "events", request_body = SendEvent,
+    responses(
+        (status = 202, body = EventAccepted, description = "accepted: committed, to be delivered"),
+        (status = 200, body = EventAccepted, description = "an event with this idempotency_key was accepted before; nothing was created"),
+        (status = 400, body = ErrorBody, description = "unknown event type (the valid ones are listed), data not an object, invalid body"),
+        (status = 401, body = ErrorBody),
+        (status = 413, body = ErrorBody, description = "body larger than server.max_body_bytes (256 KiB)"),
+        (status = 429, body = ErrorBody),
+    ))]
+pub async fn send(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    Json(request): Json<SendEvent>,
+) -> ApiResult<(StatusCode, axum::Json<EventAccepted>)> {
+    if request.event == TEST_EVENT {
+        return Err(ApiError::bad_request(
+            "unknown_event_type",
+            "webhook.test is sent by Herald itself; use POST /api/v1/webhooks/{id}/test",
+        ));
+    }
+    let event_type =
+        state.catalog.parse(&request.event).map_err(|m| ApiError::bad_request("unknown_event_type", m))?;
+    if !request.data.get().trim_start().starts_with('{') {
+        return Err(ApiError::invalid("data must be a JSON object"));
+    }
+    if let Some(key) = &request.idempotency_key
+        && (key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY || key.chars().any(char::is_control))
+    {
+        return Err(ApiError::invalid(format!(
+            "idempotency_key must be 1 to {MAX_IDEMPOTENCY_KEY} characters without control characters"
+        )));
+    }
+    let id = Uuid::now_v7();
+    let now = domain::now();
+    let payload =
+        domain::render_payload(id, event_type.as_str(), now, principal.organization_id, request.data.get());
+    let outcome = state
+        .events
+        .write(NewEvent {
+            id,
+            organization_id: principal.organization_id,
+            event_type: event_type.as_str().to_string(),
+            payload,
+            idempotency_key: request.idempotency_key,
+            created_at: now,
+        })
+        .await
+        .map_err(ApiError::internal)?;
+    let status = if outcome.duplicate { StatusCode::OK } else { StatusCode::ACCEPTED };
+    Ok((
+        status,
+        axum::Json(EventAccepted {
+            id: outcome.id,
+            event: outcome.event_type,
+            timestamp: outcome.created_at,
+        }),
+    ))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ListEvents {
+    /// Only events of this type.
+    #[serde(rename = "type")]
+    #[param(rename = "type")]
+    event_type: Option<String>,
+    /// Only events created at or after this time (RFC 3339).
+    from: Option<String>,
+    /// Only events created at or before this time (RFC 3339).
+    to: Option<String>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<Uuid>,
+    /// Events per page, 1 to 200 (default 50).
+    limit: Option<i64>,
+}
+
+/// An event as stored, with the payload's fields.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventView {
+    id: Uuid,
+    event: String,
+    timestamp: DateTime<Utc>,
+    organization_id: Uuid,
+    #[schema(value_type = Object)]
+    data: Box<RawValue>,
+    /// When the queue confirmed it; null while it waits to be published.
+    published_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventPage {
+    events: Vec<EventView>,
+    /// Pass as `cursor` for the next (older) page; null on the last page.
+    next_cursor: Option<Uuid>,
+}
+
+/// List the organization's events, newest first.
+#[utoipa::path(get, operation_id = "list_events", path = "/api/v1/events", tag = "events", params(ListEvents),
+    responses((status = 200, body = EventPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub async fn list(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    Query(query): Query<ListEvents>,
+) -> ApiResult<axum::Json<EventPage>> {
+    let limit = page_limit(query.limit)?;
+    let events = state
+        .store
+        .list_events(&EventQuery {
+            organization_id: principal.organization_id,
+            event_type: query.event_type,
+            from: query.from.as_deref().map(|text| parse_time("from", text)).transpose()?,
+            to: query.to.as_deref().map(|text| parse_time("to", text)).transpose()?,
+            before: query.cursor,
+            limit,
+        })
+        .await?;
+    let next_cursor = (events.len() as i64 == limit).then(|| events.last().map(|event| event.id)).flatten();
+    let events = events.into_iter().map(view).collect::<ApiResult<_>>()?;
+    Ok(axum::Json(EventPage { events, next_cursor }))
+}
+
+/// Read one event.
+#[utoipa::path(get, operation_id = "get_event", path = "/api/v1/events/{id}", tag = "events", params(("id" = Uuid, Path)),
+    responses((status = 200, body = EventView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+pub async fn read(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    Path(id): Path<Uuid>,
+) -> ApiResult<axum::Json<EventView>> {
+    let event = state
+        .store
+        .get_event(id)
+        .await?
+        .filter(|event| event.organization_id == principal.organization_id)
+        .ok_or_else(|| ApiError::not_found("event not found"))?;
+    Ok(axum::Json(view(event)?))
+}
+
+/// A page size from `limit`, checked.
+pub(super) fn page_limit(limit: Option<i64>) -> ApiResult<i64> {
+    match limit {
+        None => Ok(DEFAULT_LIMIT),
+        Some(limit) if (1..=MAX_LIMIT).contains(&limit) => Ok(limit),
+        Some(_) => {
+            Err(ApiError::bad_request("invalid_query", format!("limit must be between 1 and {MAX_LIMIT}")))
+        }
+    }
+}
+
+fn view(event: Event) -> ApiResult<EventView> {
+    #[derive(Deserialize)]
+    struct Stored {
+        data: Box<RawValue>,
+    }
+    let stored: Stored = serde_json::from_str(&event.payload).map_err(ApiError::internal)?;
+    Ok(EventView {
+        id: event.id,
+        event: event.event_type,
+        timestamp: event.created_at,
+        organization_id: event.organization_id,
+        data: stored.data,
+        published_at: event.published_at,
+    })
+}

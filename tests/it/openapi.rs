@@ -1,0 +1,44 @@
+//! The OpenAPI document: served, OpenAPI 3.1, equal to the checked-in docs/openapi.json, and every
+//! operation documents its error responses with the error schema.
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+use crate::support::app::{Mode, TestApp};
+
+#[tokio::test]
+async fn served_document_equals_the_checked_in_copy() {
+    let app = TestApp::spawn(Mode::Embedded).await;
+    let (status, served) = app.call(Method::GET, "/api/v1/openapi.json", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(served["openapi"], "3.1.0");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.json");
+    let checked_in: Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("docs/openapi.json exists"))
+            .expect("docs/openapi.json is JSON");
+    assert!(
+        served == checked_in,
+        "docs/openapi.json is out of date: regenerate it with `cargo run --bin herald -- openapi > docs/openapi.json`"
+    );
+}
+
+#[test]
+fn every_operation_documents_its_errors() {
+    let document: Value = serde_json::from_str(&herald::http::openapi::document()).expect("JSON");
+    let mut operations = 0;
+    for (path, methods) in document["paths"].as_object().expect("paths") {
+        for (method, operation) in methods.as_object().expect("methods") {
+            operations += 1;
+            assert!(operation["operationId"].is_string(), "{method} {path} has an operationId");
+            let responses = operation["responses"].as_object().expect("responses");
+            assert!(responses.keys().any(|code| code.starts_with('2')), "{method} {path} documents success");
+            if path.starts_with("/api/v1/") && path != "/api/v1/openapi.json" {
+                let unauthorized =
+                    &responses.get("401").unwrap_or_else(|| panic!("{method} {path} documents 401"));
+                let schema = &unauthorized["content"]["application/json"]["schema"]["$ref"];
+                assert_eq!(schema, "#/components/schemas/ErrorBody", "{method} {path}");
+            }
+        }
+    }
+    assert!(operations >= 17, "{operations} operations");
+}

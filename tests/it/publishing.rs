@@ -1,0 +1,142 @@
+//! Publishing to RabbitMQ through the outbox: a consumer bound to the events exchange receives every
+//! accepted event exactly as stored, and an outage of Herald's broker connection loses nothing: accepted
+//! events stay unpublished and are published once the broker is reachable again.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::{
+    Connection, ConnectionProperties,
+    options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions},
+    types::FieldTable,
+};
+use reqwest::StatusCode;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::{
+    events::send,
+    support::{
+        app::{Mode, TestApp},
+        proxy::Proxy,
+    },
+};
+
+/// An exclusive queue bound to the test app's events exchange, and its consumer.
+async fn bind_consumer(app: &TestApp) -> (Connection, lapin::Consumer) {
+    let amqp = std::env::var("HERALD_TEST_AMQP_URL").expect("services mode");
+    let connection = Connection::connect(&amqp, ConnectionProperties::default()).await.expect("connect");
+    let channel = connection.create_channel().await.expect("channel");
+    let names = herald::queue::rabbitmq::Names::new(app.queue_prefix().expect("services mode"));
+    let options =
+        QueueDeclareOptions { exclusive: true, auto_delete: true, ..QueueDeclareOptions::default() };
+    let queue = channel.queue_declare("".into(), options, FieldTable::default()).await.expect("declare");
+    channel
+        .queue_bind(
+            queue.name().clone(),
+            names.events_exchange.as_str().into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("bind");
+    let consumer = channel
+        .basic_consume(queue.name().clone(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .await
+        .expect("consume");
+    (connection, consumer)
+}
+
+/// Receives messages until every id in `expected` has arrived; checks each body against the store.
+async fn receive_all(app: &TestApp, consumer: &mut lapin::Consumer, expected: &[Uuid]) {
+    let mut missing: std::collections::HashSet<Uuid> = expected.iter().copied().collect();
+    while !missing.is_empty() {
+        let delivery = tokio::time::timeout(Duration::from_secs(20), consumer.next())
+            .await
+            .expect("every event arrives within 20 s")
+            .expect("stream open")
+            .expect("delivery");
+        let id: Uuid =
+            delivery.properties.message_id().as_ref().expect("message_id").as_str().parse().expect("uuid");
+        let stored = app.state.store.get_event(id).await.expect("read").expect("published events are stored");
+        assert_eq!(delivery.data, stored.payload.as_bytes(), "the body is exactly the stored payload");
+        assert_eq!(delivery.routing_key.as_str(), stored.event_type, "routed by event type");
+        assert_eq!(*delivery.properties.delivery_mode(), Some(2), "persistent");
+        missing.remove(&id);
+        delivery.ack(BasicAckOptions::default()).await.expect("ack");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bound_consumer_receives_events_as_stored() {
+    if !Mode::services_available() {
+        return;
+    }
+    let app = TestApp::spawn(Mode::Services).await;
+    let (_connection, mut consumer) = bind_consumer(&app).await;
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        let event = ["item.created", "item.updated", "comment.created"][i % 3];
+        let (status, accepted) =
+            send(&app, json!({"event": event, "data": {"i": i, "text": "caf\u{e9} \"quoted\""}})).await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        ids.push(accepted["id"].as_str().expect("id").parse().expect("uuid"));
+    }
+    receive_all(&app, &mut consumer, &ids).await;
+    for id in &ids {
+        let stored = app.state.store.get_event(*id).await.expect("read").expect("stored");
+        assert!(stored.published_at.is_some(), "confirmed events are marked published");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_outage_loses_nothing() {
+    if !Mode::services_available() {
+        return;
+    }
+    let amqp = url::Url::parse(&std::env::var("HERALD_TEST_AMQP_URL").expect("amqp")).expect("url");
+    let broker = format!("{}:{}", amqp.host_str().expect("host"), amqp.port().unwrap_or(5672));
+    let proxy =
+        Proxy::start(tokio::net::lookup_host(broker).await.expect("resolve").next().expect("address")).await;
+    let mut through_proxy = amqp.clone();
+    through_proxy.set_port(Some(proxy.address.port())).expect("port");
+    let app = TestApp::spawn_with(Mode::Services, |settings| {
+        settings.queue.url = Some(herald::config::Secret::new(through_proxy.to_string()));
+        settings.events.relay_after = herald::config::HumanDuration(Duration::from_secs(1));
+    })
+    .await;
+    let (_connection, mut consumer) = bind_consumer(&app).await;
+
+    proxy.down();
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        let (status, accepted) = send(&app, json!({"event": "item.created", "data": {"i": i}})).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "events are accepted while the broker is unreachable");
+        ids.push(accepted["id"].as_str().expect("id").parse::<Uuid>().expect("uuid"));
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for id in &ids {
+        let stored = app.state.store.get_event(*id).await.expect("read").expect("committed");
+        assert!(stored.published_at.is_none(), "nothing can be confirmed during the outage");
+    }
+    let (status, ready) = app.call(reqwest::Method::GET, "/readyz", None, None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "readiness names the broker: {ready}");
+    assert!(ready["error"].as_str().unwrap_or_default().contains("rabbitmq"), "{ready}");
+
+    proxy.up();
+    receive_all(&app, &mut consumer, &ids).await;
+    for _ in 0..100 {
+        let mut published = 0;
+        for id in &ids {
+            published += usize::from(
+                app.state.store.get_event(*id).await.expect("read").expect("e").published_at.is_some(),
+            );
+        }
+        if published == ids.len() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the events were delivered but not marked published");
+}
