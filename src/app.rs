@@ -71,7 +71,20 @@ impl App {
             events,
             secrets,
         };
-        Ok(Self { state, shutdown, background: vec![outbox_task, usage_task] })
+        let mut background = vec![outbox_task, usage_task];
+        if !state.queue.confirms_publication() {
+            // Embedded mode: this process is also the worker.
+            let (store, queue, settings, token) =
+                (state.store.clone(), state.queue.clone(), state.settings.clone(), shutdown.clone());
+            background.push(tokio::spawn(async move {
+                if let Err(error) =
+                    crate::worker::run(store, queue, settings, crate::worker::Roles::ALL, token).await
+                {
+                    tracing::error!(error = format!("{error:#}"), "the in-process workers stopped");
+                }
+            }));
+        }
+        Ok(Self { state, shutdown, background })
     }
 
     /// Serves the API until shutdown, lets in-flight requests finish (up to `server.shutdown_grace`),

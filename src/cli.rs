@@ -49,6 +49,44 @@ pub enum Command {
     GenKey,
     /// Print the OpenAPI 3.1 document of the API (as served at /api/v1/openapi.json).
     Openapi,
+    /// Inspect and replay the dead-letter queue (deliveries that ran out of attempts).
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// List dead deliveries, most recent first.
+    List {
+        #[command(flatten)]
+        scope: DlqScope,
+        /// How many to show at most.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(i64).range(1..=10_000))]
+        limit: i64,
+    },
+    /// Make dead deliveries due again; running workers deliver them (one more attempt each).
+    Replay {
+        #[command(flatten)]
+        scope: DlqScope,
+        /// Only deliveries created at or after this time (RFC 3339).
+        #[arg(long, value_name = "TIME")]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        /// Only deliveries created at or before this time (RFC 3339).
+        #[arg(long, value_name = "TIME")]
+        until: Option<chrono::DateTime<chrono::Utc>>,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DlqScope {
+    /// Only this organization's deliveries.
+    #[arg(long = "org", value_name = "ORGANIZATION_ID")]
+    organization: Option<uuid::Uuid>,
+    /// Only this webhook's deliveries.
+    #[arg(long, value_name = "WEBHOOK_ID")]
+    webhook: Option<uuid::Uuid>,
 }
 
 /// Runs one command to completion.
@@ -77,6 +115,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             tracing::info!(organization_id = %created.organization.id, admin = %created.admin.email, "organization created; its admin API key follows (shown once)");
             print_line(key.expose())
         }
+        Command::Dlq { command } => dlq(&settings, command).await,
         Command::GenKey | Command::Openapi => Ok(()),
     }
 }
@@ -113,6 +152,48 @@ async fn serve(mut settings: Settings, bind: Option<SocketAddr>) -> anyhow::Resu
     }
     tracing::info!(address = %local, mode, "Herald is listening");
     app.serve(listener).await
+}
+
+async fn dlq(settings: &Settings, command: DlqCommand) -> anyhow::Result<()> {
+    let store = store::connect(settings).await?;
+    let mut out = std::io::stdout().lock();
+    match command {
+        DlqCommand::List { scope, limit } => {
+            let dead = store.list_dead_deliveries(scope.organization, scope.webhook, limit).await?;
+            writeln!(
+                out,
+                "{:<36}  {:<36}  {:>8}  {:<20}  LAST ERROR",
+                "DELIVERY", "WEBHOOK", "ATTEMPTS", "DIED AT"
+            )?;
+            for delivery in &dead {
+                let last = match (delivery.last_status_code, &delivery.last_error) {
+                    (Some(code), _) => format!("HTTP {code}"),
+                    (None, Some(error)) => error.chars().take(80).collect(),
+                    (None, None) => "-".into(),
+                };
+                let died = delivery.updated_at.format("%Y-%m-%d %H:%M:%S");
+                writeln!(
+                    out,
+                    "{:<36}  {:<36}  {:>8}  {died:<20}  {last}",
+                    delivery.id, delivery.webhook_id, delivery.attempts
+                )?;
+            }
+            writeln!(out, "{} dead deliveries shown (at most {limit})", dead.len())?;
+        }
+        DlqCommand::Replay { scope, since, until } => {
+            let filter = store::ReplayFilter {
+                organization_id: scope.organization,
+                webhook_id: scope.webhook,
+                since,
+                until,
+                status: store::DeliveryStatus::Dead,
+            };
+            let replayed = store.replay_deliveries(&filter, crate::domain::now()).await?;
+            writeln!(out, "{replayed} dead deliveries are due again; running workers will deliver them")?;
+        }
+    }
+    out.flush()?;
+    Ok(())
 }
 
 fn print_first_start(email: &str, key: &str, address: SocketAddr) -> anyhow::Result<()> {

@@ -23,9 +23,15 @@ pub mod shutdown;
 pub mod signature;
 pub mod store;
 pub mod telemetry;
+pub mod worker;
 
 /// Installs the process-wide TLS crypto provider (rustls on ring) for outgoing HTTPS. Idempotent; every
 /// binary calls it at start-up, before the first HTTP client is built.
 pub fn install_tls_provider() {
     drop(rustls::crypto::ring::default_provider().install_default());
 }
+
+/// The receiver guide's Rust example runs as a doctest, so it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/receivers.md")]
+pub struct ReceiversGuide;

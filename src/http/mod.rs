@@ -3,6 +3,7 @@
 //! fallbacks for unknown routes and methods, and serves the result with graceful shutdown.
 
 mod api_keys;
+mod deliveries;
 pub mod error;
 mod events;
 pub mod extract;
@@ -39,6 +40,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api_keys::router())
         .merge(users::router())
         .merge(webhooks::router())
+        .merge(deliveries::router())
         .merge(events::router())
         .merge(openapi::router());
     let timeout = settings.server.request_timeout.get();

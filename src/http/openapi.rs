@@ -8,7 +8,7 @@ use utoipa::{
     openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme},
 };
 
-use super::{api_keys, events, health, users, webhooks};
+use super::{api_keys, deliveries, events, health, users, webhooks};
 use crate::app::AppState;
 
 #[derive(OpenApi)]
@@ -24,6 +24,7 @@ use crate::app::AppState;
         users::create, users::list,
         webhooks::create, webhooks::list, webhooks::read, webhooks::update, webhooks::remove, webhooks::rotate_secret,
         events::event_types, events::send, events::list, events::read,
+        deliveries::list, deliveries::read, deliveries::retry, deliveries::replay, deliveries::send_test,
     ),
     modifiers(&Security),
     security(("bearer" = []), ("api_key" = [])),
@@ -33,6 +34,7 @@ use crate::app::AppState;
         (name = "users", description = "users of an organization"),
         (name = "webhooks", description = "subscriptions"),
         (name = "events", description = "sending and reading events"),
+        (name = "deliveries", description = "the delivery log, redrive, replay and test deliveries"),
     ),
 )]
 struct ApiDoc;

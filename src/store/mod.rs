@@ -142,6 +142,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn list_deliveries(&self, query: &DeliveryQuery) -> StoreResult<Vec<Delivery>>;
     /// Makes one delivery due now for another attempt. `None` when it is queued already.
     async fn redrive_delivery(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<Option<Delivery>>;
+    /// Dead deliveries, most recently dead first, optionally of one organization or webhook (the DLQ).
+    async fn list_dead_deliveries(
+        &self,
+        organization_id: Option<Uuid>,
+        webhook_id: Option<Uuid>,
+        limit: i64,
+    ) -> StoreResult<Vec<Delivery>>;
     /// Makes due now every delivery the filter selects; returns how many.
     async fn replay_deliveries(&self, filter: &ReplayFilter, now: DateTime<Utc>) -> StoreResult<u64>;
 }

@@ -787,6 +787,26 @@ where
         .store()
     }
 
+    async fn list_dead_deliveries(
+        &self,
+        organization_id: Option<Uuid>,
+        webhook_id: Option<Uuid>,
+        limit: i64,
+    ) -> StoreResult<Vec<Delivery>> {
+        sqlx::query_as::<DB, Delivery>(concat!(
+            "SELECT ",
+            delivery_columns!(),
+            " FROM deliveries WHERE status = 'dead' AND ($1 IS NULL OR organization_id = $1) \
+              AND ($2 IS NULL OR webhook_id = $2) ORDER BY updated_at DESC, id DESC LIMIT $3"
+        ))
+        .bind(organization_id)
+        .bind(webhook_id)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await
+        .store()
+    }
+
     async fn replay_deliveries(&self, filter: &ReplayFilter, now: DateTime<Utc>) -> StoreResult<u64> {
         let result = sqlx::query::<DB>(
             "UPDATE deliveries SET status = 'pending', next_attempt_at = $1, completed_at = NULL, updated_at = $1 \

@@ -4,9 +4,11 @@
 
 mod auth;
 mod cli;
+mod delivery;
 mod events;
 mod openapi;
 mod publishing;
+mod receivers_doc;
 mod skeleton;
 mod store_conformance;
 mod support;

@@ -517,6 +517,10 @@ async fn deliveries_can_be_redriven_and_replayed(store: DynStore) {
     );
     assert_eq!(store.get_delivery(old_dead.id).await.expect("r").expect("e").status, DeliveryStatus::Pending);
     assert_eq!(store.get_delivery(new_dead.id).await.expect("r").expect("e").status, DeliveryStatus::Dead);
+    let dlq = store.list_dead_deliveries(Some(f.organization), None, 10).await.expect("dlq");
+    assert_eq!(dlq.iter().map(|d| d.id).collect::<Vec<_>>(), vec![new_dead.id], "the one still dead");
+    assert_eq!(store.list_dead_deliveries(None, Some(hook.id), 10).await.expect("dlq").len(), 1);
+    assert!(store.list_dead_deliveries(Some(Uuid::now_v7()), None, 10).await.expect("dlq").is_empty());
     let failed = ReplayFilter { status: DeliveryStatus::Pending, since: None, until: None, ..filter };
     assert_eq!(
         store.replay_deliveries(&failed, at(2001)).await.expect("replay"),

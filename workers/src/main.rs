@@ -13,6 +13,20 @@ struct Args {
     /// Folder holding default.toml and {HERALD_ENV}.toml; built-in defaults apply where files are missing.
     #[arg(long, env = "HERALD_CONFIG_DIR", default_value = "config", value_name = "DIR")]
     config_dir: PathBuf,
+    /// Which stages to run: fan-out (events into deliveries), deliver (HTTP attempts and the retry
+    /// scheduler), or all.
+    #[arg(long, value_enum, default_value_t = Role::All)]
+    role: Role,
+    /// Deliveries in flight at once (and the RabbitMQ prefetch), instead of delivery.concurrency.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    concurrency: Option<u16>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Role {
+    All,
+    Fanout,
+    Deliver,
 }
 
 fn main() -> ExitCode {
@@ -35,7 +49,10 @@ fn main() -> ExitCode {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     herald::install_tls_provider();
-    let settings = herald::config::Settings::load(&args.config_dir)?;
+    let mut settings = herald::config::Settings::load(&args.config_dir)?;
+    if let Some(concurrency) = args.concurrency {
+        settings.delivery.concurrency = usize::from(concurrency);
+    }
     herald::telemetry::init(&settings.log);
     if settings.queue.url.is_none() {
         anyhow::bail!(
@@ -44,9 +61,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let store = herald::store::connect(&settings).await?;
     let queue = herald::queue::connect(&settings, &store).await?;
-    tracing::info!("worker connected to the store and RabbitMQ");
+    let roles = match args.role {
+        Role::All => herald::worker::Roles::ALL,
+        Role::Fanout => herald::worker::Roles { fanout: true, deliver: false },
+        Role::Deliver => herald::worker::Roles { fanout: false, deliver: true },
+    };
     let shutdown = herald::shutdown::on_signal();
-    shutdown.cancelled().await;
+    herald::worker::run(store, queue.clone(), std::sync::Arc::new(settings), roles, shutdown).await?;
     queue.close().await;
     tracing::info!("worker stopped");
     Ok(())

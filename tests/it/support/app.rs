@@ -71,6 +71,15 @@ impl TestApp {
 
     /// Starts Herald with test settings, adjusted by `configure`.
     pub async fn spawn_with(mode: Mode, configure: impl FnOnce(&mut Settings)) -> Self {
+        Self::launch(mode, configure, true).await
+    }
+
+    /// The API alone, for tests that run `herald-worker` processes themselves (services mode).
+    pub async fn spawn_api_only(configure: impl FnOnce(&mut Settings)) -> Self {
+        Self::launch(Mode::Services, configure, false).await
+    }
+
+    async fn launch(mode: Mode, configure: impl FnOnce(&mut Settings), in_process_workers: bool) -> Self {
         herald::install_tls_provider();
         let database = match mode {
             Mode::Embedded => TestDatabase::sqlite(),
@@ -89,6 +98,13 @@ impl TestApp {
         settings.delivery.allow_private_targets = true;
         settings.auth.jwt_secret = Some(herald::config::Secret::new(JWT_SECRET.to_string()));
         settings.auth.usage_flush_interval = herald::config::HumanDuration(Duration::from_millis(100));
+        // Fast, deterministic retries: tests that time them know the schedule exactly.
+        settings.delivery.retry_schedule = "1s,2s,4s".parse().expect("schedule");
+        settings.delivery.jitter = 0.0;
+        settings.delivery.slow_down_floor = herald::config::HumanDuration(Duration::from_secs(1));
+        settings.delivery.scheduler_interval = herald::config::HumanDuration(Duration::from_millis(100));
+        settings.delivery.webhook_cache_ttl = herald::config::HumanDuration(Duration::from_millis(200));
+        settings.server.shutdown_grace = herald::config::HumanDuration(Duration::from_secs(5));
         settings.log.level = "warn".into();
         configure(&mut settings);
         herald::telemetry::init(&settings.log);
@@ -102,6 +118,12 @@ impl TestApp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let server = tokio::spawn(app.serve(listener));
+        if mode == Mode::Services && in_process_workers {
+            // What `herald-worker` runs, in this process (embedded mode runs it inside the App).
+            let (store, queue, settings, token) =
+                (state.store.clone(), state.queue.clone(), state.settings.clone(), shutdown.clone());
+            tokio::spawn(herald::worker::run(store, queue, settings, herald::worker::Roles::ALL, token));
+        }
         Self {
             base,
             admin_key: key.expose().to_string(),
@@ -172,6 +194,102 @@ impl TestApp {
             .await;
         assert_eq!(status, StatusCode::CREATED, "{key}");
         (id, key["key"].as_str().expect("key").to_string())
+    }
+
+    /// Environment variables giving a `herald-worker` process this app's settings.
+    pub fn worker_env(&self) -> Vec<(String, String)> {
+        let s = &self.state.settings;
+        let d = &s.delivery;
+        let duration = |value: herald::config::HumanDuration| format!("{}ms", value.get().as_millis());
+        let schedule: Vec<String> =
+            d.retry_schedule.0.iter().map(|delay| format!("{}ms", delay.as_millis())).collect();
+        vec![
+            ("HERALD__DATABASE__URL".into(), self.database.url.clone()),
+            (
+                "HERALD__QUEUE__URL".into(),
+                s.queue.url.as_ref().map(|u| u.expose().clone()).unwrap_or_default(),
+            ),
+            ("HERALD__QUEUE__PREFIX".into(), s.queue.prefix.clone()),
+            ("HERALD__SECRETS__KEYS".into(), super::db::TEST_KEY.into()),
+            ("HERALD__DELIVERY__ALLOW_PRIVATE_TARGETS".into(), d.allow_private_targets.to_string()),
+            ("HERALD__DELIVERY__RETRY_SCHEDULE".into(), schedule.join(",")),
+            ("HERALD__DELIVERY__JITTER".into(), d.jitter.to_string()),
+            ("HERALD__DELIVERY__CONCURRENCY".into(), d.concurrency.to_string()),
+            ("HERALD__DELIVERY__SCHEDULER_INTERVAL".into(), duration(d.scheduler_interval)),
+            ("HERALD__DELIVERY__STUCK_AFTER".into(), duration(d.stuck_after)),
+            ("HERALD__DELIVERY__WEBHOOK_CACHE_TTL".into(), duration(d.webhook_cache_ttl)),
+            ("HERALD__SERVER__SHUTDOWN_GRACE".into(), duration(s.server.shutdown_grace)),
+            ("HERALD__LOG__LEVEL".into(), "warn".into()),
+        ]
+    }
+
+    /// Creates a webhook for `receiver` through the API and tells the receiver its secret.
+    pub async fn subscribe(&self, receiver: &super::receiver::Receiver, events: Value) -> uuid::Uuid {
+        let (status, created) = self
+            .admin(
+                Method::POST,
+                "/api/v1/webhooks",
+                Some(serde_json::json!({"url": receiver.url, "events": events})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        receiver.trust(created["secret"].as_str().expect("secret"));
+        created["id"].as_str().expect("id").parse().expect("uuid")
+    }
+
+    /// Sends an event through the API; returns its id.
+    pub async fn send_event(&self, event_type: &str, data: Value) -> uuid::Uuid {
+        let (status, accepted) = self
+            .admin(
+                Method::POST,
+                "/api/v1/events",
+                Some(serde_json::json!({"event": event_type, "data": data})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+        accepted["id"].as_str().expect("id").parse().expect("uuid")
+    }
+
+    /// The deliveries of a webhook (newest first), through the API.
+    pub async fn deliveries(&self, webhook: uuid::Uuid) -> Vec<Value> {
+        let (status, page) =
+            self.admin(Method::GET, &format!("/api/v1/webhooks/{webhook}/deliveries?limit=200"), None).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        page["deliveries"].as_array().expect("deliveries").clone()
+    }
+
+    /// Waits until a webhook has at least `count` deliveries; returns them (newest first).
+    pub async fn wait_deliveries(&self, webhook: uuid::Uuid, count: usize) -> Vec<Value> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let deliveries = self.deliveries(webhook).await;
+            if deliveries.len() >= count {
+                return deliveries;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{count} deliveries expected, {} found",
+                deliveries.len()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Polls one delivery until `done` says so (or panics after `timeout`).
+    pub async fn wait_delivery(&self, id: &str, timeout: Duration, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let (status, delivery) = self.admin(Method::GET, &format!("/api/v1/deliveries/{id}"), None).await;
+            assert_eq!(status, StatusCode::OK, "{delivery}");
+            if done(&delivery) {
+                return delivery;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "delivery {id} did not reach the expected state: {delivery}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Everything the store holds on disk, as text: the SQLite file and its WAL, or a `pg_dump`.

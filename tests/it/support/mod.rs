@@ -7,6 +7,7 @@
 pub mod app;
 pub mod db;
 pub mod proxy;
+pub mod receiver;
 
 /// Whether the PostgreSQL/RabbitMQ variants must run. With `HERALD_TEST_REQUIRE_SERVICES=1` (CI) a
 /// missing service is a failure; otherwise those variants are skipped with a note.

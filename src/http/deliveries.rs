@@ -1,0 +1,323 @@
+//! Deliveries (admins only): a webhook's delivery log, one delivery with every attempt, redriving one
+//! delivery or replaying many, and sending a test event to one webhook.
+
+use axum::{
+    Router,
+    body::Bytes,
+    extract::State,
+    http::StatusCode,
+    routing::{get, post},
+};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::{
+    ApiError, ApiResult, ErrorBody,
+    events::page_limit,
+    extract::{Path, Query},
+    webhooks::owned_webhook,
+};
+use crate::{
+    app::AppState,
+    auth::{AdminAuth, Principal},
+    domain::{self, TEST_EVENT},
+    queue::DeliveryTask,
+    store::{Attempt, Delivery, DeliveryQuery, DeliveryStatus, NewDelivery, NewEvent, ReplayFilter, Webhook},
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/webhooks/{id}/deliveries", get(list))
+        .route("/webhooks/{id}/replay", post(replay))
+        .route("/webhooks/{id}/test", post(send_test))
+        .route("/deliveries/{id}", get(read))
+        .route("/deliveries/{id}/retry", post(retry))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeliveryView {
+    id: Uuid,
+    event_id: Uuid,
+    webhook_id: Uuid,
+    status: DeliveryStatus,
+    /// Attempts made so far.
+    attempts: i64,
+    /// When the next attempt is due (pending), or when a queued delivery is handed over again.
+    next_attempt_at: Option<DateTime<Utc>>,
+    last_status_code: Option<i64>,
+    last_error: Option<String>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    completed_at: Option<DateTime<Utc>>,
+}
+
+impl From<Delivery> for DeliveryView {
+    fn from(d: Delivery) -> Self {
+        Self {
+            id: d.id,
+            event_id: d.event_id,
+            webhook_id: d.webhook_id,
+            status: d.status,
+            attempts: d.attempts,
+            next_attempt_at: d.next_attempt_at,
+            last_status_code: d.last_status_code,
+            last_error: d.last_error,
+            created_at: d.created_at,
+            updated_at: d.updated_at,
+            completed_at: d.completed_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AttemptView {
+    attempt_number: i64,
+    started_at: DateTime<Utc>,
+    duration_ms: i64,
+    /// The endpoint's status code; null when there was no answer.
+    status_code: Option<i64>,
+    /// The start of the response body (up to delivery.max_response_bytes).
+    response_body: Option<String>,
+    /// Why the attempt failed without an answer (timeout, refused, blocked address...).
+    error: Option<String>,
+}
+
+impl From<Attempt> for AttemptView {
+    fn from(a: Attempt) -> Self {
+        Self {
+            attempt_number: a.attempt_number,
+            started_at: a.started_at,
+            duration_ms: a.duration_ms,
+            status_code: a.status_code,
+            response_body: a.response_body,
+            error: a.error,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeliveryDetail {
+    #[serde(flatten)]
+    delivery: DeliveryView,
+    attempts_log: Vec<AttemptView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeliveryPage {
+    deliveries: Vec<DeliveryView>,
+    /// Pass as `cursor` for the next (older) page; null on the last page.
+    next_cursor: Option<Uuid>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ListDeliveries {
+    /// Only deliveries in this status.
+    status: Option<DeliveryStatus>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<Uuid>,
+    /// Deliveries per page, 1 to 200 (default 50).
+    limit: Option<i64>,
+}
+
+/// A webhook's deliveries, newest first.
+#[utoipa::path(get, operation_id = "list_deliveries", path = "/api/v1/webhooks/{id}/deliveries", tag = "deliveries",
+    params(("id" = Uuid, Path, description = "webhook id"), ListDeliveries),
+    responses((status = 200, body = DeliveryPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn list(
+    State(state): State<AppState>,
+    AdminAuth(principal): AdminAuth,
+    Path(id): Path<Uuid>,
+    Query(query): Query<ListDeliveries>,
+) -> ApiResult<axum::Json<DeliveryPage>> {
+    owned_webhook(&state, &principal, id).await?;
+    let limit = page_limit(query.limit)?;
+    let deliveries = state
+        .store
+        .list_deliveries(&DeliveryQuery { webhook_id: id, status: query.status, before: query.cursor, limit })
+        .await?;
+    let next_cursor = (deliveries.len() as i64 == limit).then(|| deliveries.last().map(|d| d.id)).flatten();
+    Ok(axum::Json(DeliveryPage { deliveries: deliveries.into_iter().map(Into::into).collect(), next_cursor }))
+}
+
+/// One delivery with every attempt.
+#[utoipa::path(get, operation_id = "get_delivery", path = "/api/v1/deliveries/{id}", tag = "deliveries", params(("id" = Uuid, Path)),
+    responses((status = 200, body = DeliveryDetail), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn read(
+    State(state): State<AppState>,
+    AdminAuth(principal): AdminAuth,
+    Path(id): Path<Uuid>,
+) -> ApiResult<axum::Json<DeliveryDetail>> {
+    let delivery = owned_delivery(&state, &principal, id).await?;
+    let attempts = state.store.list_attempts(id).await?.into_iter().map(Into::into).collect();
+    Ok(axum::Json(DeliveryDetail { delivery: delivery.into(), attempts_log: attempts }))
+}
+
+/// Deliver again now (one more attempt), whatever the delivery's state, unless it is queued already.
+#[utoipa::path(post, operation_id = "retry_delivery", path = "/api/v1/deliveries/{id}/retry", tag = "deliveries", params(("id" = Uuid, Path)),
+    responses((status = 202, body = DeliveryView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "already queued, or the webhook is disabled")))]
+pub async fn retry(
+    State(state): State<AppState>,
+    AdminAuth(principal): AdminAuth,
+    Path(id): Path<Uuid>,
+) -> ApiResult<(StatusCode, axum::Json<DeliveryView>)> {
+    let delivery = owned_delivery(&state, &principal, id).await?;
+    require_active(&owned_webhook(&state, &principal, delivery.webhook_id).await?)?;
+    let redriven = state
+        .store
+        .redrive_delivery(id, domain::now())
+        .await?
+        .ok_or_else(|| ApiError::conflict("already_queued", "the delivery is queued already"))?;
+    Ok((StatusCode::ACCEPTED, axum::Json(redriven.into())))
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct Replay {
+    /// Only deliveries created at or after this time.
+    #[serde(default)]
+    since: Option<DateTime<Utc>>,
+    /// Only deliveries created at or before this time.
+    #[serde(default)]
+    until: Option<DateTime<Utc>>,
+    /// `dead` (default): deliveries that ran out of attempts; `failed`: deliveries waiting for a retry,
+    /// which are attempted now instead.
+    #[serde(default)]
+    status: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Replayed {
+    /// How many deliveries were made due.
+    replayed: u64,
+}
+
+/// Redrive many deliveries of a webhook (bulk replay), e.g. after an outage of the endpoint.
+#[utoipa::path(post, operation_id = "replay_deliveries", path = "/api/v1/webhooks/{id}/replay", tag = "deliveries",
+    params(("id" = Uuid, Path)), request_body(content = Option<Replay>, description = "optional filter"),
+    responses((status = 202, body = Replayed), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn replay(
+    State(state): State<AppState>,
+    AdminAuth(principal): AdminAuth,
+    Path(id): Path<Uuid>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, axum::Json<Replayed>)> {
+    let request: Replay = if body.iter().all(u8::is_ascii_whitespace) {
+        Replay::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|error| ApiError::invalid(format!("invalid request body: {error}")))?
+    };
+    let status = match request.status.as_deref() {
+        None | Some("dead") => DeliveryStatus::Dead,
+        Some("failed") => DeliveryStatus::Pending,
+        Some(other) => {
+            return Err(ApiError::invalid(format!("status must be 'dead' or 'failed', not '{other}'")));
+        }
+    };
+    if let (Some(since), Some(until)) = (request.since, request.until)
+        && since > until
+    {
+        return Err(ApiError::invalid("since must not be later than until"));
+    }
+    require_active(&owned_webhook(&state, &principal, id).await?)?;
+    let filter = ReplayFilter {
+        organization_id: Some(principal.organization_id),
+        webhook_id: Some(id),
+        since: request.since,
+        until: request.until,
+        status,
+    };
+    let replayed = state.store.replay_deliveries(&filter, domain::now()).await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(Replayed { replayed })))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TestSent {
+    event_id: Uuid,
+    delivery_id: Uuid,
+}
+
+/// Send a `webhook.test` event to this webhook only; follow it with GET /deliveries/{delivery_id}.
+#[utoipa::path(post, operation_id = "test_webhook", path = "/api/v1/webhooks/{id}/test", tag = "deliveries", params(("id" = Uuid, Path)),
+    responses((status = 202, body = TestSent), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn send_test(
+    State(state): State<AppState>,
+    AdminAuth(principal): AdminAuth,
+    Path(id): Path<Uuid>,
+) -> ApiResult<(StatusCode, axum::Json<TestSent>)> {
+    let webhook = owned_webhook(&state, &principal, id).await?;
+    require_active(&webhook)?;
+    let now = domain::now();
+    let event_id = Uuid::now_v7();
+    let data = serde_json::json!({"message": "a test event from Herald", "webhook_id": id});
+    let event = NewEvent {
+        id: event_id,
+        organization_id: principal.organization_id,
+        event_type: TEST_EVENT.into(),
+        payload: domain::render_payload(
+            event_id,
+            TEST_EVENT,
+            now,
+            principal.organization_id,
+            &data.to_string(),
+        ),
+        idempotency_key: None,
+        created_at: now,
+    };
+    state.store.insert_events(std::slice::from_ref(&event), now).await?;
+    // Fan-out never handles test events; this one goes to its webhook directly.
+    state.store.mark_events_published(&[event_id], now).await?;
+    let lease = chrono::Duration::from_std(state.settings.delivery.stuck_after.get()).unwrap_or_default();
+    let delivery_id = Uuid::now_v7();
+    let delivery = NewDelivery {
+        id: delivery_id,
+        event_id,
+        webhook_id: id,
+        organization_id: principal.organization_id,
+        created_at: now,
+        lease_until: now + lease,
+    };
+    state.store.create_deliveries(std::slice::from_ref(&delivery)).await?;
+    let task = DeliveryTask {
+        delivery_id,
+        event_id,
+        webhook_id: id,
+        organization_id: principal.organization_id,
+        attempt: 1,
+        event_type: TEST_EVENT.into(),
+        payload: bytes::Bytes::from(event.payload),
+    };
+    if let Err(error) = state.queue.publish_deliveries(&[task]).await {
+        // The scheduler sends it as soon as the queue is back.
+        tracing::warn!(%error, "test delivery left to the scheduler");
+        state.store.release_deliveries(&[delivery_id], now).await?;
+    }
+    Ok((StatusCode::ACCEPTED, axum::Json(TestSent { event_id, delivery_id })))
+}
+
+async fn owned_delivery(state: &AppState, principal: &Principal, id: Uuid) -> ApiResult<Delivery> {
+    state
+        .store
+        .get_delivery(id)
+        .await?
+        .filter(|d| d.organization_id == principal.organization_id)
+        .ok_or_else(|| ApiError::not_found("delivery not found"))
+}
+
+fn require_active(webhook: &Webhook) -> ApiResult<()> {
+    if webhook.is_active {
+        return Ok(());
+    }
+    let reason = webhook.disabled_reason.as_deref().unwrap_or("disabled");
+    Err(ApiError::conflict(
+        "webhook_disabled",
+        format!("the webhook is disabled ({reason}); enable it with PATCH {{\"is_active\": true}} first"),
+    ))
+}

@@ -1,0 +1,238 @@
+//! Delivery: takes tasks (at most `delivery.concurrency` at once), signs the payload for the webhook
+//! (`X-Signature` and the Standard Webhooks headers), POSTs it, decides the next step ([`RetryPolicy`]),
+//! records the attempt and its consequences (group commit with other deliveries), and acknowledges the
+//! task only once that is committed. A slow endpoint holds one slot, never the others.
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::Utc;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use tokio::sync::Semaphore;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use uuid::Uuid;
+
+use super::{
+    retry::{Outcome, RetryPolicy, parse_retry_after},
+    sender::{Exchange, Sender},
+    targets::{Target, Targets},
+};
+use crate::{
+    batch::Batcher,
+    queue::{Consumer, DeliveryTask, Received},
+    signature,
+    store::{self, AttemptOutcome, DynStore, NextStep},
+};
+
+/// Outcomes written per transaction at most.
+const RECORD_BATCH: usize = 512;
+
+#[derive(Debug)]
+pub struct Deliverer {
+    pub targets: Arc<Targets>,
+    pub sender: Sender,
+    pub policy: RetryPolicy,
+    pub recorder: Recorder,
+    pub concurrency: usize,
+    /// How long in-flight deliveries may take to finish at shutdown.
+    pub grace: Duration,
+}
+
+impl Deliverer {
+    pub async fn run(self, mut consumer: Consumer<DeliveryTask>, shutdown: CancellationToken) {
+        let this = Arc::new(self);
+        let slots = Arc::new(Semaphore::new(this.concurrency));
+        let in_flight = TaskTracker::new();
+        loop {
+            let slot = tokio::select! {
+                () = shutdown.cancelled() => break,
+                slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+            };
+            let received = tokio::select! {
+                () = shutdown.cancelled() => break,
+                received = consumer.next() => match received {
+                    Some(received) => received,
+                    None => break,
+                },
+            };
+            let this = this.clone();
+            in_flight.spawn(async move {
+                this.deliver(received).await;
+                drop(slot);
+            });
+        }
+        // Stop taking work; let what is in flight finish. Tasks not started stay unacknowledged and go
+        // back to the queue when it closes.
+        in_flight.close();
+        if tokio::time::timeout(this.grace, in_flight.wait()).await.is_err() {
+            tracing::warn!(grace = ?this.grace, "in-flight deliveries did not finish; the queue will hand them out again");
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(delivery_id = %received.message.delivery_id, attempt = received.message.attempt))]
+    async fn deliver(&self, received: Received<DeliveryTask>) {
+        let task = &received.message;
+        let target = match self.targets.target(task.webhook_id).await {
+            Ok(Some(target)) => target,
+            Ok(None) => {
+                // The webhook was deleted, and its deliveries with it.
+                received.ack().await;
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "cannot load the webhook; the task goes back to the queue"
+                );
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                received.requeue().await;
+                return;
+            }
+        };
+        let started_at = crate::domain::now();
+        let (exchange, next) = match self.attempt(&target, task).await {
+            Attempt::Made(exchange, outcome) => {
+                let next = self.policy.next(task.attempt, &outcome, Utc::now());
+                (exchange, next)
+            }
+            // Herald could not try (disabled webhook, unusable URL): the delivery ends, replayable later.
+            Attempt::Skipped(reason) => (
+                Exchange { error: Some(format!("not attempted: {reason}")), ..Exchange::default() },
+                NextStep::Dead { disable_webhook: None },
+            ),
+        };
+        let record = AttemptOutcome {
+            attempt: store::Attempt {
+                id: Uuid::now_v7(),
+                delivery_id: task.delivery_id,
+                attempt_number: i64::from(task.attempt),
+                started_at,
+                duration_ms: exchange.duration_ms,
+                status_code: exchange.status.map(i64::from),
+                response_body: exchange.body,
+                error: exchange.error,
+            },
+            webhook_id: task.webhook_id,
+            next,
+        };
+        if self.recorder.record(record).await {
+            received.ack().await;
+        }
+    }
+
+    /// Makes the HTTP attempt (unless the webhook cannot be delivered to) and classifies it.
+    async fn attempt(&self, target: &Target, task: &DeliveryTask) -> Attempt {
+        if !target.is_active {
+            let reason = target.disabled_reason.as_deref().unwrap_or("disabled");
+            return Attempt::Skipped(format!("the webhook is disabled ({reason})"));
+        }
+        let Some(url) = &target.url else {
+            return Attempt::Skipped("the webhook's URL is invalid".into());
+        };
+        let headers = match signed_headers(target, task) {
+            Ok(headers) => headers,
+            Err(error) => return Attempt::Skipped(format!("cannot build the request headers: {error}")),
+        };
+        let exchange = self.sender.post(url, headers, task.payload.clone()).await;
+        let retry_after = exchange
+            .headers
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| parse_retry_after(value, Utc::now()));
+        let outcome = match exchange.status {
+            Some(status) if (200..300).contains(&status) => Outcome::Success,
+            Some(410) => Outcome::Gone,
+            Some(429) => Outcome::SlowDown { retry_after },
+            Some(_) => Outcome::Failure { retry_after },
+            None if exchange.timed_out => Outcome::SlowDown { retry_after: None },
+            None => Outcome::Failure { retry_after: None },
+        };
+        Attempt::Made(exchange, outcome)
+    }
+}
+
+/// What became of one delivery attempt.
+enum Attempt {
+    Made(Exchange, Outcome),
+    Skipped(String),
+}
+
+/// The headers of one attempt: content type, event type, `X-Signature` (and `X-Signature-Previous`
+/// during a secret rotation), and the Standard Webhooks trio.
+pub fn signed_headers(
+    target: &Target,
+    task: &DeliveryTask,
+) -> Result<HeaderMap, reqwest::header::InvalidHeaderValue> {
+    let now = Utc::now();
+    let timestamp = now.timestamp();
+    let secrets = target.signing_secrets(now);
+    let message_id = task.delivery_id.to_string();
+    let body: &[u8] = &task.payload;
+    let mut headers = HeaderMap::with_capacity(8);
+    headers.insert(reqwest::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(HeaderName::from_static("x-webhook-event"), HeaderValue::from_str(&task.event_type)?);
+    headers.insert(
+        HeaderName::from_static("x-signature"),
+        HeaderValue::from_str(&signature::x_signature(&secrets[0], body))?,
+    );
+    if let Some(previous) = secrets.get(1) {
+        headers.insert(
+            HeaderName::from_static("x-signature-previous"),
+            HeaderValue::from_str(&signature::x_signature(previous, body))?,
+        );
+    }
+    headers.insert(HeaderName::from_static("webhook-id"), HeaderValue::from_str(&message_id)?);
+    headers.insert(HeaderName::from_static("webhook-timestamp"), HeaderValue::from(timestamp));
+    headers.insert(
+        HeaderName::from_static("webhook-signature"),
+        HeaderValue::from_str(&signature::standard_signature_header(secrets, &message_id, timestamp, body))?,
+    );
+    Ok(headers)
+}
+
+/// Writes attempt outcomes in batches; disables webhooks as the store decides.
+#[derive(Debug, Clone)]
+pub struct Recorder {
+    batcher: Batcher<AttemptOutcome, ()>,
+    shutdown: CancellationToken,
+}
+
+impl Recorder {
+    pub fn start(
+        store: DynStore,
+        targets: Arc<Targets>,
+        disable_after_dead: u32,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let batcher = Batcher::spawn(RECORD_BATCH, move |outcomes: Vec<AttemptOutcome>| {
+            let (store, targets) = (store.clone(), targets.clone());
+            async move {
+                let count = outcomes.len();
+                for disabled in store.record_outcomes(&outcomes, disable_after_dead).await? {
+                    tracing::warn!(webhook_id = %disabled.webhook_id, reason = %disabled.reason, "webhook disabled");
+                    targets.forget(disabled.webhook_id, None);
+                }
+                Ok(vec![(); count])
+            }
+        });
+        Self { batcher, shutdown }
+    }
+
+    /// Records one outcome, retrying while the store is unreachable. `false` if shutdown came first (the
+    /// task is then left unacknowledged, to be delivered again).
+    pub async fn record(&self, outcome: AttemptOutcome) -> bool {
+        let mut delay = Duration::from_millis(200);
+        loop {
+            match self.batcher.submit(outcome.clone()).await {
+                Ok(()) => return true,
+                Err(error) => {
+                    tracing::warn!(%error, retry_in = ?delay, "cannot record a delivery attempt");
+                    tokio::select! {
+                        () = self.shutdown.cancelled() => return false,
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    }
+}

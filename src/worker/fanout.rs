@@ -1,0 +1,130 @@
+//! Fan-out: turns each event into one delivery per subscribed active webhook (`*` matches every type).
+//! Events are taken in batches; the batch's deliveries are inserted in one statement (idempotent: unique
+//! on event + webhook), their tasks published (confirmed), and only then are the events acknowledged.
+//! An event redelivered after a crash finds its deliveries already inserted and republishes those not
+//! yet started.
+
+use std::{collections::HashSet, sync::Arc, time::Duration};
+
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::targets::Targets;
+use crate::{
+    domain::TEST_EVENT,
+    queue::{Consumer, DeliveryTask, DynQueue, EventMessage, Received},
+    store::{DynStore, NewDelivery},
+};
+
+/// Events taken per batch.
+const BATCH: usize = 256;
+
+#[derive(Debug)]
+pub struct Fanout {
+    pub store: DynStore,
+    pub queue: DynQueue,
+    pub targets: Arc<Targets>,
+    /// How long a delivery may stay queued before the sweeper hands it over again.
+    pub lease: Duration,
+}
+
+impl Fanout {
+    pub async fn run(self, mut consumer: Consumer<EventMessage>, shutdown: CancellationToken) {
+        let mut batch = Vec::with_capacity(BATCH);
+        loop {
+            let first = tokio::select! {
+                () = shutdown.cancelled() => break,
+                first = consumer.next() => match first {
+                    Some(first) => first,
+                    None => break,
+                },
+            };
+            batch.push(first);
+            consumer.drain_ready(&mut batch, BATCH);
+            // A failure (database down, broker gone) is retried with the batch held: requeueing at once
+            // would spin, and unacknowledged messages go back to the queue anyway if the process stops.
+            let mut delay = Duration::from_millis(500);
+            while let Err(error) = self.fan_out(&batch).await {
+                tracing::warn!(error = format!("{error:#}"), events = batch.len(), retry_in = ?delay, "fan-out failed");
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+            for received in batch.drain(..) {
+                received.ack().await;
+            }
+        }
+    }
+
+    async fn fan_out(&self, batch: &[Received<EventMessage>]) -> anyhow::Result<()> {
+        let now = crate::domain::now();
+        let lease_until =
+            now + chrono::Duration::from_std(self.lease).unwrap_or(chrono::Duration::minutes(10));
+        let mut deliveries = Vec::new();
+        let mut expected = Vec::with_capacity(batch.len());
+        for received in batch {
+            let event = &received.message;
+            // Test events reach their one webhook directly, never through fan-out.
+            if event.event_type == TEST_EVENT {
+                continue;
+            }
+            let subscribers = self.targets.subscribers(event.organization_id).await?;
+            let before = deliveries.len();
+            deliveries.extend(
+                subscribers.iter().filter(|(_, filter)| filter.matches(&event.event_type)).map(
+                    |(webhook_id, _)| NewDelivery {
+                        id: Uuid::now_v7(),
+                        event_id: event.id,
+                        webhook_id: *webhook_id,
+                        organization_id: event.organization_id,
+                        created_at: now,
+                        lease_until,
+                    },
+                ),
+            );
+            expected.push((received, deliveries.len() - before));
+        }
+        if deliveries.is_empty() {
+            return Ok(());
+        }
+        let inserted: HashSet<Uuid> = self.store.create_deliveries(&deliveries).await?.into_iter().collect();
+        let events: std::collections::HashMap<Uuid, &EventMessage> =
+            batch.iter().map(|received| (received.message.id, &received.message)).collect();
+        let mut tasks: Vec<DeliveryTask> = deliveries
+            .iter()
+            .filter(|delivery| inserted.contains(&delivery.id))
+            .map(|delivery| task(events[&delivery.event_id], delivery.id, delivery.webhook_id))
+            .collect();
+        // A redelivered event whose deliveries exist already: publish again those not started (the
+        // previous fan-out may have died before publishing them).
+        let redone: Vec<Uuid> = expected
+            .iter()
+            .filter(|(received, count)| received.redelivered && *count > 0)
+            .map(|(received, _)| received.message.id)
+            .filter(|event_id| {
+                deliveries.iter().any(|d| d.event_id == *event_id && !inserted.contains(&d.id))
+            })
+            .collect();
+        if !redone.is_empty() {
+            for delivery in self.store.unstarted_deliveries(&redone).await? {
+                tasks.push(task(events[&delivery.event_id], delivery.id, delivery.webhook_id));
+            }
+        }
+        self.queue.publish_deliveries(&tasks).await?;
+        Ok(())
+    }
+}
+
+fn task(event: &EventMessage, delivery_id: Uuid, webhook_id: Uuid) -> DeliveryTask {
+    DeliveryTask {
+        delivery_id,
+        event_id: event.id,
+        webhook_id,
+        organization_id: event.organization_id,
+        attempt: 1,
+        event_type: event.event_type.clone(),
+        payload: event.payload.clone(),
+    }
+}

@@ -1,0 +1,103 @@
+//! The workers: fan-out ([`fanout`]), delivery ([`deliver`]) and the retry scheduler ([`scheduler`]).
+//! `herald-worker` runs them against RabbitMQ; in embedded mode `herald serve` runs the same code
+//! in-process on the embedded queue.
+
+pub mod deliver;
+pub mod fanout;
+pub mod retry;
+pub mod scheduler;
+pub mod sender;
+pub mod targets;
+
+use std::sync::Arc;
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::{config::Settings, crypto::SecretBox, net_guard::TargetPolicy, queue::DynQueue, store::DynStore};
+
+/// Events taken by fan-out at a time.
+const FANOUT_PREFETCH: u16 = 256;
+
+/// Which stages a worker process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    pub fanout: bool,
+    /// Delivery and the retry scheduler.
+    pub deliver: bool,
+}
+
+impl Roles {
+    pub const ALL: Roles = Roles { fanout: true, deliver: true };
+}
+
+/// Runs the stages until `shutdown`, then lets in-flight work finish (up to `server.shutdown_grace`).
+pub async fn run(
+    store: DynStore,
+    queue: DynQueue,
+    settings: Arc<Settings>,
+    roles: Roles,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let delivery = &settings.delivery;
+    let secrets = Arc::new(SecretBox::from_settings(&settings)?);
+    let targets = Arc::new(targets::Targets::new(store.clone(), secrets, delivery.webhook_cache_ttl.get()));
+    if !queue.confirms_publication() {
+        // Embedded: the in-memory queue did not survive the restart, so whatever it held is due again.
+        let requeued = store.requeue_all_queued(crate::domain::now()).await?;
+        if requeued > 0 {
+            tracing::info!(requeued, "deliveries queued before the restart are due again");
+        }
+    }
+    let mut stages = JoinSet::new();
+    if roles.fanout {
+        let consumer = queue.consume_events(FANOUT_PREFETCH).await?;
+        let fanout = fanout::Fanout {
+            store: store.clone(),
+            queue: queue.clone(),
+            targets: targets.clone(),
+            lease: delivery.stuck_after.get(),
+        };
+        stages.spawn(fanout.run(consumer, shutdown.clone()));
+    }
+    if roles.deliver {
+        let prefetch = u16::try_from(delivery.concurrency).unwrap_or(u16::MAX);
+        let consumer = queue.consume_deliveries(prefetch).await?;
+        let policy =
+            Arc::new(TargetPolicy::new(delivery.allow_private_targets, delivery.allowed_cidrs.clone()));
+        let recorder = deliver::Recorder::start(
+            store.clone(),
+            targets.clone(),
+            delivery.disable_after_dead,
+            shutdown.clone(),
+        );
+        let deliverer = deliver::Deliverer {
+            targets,
+            sender: sender::Sender::new(delivery, policy)?,
+            policy: retry::RetryPolicy::new(delivery),
+            recorder,
+            concurrency: delivery.concurrency,
+            grace: settings.server.shutdown_grace.get(),
+        };
+        stages.spawn(deliverer.run(consumer, shutdown.clone()));
+        let scheduler = scheduler::Scheduler {
+            store,
+            queue,
+            interval: delivery.scheduler_interval.get(),
+            lease: delivery.stuck_after.get(),
+        };
+        stages.spawn(scheduler.run(shutdown.clone()));
+    }
+    tracing::info!(
+        fanout = roles.fanout,
+        deliver = roles.deliver,
+        concurrency = delivery.concurrency,
+        "workers running"
+    );
+    while let Some(result) = stages.join_next().await {
+        if let Err(error) = result {
+            tracing::error!(%error, "a worker stage stopped unexpectedly");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,171 @@
+//! The HTTP side of a delivery: one shared client (a connection pool per host), connect timeout
+//! `delivery.connect_timeout`, total `delivery.timeout`, no redirects (a 3xx is a failure), no proxy,
+//! response bodies read up to `delivery.max_response_bytes`. The SSRF guard sits in the client's DNS
+//! resolver (every address a name resolves to is checked) and before the request for IP-literal URLs.
+
+use std::{net::SocketAddr, sync::Arc, time::Instant};
+
+use bytes::Bytes;
+use reqwest::{
+    dns::{Addrs, Name, Resolve, Resolving},
+    header::HeaderMap,
+};
+use url::{Host, Url};
+
+use crate::{config::DeliverySettings, net_guard::TargetPolicy};
+
+/// What an attempt's HTTP exchange produced.
+#[derive(Debug, Clone, Default)]
+pub struct Exchange {
+    pub status: Option<u16>,
+    pub headers: HeaderMap,
+    /// The response body, truncated to the limit (lossy UTF-8).
+    pub body: Option<String>,
+    /// Why there is no status (connection refused, blocked address, timeout...).
+    pub error: Option<String>,
+    pub timed_out: bool,
+    pub duration_ms: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Sender {
+    client: reqwest::Client,
+    policy: Arc<TargetPolicy>,
+    max_response_bytes: usize,
+}
+
+impl Sender {
+    pub fn new(settings: &DeliverySettings, policy: Arc<TargetPolicy>) -> anyhow::Result<Self> {
+        crate::install_tls_provider();
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("Herald/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .connect_timeout(settings.connect_timeout.get())
+            .timeout(settings.timeout.get())
+            .pool_max_idle_per_host(settings.concurrency)
+            .tcp_nodelay(true)
+            .dns_resolver(GuardedResolver { policy: policy.clone() })
+            .build()?;
+        Ok(Self { client, policy, max_response_bytes: settings.max_response_bytes })
+    }
+
+    /// POSTs `body` to `url` with `headers`. Never fails: problems are described in the exchange.
+    pub async fn post(&self, url: &Url, headers: HeaderMap, body: Bytes) -> Exchange {
+        let started = Instant::now();
+        let mut exchange = self.exchange(url, headers, body).await;
+        exchange.duration_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
+        exchange
+    }
+
+    async fn exchange(&self, url: &Url, headers: HeaderMap, body: Bytes) -> Exchange {
+        let literal = match url.host() {
+            Some(Host::Ipv4(ip)) => Some(ip.into()),
+            Some(Host::Ipv6(ip)) => Some(ip.into()),
+            _ => None,
+        };
+        if let Some(ip) = literal
+            && let Err(blocked) = self.policy.check(ip)
+        {
+            return Exchange { error: Some(blocked.to_string()), ..Exchange::default() };
+        }
+        let sent = self.client.post(url.clone()).headers(headers).body(body).send().await;
+        let mut response = match sent {
+            Ok(response) => response,
+            Err(error) => {
+                return Exchange {
+                    timed_out: error.is_timeout(),
+                    error: Some(describe(&error)),
+                    ..Exchange::default()
+                };
+            }
+        };
+        let status = response.status();
+        let mut exchange = Exchange {
+            status: Some(status.as_u16()),
+            headers: std::mem::take(response.headers_mut()),
+            ..Exchange::default()
+        };
+        let mut body = Vec::new();
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    let room = self.max_response_bytes.saturating_sub(body.len());
+                    body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                    if body.len() >= self.max_response_bytes {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(error) => {
+                    exchange.timed_out = error.is_timeout();
+                    exchange.error = Some(format!("reading the response: {}", describe(&error)));
+                    break;
+                }
+            }
+        }
+        if status.is_redirection() {
+            let location = exchange.headers.get("location").and_then(|v| v.to_str().ok()).unwrap_or("?");
+            exchange.error = Some(format!("redirects are not followed ({status} to {location})"));
+        }
+        exchange.body = (!body.is_empty()).then(|| String::from_utf8_lossy(&body).into_owned());
+        exchange
+    }
+}
+
+/// An error and its causes on one line.
+fn describe(error: &reqwest::Error) -> String {
+    let mut text = if error.is_timeout() { "timed out".to_string() } else { String::new() };
+    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    if text.is_empty() { error.to_string() } else { text }
+}
+
+/// Resolves names and drops every address the SSRF policy refuses; a name left with none fails.
+#[derive(Debug, Clone)]
+struct GuardedResolver {
+    policy: Arc<TargetPolicy>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("every address of {name} is blocked: {reason}")]
+struct AllBlocked {
+    name: String,
+    reason: String,
+}
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let policy = self.policy.clone();
+        Box::pin(async move {
+            let host = name.as_str().to_string();
+            let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let mut reason = String::new();
+            let allowed: Vec<SocketAddr> = resolved
+                .into_iter()
+                .filter(|address| match policy.check(address.ip()) {
+                    Ok(()) => true,
+                    Err(blocked) => {
+                        reason = blocked.to_string();
+                        false
+                    }
+                })
+                .collect();
+            if allowed.is_empty() {
+                return Err(
+                    Box::new(AllBlocked { name: host, reason }) as Box<dyn std::error::Error + Send + Sync>
+                );
+            }
+            Ok(Box::new(allowed.into_iter()) as Addrs)
+        })
+    }
+}
