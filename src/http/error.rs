@@ -104,6 +104,10 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(what) => {
                 ApiError::conflict("conflict", format!("conflicts with an existing record ({what})"))
             }
+            StoreError::Unavailable(reason) => {
+                tracing::warn!(%reason, "database unavailable");
+                ApiError::unavailable("database_unavailable", "the database is unavailable; retry shortly")
+            }
             StoreError::Other(source) => ApiError::internal(source),
         }
     }

@@ -28,6 +28,10 @@ pub enum StoreError {
     /// A unique constraint refused the write; holds the constraint (index) name.
     #[error("conflict on {0}")]
     Conflict(String),
+    /// The database cannot be reached right now (connection refused or lost, pool exhausted): retrying
+    /// later may succeed, unlike every other error.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }

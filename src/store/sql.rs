@@ -70,6 +70,9 @@ const BATCH_ROWS: usize = 500;
 fn db_error(error: sqlx::Error) -> StoreError {
     match error {
         sqlx::Error::RowNotFound => StoreError::NotFound,
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => {
+            StoreError::Unavailable(error.to_string())
+        }
         sqlx::Error::Database(db) if db.is_unique_violation() => {
             StoreError::Conflict(db.constraint().map_or_else(|| db.message().to_string(), str::to_string))
         }
@@ -639,10 +642,11 @@ where
             return Ok(Vec::new());
         }
         let mut tx = self.write.begin_with(DB::BEGIN_WRITE).await.store()?;
+        // Attempts of deliveries deleted meanwhile (their webhook was deleted) are dropped, not errors.
         for chunk in outcomes.chunks(BATCH_ROWS) {
             let mut query = QueryBuilder::<DB>::new(
-                "INSERT INTO delivery_attempts (id, delivery_id, attempt_number, started_at, duration_ms, \
-                 status_code, response_body, error) ",
+                "WITH attempt (id, delivery_id, attempt_number, started_at, duration_ms, status_code, response_body, \
+                 error) AS (",
             );
             query.push_values(chunk, |mut row, outcome| {
                 let attempt = &outcome.attempt;
@@ -652,84 +656,92 @@ where
                     .push_bind(attempt.started_at)
                     .push_bind(attempt.duration_ms)
                     .push_bind(attempt.status_code)
-                    .push_bind(attempt.response_body.clone())
-                    .push_bind(attempt.error.clone());
+                    .push_bind(attempt.response_body.as_deref())
+                    .push_bind(attempt.error.as_deref());
             });
+            query.push(
+                ") INSERT INTO delivery_attempts (id, delivery_id, attempt_number, started_at, duration_ms, \
+                 status_code, response_body, error) SELECT id, delivery_id, attempt_number, started_at, duration_ms, \
+                 status_code, response_body, error FROM attempt \
+                 WHERE EXISTS (SELECT 1 FROM deliveries WHERE deliveries.id = attempt.delivery_id)",
+            );
+            query.build().execute(&mut *tx).await.store()?;
+        }
+        // One statement updates every delivery of the batch. A stale duplicate of an attempt already
+        // recorded (attempts not below its number) changes nothing but the attempt log.
+        let mut updated: std::collections::HashSet<Uuid> =
+            std::collections::HashSet::with_capacity(outcomes.len());
+        for chunk in outcomes.chunks(BATCH_ROWS) {
+            let mut query = QueryBuilder::<DB>::new(
+                "WITH outcome (id, status, attempts, next_attempt_at, last_status_code, last_error, at, completed_at) AS (",
+            );
+            query.push_values(chunk, |mut row, outcome| {
+                let attempt = &outcome.attempt;
+                let (status, next_attempt_at, completed_at) = match &outcome.next {
+                    NextStep::Succeeded => ("succeeded", None, Some(attempt.started_at)),
+                    NextStep::Retry(at) => ("pending", Some(*at), None),
+                    NextStep::Dead { .. } => ("dead", None, Some(attempt.started_at)),
+                };
+                row.push_bind(attempt.delivery_id)
+                    .push_bind(status)
+                    .push_bind(attempt.attempt_number)
+                    .push_bind(next_attempt_at)
+                    .push_bind(attempt.status_code)
+                    .push_bind(attempt.error.as_deref())
+                    .push_bind(attempt.started_at)
+                    .push_bind(completed_at);
+            });
+            query.push(
+                ") UPDATE deliveries SET status = outcome.status, attempts = outcome.attempts, \
+                 next_attempt_at = outcome.next_attempt_at, last_status_code = outcome.last_status_code, \
+                 last_error = outcome.last_error, updated_at = outcome.at, completed_at = outcome.completed_at \
+                 FROM outcome WHERE deliveries.id = outcome.id AND deliveries.attempts < outcome.attempts \
+                 RETURNING deliveries.id",
+            );
+            let ids: Vec<(Uuid,)> = query.build_query_as().fetch_all(&mut *tx).await.store()?;
+            updated.extend(ids.into_iter().map(|(id,)| id));
+        }
+        let applied = || outcomes.iter().filter(|outcome| updated.contains(&outcome.attempt.delivery_id));
+        let succeeded: std::collections::BTreeSet<Uuid> =
+            applied().filter(|o| o.next == NextStep::Succeeded).map(|o| o.webhook_id).collect();
+        if !succeeded.is_empty() {
+            let ids: Vec<Uuid> = succeeded.into_iter().collect();
+            let mut query = QueryBuilder::<DB>::new(
+                "UPDATE webhooks SET consecutive_dead = 0 WHERE consecutive_dead > 0 AND id IN ",
+            );
+            push_id_list(&mut query, &ids);
             query.build().execute(&mut *tx).await.store()?;
         }
         let mut disabled = Vec::new();
-        let mut succeeded_webhooks = std::collections::BTreeSet::new();
-        for outcome in outcomes {
-            let attempt = &outcome.attempt;
-            let (status, next_attempt_at, completed_at) = match &outcome.next {
-                NextStep::Succeeded => ("succeeded", None, Some(attempt.started_at)),
-                NextStep::Retry(at) => ("pending", Some(*at), None),
-                NextStep::Dead { .. } => ("dead", None, Some(attempt.started_at)),
-            };
-            // A stale duplicate of an attempt already recorded changes nothing but the attempt log.
-            let result = sqlx::query::<DB>(
-                "UPDATE deliveries SET status = $2, attempts = $3, next_attempt_at = $4, last_status_code = $5, \
-                 last_error = $6, updated_at = $7, completed_at = $8 WHERE id = $1 AND attempts < $3",
+        for outcome in applied() {
+            let NextStep::Dead { disable_webhook } = &outcome.next else { continue };
+            let run: Option<(i64,)> = sqlx::query_as::<DB, (i64,)>(
+                "UPDATE webhooks SET consecutive_dead = consecutive_dead + 1 WHERE id = $1 RETURNING consecutive_dead",
             )
-            .bind(attempt.delivery_id)
-            .bind(status)
-            .bind(attempt.attempt_number)
-            .bind(next_attempt_at)
-            .bind(attempt.status_code)
-            .bind(attempt.error.as_deref())
-            .bind(attempt.started_at)
-            .bind(completed_at)
-            .execute(&mut *tx)
+            .bind(outcome.webhook_id)
+            .fetch_optional(&mut *tx)
             .await
             .store()?;
-            if DB::rows_affected(&result) == 0 {
-                continue;
-            }
-            match &outcome.next {
-                NextStep::Succeeded => {
-                    succeeded_webhooks.insert(outcome.webhook_id);
-                }
-                NextStep::Retry(_) => {}
-                NextStep::Dead { disable_webhook } => {
-                    let run: Option<(i64,)> = sqlx::query_as::<DB, (i64,)>(
-                        "UPDATE webhooks SET consecutive_dead = consecutive_dead + 1 WHERE id = $1 \
-                         RETURNING consecutive_dead",
-                    )
-                    .bind(outcome.webhook_id)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .store()?;
-                    let reason = disable_webhook.clone().or_else(|| {
-                        let (run,) = run?;
-                        (disable_after_dead > 0 && run >= i64::from(disable_after_dead))
-                            .then(|| format!("disabled after {run} consecutive dead deliveries"))
-                    });
-                    if let Some(reason) = reason {
-                        let result = sqlx::query::<DB>(
-                            "UPDATE webhooks SET is_active = FALSE, disabled_reason = $2, updated_at = $3 \
-                             WHERE id = $1 AND is_active = TRUE",
-                        )
-                        .bind(outcome.webhook_id)
-                        .bind(reason.as_str())
-                        .bind(attempt.started_at)
-                        .execute(&mut *tx)
-                        .await
-                        .store()?;
-                        if DB::rows_affected(&result) > 0 {
-                            disabled.push(DisabledWebhook { webhook_id: outcome.webhook_id, reason });
-                        }
-                    }
+            let reason = disable_webhook.clone().or_else(|| {
+                let (run,) = run?;
+                (disable_after_dead > 0 && run >= i64::from(disable_after_dead))
+                    .then(|| format!("disabled after {run} consecutive dead deliveries"))
+            });
+            if let Some(reason) = reason {
+                let result = sqlx::query::<DB>(
+                    "UPDATE webhooks SET is_active = FALSE, disabled_reason = $2, updated_at = $3 \
+                     WHERE id = $1 AND is_active = TRUE",
+                )
+                .bind(outcome.webhook_id)
+                .bind(reason.as_str())
+                .bind(outcome.attempt.started_at)
+                .execute(&mut *tx)
+                .await
+                .store()?;
+                if DB::rows_affected(&result) > 0 {
+                    disabled.push(DisabledWebhook { webhook_id: outcome.webhook_id, reason });
                 }
             }
-        }
-        for webhook_id in succeeded_webhooks {
-            sqlx::query::<DB>(
-                "UPDATE webhooks SET consecutive_dead = 0 WHERE id = $1 AND consecutive_dead > 0",
-            )
-            .bind(webhook_id)
-            .execute(&mut *tx)
-            .await
-            .store()?;
         }
         tx.commit().await.store()?;
         Ok(disabled)

@@ -20,7 +20,7 @@ use crate::{
     batch::Batcher,
     queue::{Consumer, DeliveryTask, Received},
     signature,
-    store::{self, AttemptOutcome, DynStore, NextStep},
+    store::{self, AttemptOutcome, DynStore, NextStep, StoreError},
 };
 
 /// Outcomes written per transaction at most.
@@ -68,7 +68,7 @@ impl Deliverer {
         }
     }
 
-    #[tracing::instrument(skip_all, fields(delivery_id = %received.message.delivery_id, attempt = received.message.attempt))]
+    #[tracing::instrument(level = "debug", skip_all, fields(delivery_id = %received.message.delivery_id, attempt = received.message.attempt))]
     async fn deliver(&self, received: Received<DeliveryTask>) {
         let task = &received.message;
         let target = match self.targets.target(task.webhook_id).await {
@@ -193,6 +193,8 @@ pub fn signed_headers(
 #[derive(Debug, Clone)]
 pub struct Recorder {
     batcher: Batcher<AttemptOutcome, ()>,
+    store: DynStore,
+    disable_after_dead: u32,
     shutdown: CancellationToken,
 }
 
@@ -203,8 +205,9 @@ impl Recorder {
         disable_after_dead: u32,
         shutdown: CancellationToken,
     ) -> Self {
+        let batch_store = store.clone();
         let batcher = Batcher::spawn(RECORD_BATCH, move |outcomes: Vec<AttemptOutcome>| {
-            let (store, targets) = (store.clone(), targets.clone());
+            let (store, targets) = (batch_store.clone(), targets.clone());
             async move {
                 let count = outcomes.len();
                 for disabled in store.record_outcomes(&outcomes, disable_after_dead).await? {
@@ -214,23 +217,33 @@ impl Recorder {
                 Ok(vec![(); count])
             }
         });
-        Self { batcher, shutdown }
+        Self { batcher, store, disable_after_dead, shutdown }
     }
 
-    /// Records one outcome, retrying while the store is unreachable. `false` if shutdown came first (the
-    /// task is then left unacknowledged, to be delivered again).
+    /// Records one outcome (batched with others). If its batch fails, it is retried alone, so that one
+    /// outcome the store refuses cannot hold back the others; while the store is unreachable it is retried
+    /// with backoff. Returns `false` if shutdown came first (the task is then left unacknowledged, to be
+    /// delivered again), `true` once recorded or given up as unrecordable (logged; the sweeper still
+    /// covers the delivery).
     pub async fn record(&self, outcome: AttemptOutcome) -> bool {
+        if self.batcher.submit(outcome.clone()).await.is_ok() {
+            return true;
+        }
         let mut delay = Duration::from_millis(200);
         loop {
-            match self.batcher.submit(outcome.clone()).await {
-                Ok(()) => return true,
-                Err(error) => {
-                    tracing::warn!(%error, retry_in = ?delay, "cannot record a delivery attempt");
+            match self.store.record_outcomes(std::slice::from_ref(&outcome), self.disable_after_dead).await {
+                Ok(_) => return true,
+                Err(StoreError::Unavailable(reason)) => {
+                    tracing::warn!(%reason, retry_in = ?delay, "cannot record a delivery attempt");
                     tokio::select! {
                         () = self.shutdown.cancelled() => return false,
                         () = tokio::time::sleep(delay) => {}
                     }
                     delay = (delay * 2).min(Duration::from_secs(30));
+                }
+                Err(error) => {
+                    tracing::error!(%error, delivery_id = %outcome.attempt.delivery_id, "a delivery attempt cannot be recorded; dropped");
+                    return true;
                 }
             }
         }

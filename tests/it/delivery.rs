@@ -28,6 +28,7 @@ in_both_modes!(
     test_events_reach_only_their_webhook,
     a_slow_endpoint_does_not_hold_back_a_fast_one,
     consecutive_dead_deliveries_disable_a_webhook,
+    deleting_a_webhook_mid_delivery_holds_nothing_back,
 );
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -365,4 +366,24 @@ async fn consecutive_dead_deliveries_disable_a_webhook(mode: Mode) {
         .admin(Method::PATCH, &format!("/api/v1/webhooks/{webhook}"), Some(json!({"is_active": true})))
         .await;
     assert_eq!(enabled["disabled_reason"], Value::Null, "re-enabling clears the reason");
+}
+
+async fn deleting_a_webhook_mid_delivery_holds_nothing_back(mode: Mode) {
+    let app = TestApp::spawn(mode).await;
+    let doomed = Receiver::start(|_| (200, vec![], Duration::from_millis(800))).await;
+    let steady = Receiver::ok().await;
+    let doomed_id = app.subscribe(&doomed, json!(["*"])).await;
+    app.subscribe(&steady, json!(["*"])).await;
+    app.send_event("item.created", json!({"n": 0})).await;
+    doomed.wait_for(1, WAIT).await;
+    // The doomed endpoint is still answering; its webhook and delivery rows go away meanwhile.
+    let (status, _) = app.admin(Method::DELETE, &format!("/api/v1/webhooks/{doomed_id}"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let started = std::time::Instant::now();
+    for n in 1..=5 {
+        app.send_event("item.created", json!({"n": n})).await;
+    }
+    steady.wait_for(6, Duration::from_secs(5)).await;
+    assert!(started.elapsed() < Duration::from_secs(3), "deliveries kept flowing: {:?}", started.elapsed());
 }

@@ -475,6 +475,28 @@ async fn outcomes_are_recorded_and_disable_failing_webhooks(store: DynStore) {
     assert_eq!(disabled, vec![DisabledWebhook { webhook_id: other.id, reason }]);
     let succeeded = store.get_delivery(fourth.id).await.expect("read").expect("exists");
     assert_eq!((succeeded.status, succeeded.next_attempt_at), (DeliveryStatus::Succeeded, None));
+
+    // An attempt finishing after its webhook (and so its delivery) was deleted is dropped, and does not
+    // fail the other outcomes of its batch.
+    let doomed = webhook(&store, f.organization, "*").await;
+    let (_, orphan) = deliver(&store, &doomed, f.organization, 500).await;
+    let (_, sibling) = deliver(&store, &other, f.organization, 600).await;
+    assert!(store.delete_webhook(doomed.id).await.expect("delete"));
+    store
+        .record_outcomes(
+            &[
+                outcome(&orphan, 1, Some(200), NextStep::Succeeded),
+                outcome(&sibling, 1, Some(200), NextStep::Succeeded),
+            ],
+            2,
+        )
+        .await
+        .expect("an orphaned outcome is not an error");
+    assert_eq!(
+        store.get_delivery(sibling.id).await.expect("read").expect("exists").status,
+        DeliveryStatus::Succeeded
+    );
+    assert!(store.list_attempts(orphan.id).await.expect("attempts").is_empty());
 }
 
 async fn deliveries_can_be_redriven_and_replayed(store: DynStore) {

@@ -1,0 +1,280 @@
+//! Sending events to Herald: the load shapes (closed loop: N sends in flight; open loop: sends scheduled
+//! at t0 + i/rate), 429 handling, the warm-up probe, the once-a-second progress line on stderr, and
+//! waiting until every expected delivery has arrived.
+
+use std::{
+    future::Future,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicI64, AtomicU64, Ordering::Relaxed},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::bail;
+use tokio::{sync::Semaphore, task::JoinHandle};
+use uuid::Uuid;
+
+use crate::{
+    api::{Api, Sent},
+    receiver::{Endpoint, lock, now_micros},
+    scenario::{EVENT_TYPE, Load, event_body},
+};
+
+/// Sends in flight at most in an open loop ("enough capacity" to keep the schedule while Herald answers).
+const OPEN_LOOP_IN_FLIGHT: usize = 4096;
+
+/// Times one event is sent again after 429 before it counts as failed.
+const MAX_RATE_LIMITED: u32 = 50;
+
+/// Refusal messages kept for the report.
+const ERROR_SAMPLES: usize = 5;
+
+/// Runs `op(0)`, …, `op(count - 1)` with the given load. Returns how far the open loop fell behind its
+/// schedule at worst (zero for a closed loop).
+pub async fn drive<F, Fut>(load: Load, count: u64, op: F) -> Duration
+where
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let op = Arc::new(op);
+    match load {
+        Load::Closed { concurrency } => {
+            let next = Arc::new(AtomicU64::new(0));
+            let workers: Vec<JoinHandle<()>> = (0..concurrency)
+                .map(|_| {
+                    let (op, next) = (op.clone(), next.clone());
+                    tokio::spawn(async move {
+                        loop {
+                            let i = next.fetch_add(1, Relaxed);
+                            if i >= count {
+                                break;
+                            }
+                            op(i).await;
+                        }
+                    })
+                })
+                .collect();
+            for worker in workers {
+                if let Err(error) = worker.await {
+                    eprintln!("a sender task failed: {error}");
+                }
+            }
+            Duration::ZERO
+        }
+        Load::Open { rate } => {
+            let slots = Arc::new(Semaphore::new(OPEN_LOOP_IN_FLIGHT));
+            let start = Instant::now();
+            let mut worst_lag = Duration::ZERO;
+            for i in 0..count {
+                let at = start + Duration::from_secs_f64(i as f64 / rate);
+                if at > Instant::now() {
+                    tokio::time::sleep_until(at.into()).await;
+                }
+                let Ok(slot) = slots.clone().acquire_owned().await else { break };
+                worst_lag = worst_lag.max(Instant::now().saturating_duration_since(at));
+                let send = op(i);
+                tokio::spawn(async move {
+                    send.await;
+                    drop(slot);
+                });
+            }
+            // Every send has finished once all the slots are free again.
+            drop(slots.acquire_many(OPEN_LOOP_IN_FLIGHT as u32).await);
+            worst_lag
+        }
+    }
+}
+
+/// Counts of the events sent to Herald, updated by the senders.
+#[derive(Debug, Default)]
+pub struct Ingest {
+    accepted: AtomicU64,
+    failed: AtomicU64,
+    rate_limited: AtomicU64,
+    last_accept_micros: AtomicI64,
+    ids: Mutex<Vec<Uuid>>,
+    errors: Mutex<Vec<String>>,
+}
+
+/// The outcome of sending the events.
+#[derive(Debug, Clone)]
+pub struct IngestResult {
+    pub accepted: u64,
+    pub failed: u64,
+    pub rate_limited: u64,
+    /// The accepted events' ids.
+    pub ids: Vec<Uuid>,
+    pub started_micros: i64,
+    pub last_accept_micros: Option<i64>,
+    pub error_samples: Vec<String>,
+    /// How far the open loop fell behind its schedule at worst.
+    pub worst_lag: Duration,
+}
+
+impl IngestResult {
+    /// Accepted events per second, from the first send to the last 202.
+    pub fn events_per_sec(&self) -> f64 {
+        match self.last_accept_micros {
+            Some(last) if last > self.started_micros => {
+                self.accepted as f64 / ((last - self.started_micros) as f64 / 1e6)
+            }
+            _ => 0.0,
+        }
+    }
+}
+
+impl Ingest {
+    /// Events answered so far (accepted or failed).
+    pub fn answered(&self) -> u64 {
+        self.accepted.load(Relaxed) + self.failed.load(Relaxed)
+    }
+
+    fn accept(&self, id: Uuid) {
+        lock(&self.ids).push(id);
+        self.last_accept_micros.fetch_max(now_micros(), Relaxed);
+        self.accepted.fetch_add(1, Relaxed);
+    }
+
+    fn fail(&self, message: String) {
+        self.failed.fetch_add(1, Relaxed);
+        let mut errors = lock(&self.errors);
+        if errors.len() < ERROR_SAMPLES {
+            errors.push(message);
+        }
+    }
+
+    /// Sends event `seq`, again after each 429.
+    async fn send(&self, api: &Api, seq: u64) {
+        let body = event_body(seq);
+        for _ in 0..=MAX_RATE_LIMITED {
+            match api.send_event(body.clone()).await {
+                Sent::Accepted(id) => return self.accept(id),
+                Sent::RateLimited(wait) => {
+                    self.rate_limited.fetch_add(1, Relaxed);
+                    tokio::time::sleep(wait).await;
+                }
+                Sent::Refused(message) => return self.fail(message),
+            }
+        }
+        self.fail(format!("still rate-limited after {MAX_RATE_LIMITED} tries"));
+    }
+}
+
+/// Sends `events` events to Herald with `load`.
+pub async fn send_events(api: Arc<Api>, load: Load, events: u64, ingest: Arc<Ingest>) -> IngestResult {
+    let started_micros = now_micros();
+    let senders = ingest.clone();
+    let worst_lag = drive(load, events, move |seq| {
+        let (api, ingest) = (api.clone(), senders.clone());
+        async move { ingest.send(&api, seq).await }
+    })
+    .await;
+    let last = ingest.last_accept_micros.load(Relaxed);
+    IngestResult {
+        accepted: ingest.accepted.load(Relaxed),
+        failed: ingest.failed.load(Relaxed),
+        rate_limited: ingest.rate_limited.load(Relaxed),
+        ids: lock(&ingest.ids).clone(),
+        started_micros,
+        last_accept_micros: (last > 0).then_some(last),
+        error_samples: lock(&ingest.errors).clone(),
+        worst_lag,
+    }
+}
+
+/// Prints `sent a/b  delivered c/d  (r/s)` to stderr once a second until aborted.
+pub fn spawn_progress(
+    ingest: Arc<Ingest>,
+    events: u64,
+    endpoints: Vec<Arc<Endpoint>>,
+    deliveries: u64,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.tick().await;
+        let mut before = 0;
+        loop {
+            tick.tick().await;
+            let delivered: u64 = endpoints.iter().map(|e| e.first_arrivals()).sum();
+            let sent = ingest.answered();
+            let rate = delivered.saturating_sub(before);
+            before = delivered;
+            eprintln!("sent {sent}/{events}  delivered {delivered}/{deliveries}  ({rate}/s)");
+        }
+    })
+}
+
+/// Waits until each of `ids` has arrived at every endpoint, or `deadline`. Returns whether all arrived.
+pub async fn wait_for_deliveries(endpoints: &[Arc<Endpoint>], ids: &[Uuid], deadline: Instant) -> bool {
+    let expected = (ids.len() * endpoints.len()) as u64;
+    loop {
+        // The counter is cheap but also counts unexpected events, so the exact count confirms it.
+        let arrived: u64 = endpoints.iter().map(|e| e.first_arrivals()).sum();
+        if arrived >= expected && endpoints.iter().map(|e| e.count_delivered(ids)).sum::<u64>() == expected {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Sends probe events until one reaches every endpoint: proves the pipeline works end to end and that
+/// Herald's workers see the new webhooks (they cache each organization's subscribers for a while).
+pub async fn warm_up(api: &Api, endpoints: &[Arc<Endpoint>], timeout: Duration) -> anyhow::Result<()> {
+    let body = serde_json::json!({ "event": EVENT_TYPE, "data": { "bench": true, "probe": true } });
+    let body = serde_json::to_vec(&body)?;
+    let start = Instant::now();
+    let mut probes = Vec::new();
+    while start.elapsed() < timeout {
+        match api.send_event(body.clone()).await {
+            Sent::Accepted(id) => probes.push(id),
+            Sent::RateLimited(wait) => tokio::time::sleep(wait).await,
+            Sent::Refused(message) => bail!("Herald refused the warm-up event: {message}"),
+        }
+        let resend_at = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < resend_at {
+            if probes.iter().any(|probe| endpoints.iter().all(|e| e.has(*probe))) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    bail!(
+        "Herald accepted the warm-up events but did not deliver them to every endpoint within {} s: are its \
+         workers running (production mode needs herald-worker processes)? Herald's log says why deliveries fail.",
+        timeout.as_secs()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn every_operation_runs_once_in_both_loops() {
+        for load in [Load::Closed { concurrency: 4 }, Load::Open { rate: 2_000.0 }] {
+            let seen = Arc::new(Mutex::new(Vec::new()));
+            let record = seen.clone();
+            drive(load, 50, move |i| {
+                let record = record.clone();
+                async move { lock(&record).push(i) }
+            })
+            .await;
+            let mut seen = lock(&seen).clone();
+            seen.sort_unstable();
+            assert_eq!(seen, (0..50).collect::<Vec<_>>(), "{load:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_open_loop_keeps_its_rate() {
+        let start = Instant::now();
+        drive(Load::Open { rate: 100.0 }, 21, |_| async {}).await;
+        let elapsed = start.elapsed();
+        assert!(elapsed >= Duration::from_millis(195), "{elapsed:?}");
+        assert!(elapsed < Duration::from_millis(600), "{elapsed:?}");
+    }
+}
