@@ -9,8 +9,9 @@ use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use chrono::Utc;
-use tokio::sync::mpsc;
+use tokio::{sync::mpsc, task::JoinSet};
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use crate::{
     config::Settings,
@@ -20,6 +21,10 @@ use crate::{
 
 /// Events published per batch.
 const BATCH: usize = 500;
+/// Batches being published (awaiting their confirms) at once.
+const PUBLISHING_AT_ONCE: usize = 4;
+/// Published marks written per statement.
+const MARK_BATCH: usize = 1_000;
 /// Committed events waiting for the publisher before new ones are left to the relay.
 const BACKLOG: usize = 50_000;
 /// How often the relay looks for unpublished events.
@@ -43,6 +48,7 @@ impl Outbox {
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (committed, incoming) = mpsc::channel(BACKLOG);
         let publisher = Publisher {
+            marker: PublishedMarker::start(store.clone(), |_| {}),
             store,
             queue,
             relay_after: settings.events.relay_after.get(),
@@ -78,9 +84,40 @@ fn message_of(event: Event) -> EventMessage {
     }
 }
 
+/// Writes `published_at` in batches, off the publishing path (a late mark only means the relay may
+/// publish an event again, which fan-out absorbs).
+#[derive(Debug, Clone)]
+pub struct PublishedMarker {
+    ids: mpsc::UnboundedSender<Uuid>,
+}
+
+impl PublishedMarker {
+    /// Starts the marking task; `after_marking` is called with each batch once it is written (or given up).
+    pub fn start(store: DynStore, after_marking: impl Fn(&[Uuid]) + Send + 'static) -> Self {
+        let (ids, mut marks) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(MARK_BATCH);
+            while marks.recv_many(&mut batch, MARK_BATCH).await > 0 {
+                if let Err(error) = store.mark_events_published(&batch, crate::domain::now()).await {
+                    tracing::warn!(%error, count = batch.len(), "could not mark events published");
+                }
+                after_marking(&batch);
+                batch.clear();
+            }
+        });
+        Self { ids }
+    }
+
+    pub fn mark(&self, id: Uuid) {
+        // Only fails once the marking task is gone (shutdown); the relay covers unmarked events.
+        let _ = self.ids.send(id);
+    }
+}
+
 struct Publisher {
     store: DynStore,
     queue: DynQueue,
+    marker: PublishedMarker,
     relay_after: Duration,
     idempotency_window: Duration,
 }
@@ -92,16 +129,18 @@ impl Publisher {
         this.relay(Duration::ZERO).await;
         let mut relay = tokio::time::interval(RELAY_EVERY);
         let mut janitor = tokio::time::interval(JANITOR_EVERY);
+        let mut publishing = JoinSet::new();
         let mut batch = Vec::with_capacity(BATCH);
         loop {
             tokio::select! {
-                received = incoming.recv_many(&mut batch, BATCH) => {
+                received = incoming.recv_many(&mut batch, BATCH), if publishing.len() < PUBLISHING_AT_ONCE => {
                     if received == 0 {
                         break;
                     }
-                    this.publish(&batch).await;
-                    batch.clear();
+                    let (this, events) = (this.clone(), std::mem::take(&mut batch));
+                    publishing.spawn(async move { this.publish(&events).await });
                 }
+                Some(_) = publishing.join_next(), if !publishing.is_empty() => {}
                 _ = relay.tick() => this.relay(this.relay_after).await,
                 _ = janitor.tick() => this.expire_idempotency_keys().await,
                 () = shutdown.cancelled() => break,
@@ -113,19 +152,18 @@ impl Publisher {
             this.publish(&batch).await;
             batch.clear();
         }
+        while publishing.join_next().await.is_some() {}
     }
 
-    /// Publishes, then marks published if the queue's confirmation makes them durable.
+    /// Publishes; marks published if the queue's confirmation makes the events durable.
     async fn publish(&self, events: &[EventMessage]) -> bool {
         if let Err(error) = self.queue.publish_events(events).await {
             tracing::debug!(%error, count = events.len(), "publishing deferred to the relay");
             return false;
         }
         if self.queue.confirms_publication() {
-            let ids: Vec<_> = events.iter().map(|event| event.id).collect();
-            if let Err(error) = self.store.mark_events_published(&ids, crate::domain::now()).await {
-                // Published but not marked: the relay publishes them again; fan-out is idempotent.
-                tracing::warn!(%error, count = ids.len(), "could not mark events published");
+            for event in events {
+                self.marker.mark(event.id);
             }
         }
         true

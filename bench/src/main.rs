@@ -90,6 +90,11 @@ pub struct Cli {
     /// Skip the raw HTTP ceiling measurement.
     #[arg(long)]
     pub skip_ceiling: bool,
+
+    /// Leave the webhooks (and so their delivery logs) in place after the run, for inspection. Later
+    /// runs in the same organization will then also deliver to them: delete them first.
+    #[arg(long)]
+    pub keep_webhooks: bool,
 }
 
 #[tokio::main]

@@ -48,7 +48,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<bool> {
         outcome = Box::pin(bench(&cli, &plan, &api, &receiver, address, &created)) => outcome,
         _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
     };
-    delete_webhooks(&api, &created).await;
+    if !cli.keep_webhooks || outcome.is_err() {
+        delete_webhooks(&api, &created).await;
+    }
     let (herald, ceiling) = outcome?;
     let report = build_report(&cli, &plan, herald, ceiling, started_at, started.elapsed());
     let mut out = std::io::stdout().lock();
@@ -102,7 +104,10 @@ async fn bench(
     receiver.set_inject_failures(plan.scenario == Scenario::Retry);
 
     let herald = herald_part(cli, plan, api, &endpoints).await;
-    delete_webhooks(api, created).await;
+    if !cli.keep_webhooks {
+        // Before the ceiling: Herald must not deliver to the ceiling's receiver paths.
+        delete_webhooks(api, created).await;
+    }
     let ceiling = if cli.skip_ceiling {
         None
     } else {

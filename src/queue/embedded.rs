@@ -15,13 +15,11 @@ use tokio::sync::{Mutex, mpsc};
 use uuid::Uuid;
 
 use super::{Acker, Consumer, DeliveryTask, EventMessage, Queue, QueueError, Received};
-use crate::store::DynStore;
+use crate::{outbox::PublishedMarker, store::DynStore};
 
 /// Messages waiting in each channel before publishers wait (deliveries) or leave the rest to the
 /// relay (events).
 const CAPACITY: usize = 16_384;
-/// Published marks written per statement.
-const MARK_BATCH: usize = 1_000;
 
 #[derive(Debug)]
 pub struct EmbeddedQueue {
@@ -29,8 +27,8 @@ pub struct EmbeddedQueue {
     events_out: Mutex<Option<mpsc::Receiver<Received<EventMessage>>>>,
     deliveries: mpsc::Sender<Received<DeliveryTask>>,
     deliveries_out: Mutex<Option<mpsc::Receiver<Received<DeliveryTask>>>>,
-    /// Ids of events fan-out has taken, to be marked published.
-    published: mpsc::UnboundedSender<Uuid>,
+    /// Marks events published once fan-out has taken them.
+    published: PublishedMarker,
     /// Events in the channel or being fanned out, not yet marked published.
     in_flight: Arc<SyncMutex<HashSet<Uuid>>>,
 }
@@ -39,9 +37,14 @@ impl EmbeddedQueue {
     pub fn new(store: DynStore) -> Self {
         let (events, events_out) = mpsc::channel(CAPACITY);
         let (deliveries, deliveries_out) = mpsc::channel(CAPACITY);
-        let (published, marks) = mpsc::unbounded_channel();
-        let in_flight = Arc::new(SyncMutex::new(HashSet::new()));
-        tokio::spawn(mark_published(store, marks, in_flight.clone()));
+        let in_flight: Arc<SyncMutex<HashSet<Uuid>>> = Arc::new(SyncMutex::new(HashSet::new()));
+        let marked = in_flight.clone();
+        let published = PublishedMarker::start(store, move |ids| {
+            let mut in_flight = marked.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for id in ids {
+                in_flight.remove(id);
+            }
+        });
         Self {
             in_flight,
             events,
@@ -50,27 +53,6 @@ impl EmbeddedQueue {
             deliveries_out: Mutex::new(Some(deliveries_out)),
             published,
         }
-    }
-}
-
-/// Writes published marks in batches until the queue is dropped.
-async fn mark_published(
-    store: DynStore,
-    mut marks: mpsc::UnboundedReceiver<Uuid>,
-    in_flight: Arc<SyncMutex<HashSet<Uuid>>>,
-) {
-    let mut ids = Vec::with_capacity(MARK_BATCH);
-    while marks.recv_many(&mut ids, MARK_BATCH).await > 0 {
-        if let Err(error) = store.mark_events_published(&ids, crate::domain::now()).await {
-            // Left unpublished, the events are handed to fan-out again, which is idempotent.
-            tracing::warn!(%error, count = ids.len(), "could not mark events published");
-        }
-        let mut in_flight = in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        for id in &ids {
-            in_flight.remove(id);
-        }
-        drop(in_flight);
-        ids.clear();
     }
 }
 

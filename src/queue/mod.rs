@@ -121,7 +121,7 @@ pub struct Received<T> {
 pub(crate) enum Acker {
     Amqp(lapin::Acker),
     /// Embedded event: acknowledging marks it published (fan-out has it).
-    MarkPublished(Uuid, mpsc::UnboundedSender<Uuid>),
+    MarkPublished(Uuid, crate::outbox::PublishedMarker),
     /// Embedded delivery task: the store already holds the outcome.
     Nothing,
 }
@@ -139,7 +139,7 @@ impl<T> Received<T> {
                     tracing::warn!(%error, "ack failed; the broker will redeliver the message");
                 }
             }
-            Acker::MarkPublished(id, marker) => drop(marker.send(id)),
+            Acker::MarkPublished(id, marker) => marker.mark(id),
             Acker::Nothing => {}
         }
     }

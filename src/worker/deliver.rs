@@ -55,10 +55,7 @@ impl Deliverer {
                 },
             };
             let this = this.clone();
-            in_flight.spawn(async move {
-                this.deliver(received).await;
-                drop(slot);
-            });
+            in_flight.spawn(async move { this.deliver(received, slot).await });
         }
         // Stop taking work; let what is in flight finish. Tasks not started stay unacknowledged and go
         // back to the queue when it closes.
@@ -69,7 +66,8 @@ impl Deliverer {
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(delivery_id = %received.message.delivery_id, attempt = received.message.attempt))]
-    async fn deliver(&self, received: Received<DeliveryTask>) {
+    /// Attempts one task; `slot` is held for the HTTP exchange only, not while the outcome is recorded.
+    async fn deliver(&self, received: Received<DeliveryTask>, slot: tokio::sync::OwnedSemaphorePermit) {
         let task = &received.message;
         let target = match self.targets.target(task.webhook_id).await {
             Ok(Some(target)) => target,
@@ -89,7 +87,9 @@ impl Deliverer {
             }
         };
         let started_at = crate::domain::now();
-        let (exchange, next) = match self.attempt(&target, task).await {
+        let attempt = self.attempt(&target, task).await;
+        drop(slot);
+        let (exchange, next) = match attempt {
             Attempt::Made(exchange, outcome) => {
                 let next = self.policy.next(task.attempt, &outcome, Utc::now());
                 (exchange, next)

@@ -6,6 +6,7 @@
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -18,6 +19,8 @@ use crate::{
 
 /// Events taken per batch.
 const BATCH: usize = 256;
+/// Batches handled at once (each waits on the database and on publisher confirms).
+const BATCHES_AT_ONCE: usize = 4;
 
 #[derive(Debug)]
 pub struct Fanout {
@@ -30,31 +33,44 @@ pub struct Fanout {
 
 impl Fanout {
     pub async fn run(self, mut consumer: Consumer<EventMessage>, shutdown: CancellationToken) {
-        let mut batch = Vec::with_capacity(BATCH);
+        let this = Arc::new(self);
+        let mut in_flight = JoinSet::new();
         loop {
+            if in_flight.len() >= BATCHES_AT_ONCE {
+                in_flight.join_next().await;
+                continue;
+            }
             let first = tokio::select! {
                 () = shutdown.cancelled() => break,
+                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => continue,
                 first = consumer.next() => match first {
                     Some(first) => first,
                     None => break,
                 },
             };
+            let mut batch = Vec::with_capacity(BATCH);
             batch.push(first);
             consumer.drain_ready(&mut batch, BATCH);
-            // A failure (database down, broker gone) is retried with the batch held: requeueing at once
-            // would spin, and unacknowledged messages go back to the queue anyway if the process stops.
-            let mut delay = Duration::from_millis(500);
-            while let Err(error) = self.fan_out(&batch).await {
-                tracing::warn!(error = format!("{error:#}"), events = batch.len(), retry_in = ?delay, "fan-out failed");
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    () = tokio::time::sleep(delay) => {}
-                }
-                delay = (delay * 2).min(Duration::from_secs(30));
+            in_flight.spawn(this.clone().handle(batch, shutdown.clone()));
+        }
+        while in_flight.join_next().await.is_some() {}
+    }
+
+    /// Fans a batch out and acknowledges it. A failure (database down, broker gone) is retried with the
+    /// batch held: requeueing at once would spin, and unacknowledged messages go back to the queue anyway
+    /// if the process stops.
+    async fn handle(self: Arc<Self>, batch: Vec<Received<EventMessage>>, shutdown: CancellationToken) {
+        let mut delay = Duration::from_millis(500);
+        while let Err(error) = self.fan_out(&batch).await {
+            tracing::warn!(error = format!("{error:#}"), events = batch.len(), retry_in = ?delay, "fan-out failed");
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(delay) => {}
             }
-            for received in batch.drain(..) {
-                received.ack().await;
-            }
+            delay = (delay * 2).min(Duration::from_secs(30));
+        }
+        for received in batch {
+            received.ack().await;
         }
     }
 

@@ -61,7 +61,9 @@ pub async fn run(
         stages.spawn(fanout.run(consumer, shutdown.clone()));
     }
     if roles.deliver {
-        let prefetch = u16::try_from(delivery.concurrency).unwrap_or(u16::MAX);
+        // Twice the concurrency: tasks whose outcome is being committed still count against the prefetch,
+        // and must not leave the HTTP slots idle meanwhile.
+        let prefetch = u16::try_from(delivery.concurrency.saturating_mul(2)).unwrap_or(u16::MAX);
         let consumer = queue.consume_deliveries(prefetch).await?;
         let policy =
             Arc::new(TargetPolicy::new(delivery.allow_private_targets, delivery.allowed_cidrs.clone()));
@@ -95,8 +97,10 @@ pub async fn run(
         "workers running"
     );
     while let Some(result) = stages.join_next().await {
-        if let Err(error) = result {
-            tracing::error!(%error, "a worker stage stopped unexpectedly");
+        match result {
+            Err(error) if error.is_panic() => tracing::error!(%error, "a worker stage panicked"),
+            // Cancelled: the runtime itself is shutting down.
+            _ => {}
         }
     }
     Ok(())
