@@ -3,9 +3,15 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+use futures_util::future::BoxFuture;
 use sqlx::{Connection, PgConnection, Postgres, postgres::PgPoolOptions};
+use uuid::Uuid;
 
-use super::sql::{Backend, SqlStore, delivery_columns};
+use super::{
+    AttemptOutcome, NewDelivery, NewEvent, StoreResult,
+    sql::{Backend, ResultExt, SqlStore, delivery_columns, outcome_state},
+};
 use crate::config::{DatabaseSettings, redact_url};
 
 pub type PostgresStore = SqlStore<Postgres>;
@@ -24,6 +30,127 @@ impl Backend for Postgres {
 
     fn rows_affected(result: &Self::QueryResult) -> u64 {
         result.rows_affected()
+    }
+
+    fn insert_events<'c>(
+        conn: &'c mut PgConnection,
+        events: &'c [NewEvent],
+    ) -> BoxFuture<'c, StoreResult<Vec<Uuid>>> {
+        Box::pin(async move {
+            let ids: Vec<(Uuid,)> = sqlx::query_as(
+                "INSERT INTO events (id, organization_id, event_type, payload, idempotency_key, created_at) \
+                 SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::timestamptz[]) \
+                 ON CONFLICT DO NOTHING RETURNING id",
+            )
+            .bind(events.iter().map(|e| e.id).collect::<Vec<_>>())
+            .bind(events.iter().map(|e| e.organization_id).collect::<Vec<_>>())
+            .bind(events.iter().map(|e| e.event_type.as_str()).collect::<Vec<_>>())
+            .bind(events.iter().map(|e| e.payload.as_str()).collect::<Vec<_>>())
+            .bind(events.iter().map(|e| e.idempotency_key.as_deref()).collect::<Vec<_>>())
+            .bind(events.iter().map(|e| e.created_at).collect::<Vec<_>>())
+            .fetch_all(&mut *conn)
+            .await
+            .store()?;
+            Ok(ids.into_iter().map(|(id,)| id).collect())
+        })
+    }
+
+    fn insert_deliveries<'c>(
+        conn: &'c mut PgConnection,
+        deliveries: &'c [NewDelivery],
+    ) -> BoxFuture<'c, StoreResult<Vec<Uuid>>> {
+        Box::pin(async move {
+            let ids: Vec<(Uuid,)> = sqlx::query_as(
+                "INSERT INTO deliveries (id, event_id, webhook_id, organization_id, status, attempts, next_attempt_at, \
+                 created_at, updated_at) \
+                 SELECT id, event_id, webhook_id, organization_id, 'queued', 0, lease_until, created_at, created_at \
+                 FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::timestamptz[], $6::timestamptz[]) \
+                 AS d (id, event_id, webhook_id, organization_id, created_at, lease_until) \
+                 ON CONFLICT DO NOTHING RETURNING id",
+            )
+            .bind(deliveries.iter().map(|d| d.id).collect::<Vec<_>>())
+            .bind(deliveries.iter().map(|d| d.event_id).collect::<Vec<_>>())
+            .bind(deliveries.iter().map(|d| d.webhook_id).collect::<Vec<_>>())
+            .bind(deliveries.iter().map(|d| d.organization_id).collect::<Vec<_>>())
+            .bind(deliveries.iter().map(|d| d.created_at).collect::<Vec<_>>())
+            .bind(deliveries.iter().map(|d| d.lease_until).collect::<Vec<_>>())
+            .fetch_all(&mut *conn)
+            .await
+            .store()?;
+            Ok(ids.into_iter().map(|(id,)| id).collect())
+        })
+    }
+
+    /// One statement: the attempts are logged (for deliveries that still exist), the deliveries moved on
+    /// (unless the outcome is stale), and webhooks with a success get their dead-delivery run reset.
+    fn apply_outcomes<'c>(
+        conn: &'c mut PgConnection,
+        outcomes: &'c [AttemptOutcome],
+    ) -> BoxFuture<'c, StoreResult<Vec<Uuid>>> {
+        Box::pin(async move {
+            let states: Vec<_> = outcomes.iter().map(outcome_state).collect();
+            let attempt = |o: &'c AttemptOutcome| &o.attempt;
+            let ids: Vec<(Uuid,)> = sqlx::query_as(
+                "WITH input AS ( \
+                   SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::bigint[], $4::timestamptz[], $5::bigint[], \
+                     $6::bigint[], $7::text[], $8::text[], $9::text[], $10::timestamptz[], $11::timestamptz[], \
+                     $12::uuid[]) \
+                   AS i (attempt_id, delivery_id, attempt_number, started_at, duration_ms, status_code, \
+                     response_body, error, status, next_attempt_at, completed_at, webhook_id) \
+                 ), moved AS ( \
+                   UPDATE deliveries d SET status = i.status, attempts = i.attempt_number, \
+                     next_attempt_at = i.next_attempt_at, last_status_code = i.status_code, last_error = i.error, \
+                     updated_at = i.started_at, completed_at = i.completed_at \
+                   FROM input i WHERE d.id = i.delivery_id AND d.attempts < i.attempt_number \
+                   RETURNING d.id, i.status, i.webhook_id \
+                 ), logged AS ( \
+                   INSERT INTO delivery_attempts (id, delivery_id, attempt_number, started_at, duration_ms, \
+                     status_code, response_body, error) \
+                   SELECT attempt_id, delivery_id, attempt_number, started_at, duration_ms, status_code, \
+                     response_body, error \
+                   FROM input i WHERE EXISTS (SELECT 1 FROM deliveries d WHERE d.id = i.delivery_id) \
+                 ), reset AS ( \
+                   UPDATE webhooks w SET consecutive_dead = 0 \
+                   WHERE w.consecutive_dead > 0 AND w.id IN (SELECT webhook_id FROM moved WHERE status = 'succeeded') \
+                 ) \
+                 SELECT id FROM moved",
+            )
+            .bind(outcomes.iter().map(|o| attempt(o).id).collect::<Vec<_>>())
+            .bind(outcomes.iter().map(|o| attempt(o).delivery_id).collect::<Vec<_>>())
+            .bind(outcomes.iter().map(|o| attempt(o).attempt_number).collect::<Vec<_>>())
+            .bind(outcomes.iter().map(|o| attempt(o).started_at).collect::<Vec<_>>())
+            .bind(outcomes.iter().map(|o| attempt(o).duration_ms).collect::<Vec<_>>())
+            .bind(outcomes.iter().map(|o| attempt(o).status_code).collect::<Vec<_>>())
+            .bind(outcomes.iter().map(|o| attempt(o).response_body.as_deref()).collect::<Vec<_>>())
+            .bind(outcomes.iter().map(|o| attempt(o).error.as_deref()).collect::<Vec<_>>())
+            .bind(states.iter().map(|s| s.0).collect::<Vec<_>>())
+            .bind(states.iter().map(|s| s.1).collect::<Vec<_>>())
+            .bind(states.iter().map(|s| s.2).collect::<Vec<_>>())
+            .bind(outcomes.iter().map(|o| o.webhook_id).collect::<Vec<_>>())
+            .fetch_all(&mut *conn)
+            .await
+            .store()?;
+            Ok(ids.into_iter().map(|(id,)| id).collect())
+        })
+    }
+
+    fn mark_published<'c>(
+        conn: &'c mut PgConnection,
+        ids: &'c [Uuid],
+        at: DateTime<Utc>,
+    ) -> BoxFuture<'c, StoreResult<()>> {
+        Box::pin(async move {
+            // By primary key only: a `published_at IS NULL` condition lets the planner pick the partial
+            // index of unpublished events, whose dead entries grow with every event until vacuum. Marking
+            // an event twice (relay) only refreshes its time.
+            sqlx::query("UPDATE events SET published_at = $1 WHERE id = ANY($2)")
+                .bind(at)
+                .bind(ids)
+                .execute(&mut *conn)
+                .await
+                .store()?;
+            Ok(())
+        })
     }
 }
 

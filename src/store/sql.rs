@@ -8,6 +8,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use futures_util::future::BoxFuture;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, QueryBuilder, Type};
 use uuid::Uuid;
 
@@ -24,6 +25,44 @@ pub trait Backend: Database {
 
     /// Rows a statement changed.
     fn rows_affected(result: &Self::QueryResult) -> u64;
+
+    // The batched writes of the hot path, written per database: PostgreSQL binds arrays to one
+    // statement whose text never changes (prepared once), SQLite binds rows to VALUES lists. Each runs
+    // on the connection it is given: in autocommit, or inside the caller's transaction.
+
+    /// Inserts events, skipping those whose idempotency key (or id) exists; returns the ids inserted.
+    fn insert_events<'c>(
+        conn: &'c mut Self::Connection,
+        events: &'c [NewEvent],
+    ) -> BoxFuture<'c, StoreResult<Vec<Uuid>>>;
+    /// Inserts `queued` deliveries, skipping existing (event, webhook) pairs; returns the ids inserted.
+    fn insert_deliveries<'c>(
+        conn: &'c mut Self::Connection,
+        deliveries: &'c [NewDelivery],
+    ) -> BoxFuture<'c, StoreResult<Vec<Uuid>>>;
+    /// Logs attempts (of deliveries that still exist), moves their deliveries on (unless the outcome is
+    /// stale), and resets the dead-delivery run of webhooks with a success; returns the deliveries moved.
+    fn apply_outcomes<'c>(
+        conn: &'c mut Self::Connection,
+        outcomes: &'c [AttemptOutcome],
+    ) -> BoxFuture<'c, StoreResult<Vec<Uuid>>>;
+    fn mark_published<'c>(
+        conn: &'c mut Self::Connection,
+        ids: &'c [Uuid],
+        at: DateTime<Utc>,
+    ) -> BoxFuture<'c, StoreResult<()>>;
+}
+
+/// The delivery columns an outcome sets: status, next_attempt_at, completed_at.
+pub(super) fn outcome_state(
+    outcome: &AttemptOutcome,
+) -> (&'static str, Option<DateTime<Utc>>, Option<DateTime<Utc>>) {
+    let started = outcome.attempt.started_at;
+    match &outcome.next {
+        NextStep::Succeeded => ("succeeded", None, Some(started)),
+        NextStep::Retry(at) => ("pending", Some(*at), None),
+        NextStep::Dead { .. } => ("dead", None, Some(started)),
+    }
 }
 
 /// The store over one database.
@@ -65,9 +104,9 @@ macro_rules! delivery_columns {
 pub(super) use delivery_columns;
 
 /// Rows per statement in batched writes, well under both databases' bind-parameter limits.
-const BATCH_ROWS: usize = 500;
+pub(super) const BATCH_ROWS: usize = 500;
 
-fn db_error(error: sqlx::Error) -> StoreError {
+pub(super) fn db_error(error: sqlx::Error) -> StoreError {
     match error {
         sqlx::Error::RowNotFound => StoreError::NotFound,
         sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => {
@@ -80,7 +119,7 @@ fn db_error(error: sqlx::Error) -> StoreError {
     }
 }
 
-trait ResultExt<T> {
+pub(super) trait ResultExt<T> {
     fn store(self) -> StoreResult<T>;
 }
 
@@ -91,7 +130,7 @@ impl<T> ResultExt<T> for Result<T, sqlx::Error> {
 }
 
 /// Appends `(a, b, c)` of bound ids to a query.
-fn push_id_list<DB>(query: &mut QueryBuilder<DB>, ids: &[Uuid])
+pub(super) fn push_id_list<DB>(query: &mut QueryBuilder<DB>, ids: &[Uuid])
 where
     DB: Database,
     for<'q> Uuid: Encode<'q, DB> + Type<DB>,
@@ -188,7 +227,7 @@ where
     async fn create_user(&self, user: &NewUser, announcement: &NewEvent) -> StoreResult<User> {
         let mut tx = self.write.begin_with(DB::BEGIN_WRITE).await.store()?;
         let created = Self::insert_user(&mut tx, user).await?;
-        Self::insert_event_rows(&mut tx, std::slice::from_ref(announcement)).await?;
+        DB::insert_events(&mut tx, std::slice::from_ref(announcement)).await?;
         tx.commit().await.store()?;
         Ok(created)
     }
@@ -411,8 +450,23 @@ where
         if events.is_empty() {
             return Ok(Vec::new());
         }
+        // The common case, every event new, is one statement in autocommit.
+        let mut inserted = {
+            let mut conn = self.write.acquire().await.store()?;
+            DB::insert_events(&mut conn, events).await?
+        };
+        if inserted.len() == events.len() {
+            return Ok(events
+                .iter()
+                .map(|event| IngestOutcome {
+                    id: event.id,
+                    event_type: event.event_type.clone(),
+                    created_at: event.created_at,
+                    duplicate: false,
+                })
+                .collect());
+        }
         let mut tx = self.write.begin_with(DB::BEGIN_WRITE).await.store()?;
-        let mut inserted = Self::insert_event_rows(&mut tx, events).await?;
         // Events that were not inserted collided on their idempotency key: find the first event.
         let mut outcomes = Vec::with_capacity(events.len());
         for event in events {
@@ -451,7 +505,7 @@ where
                 .execute(&mut *tx)
                 .await
                 .store()?;
-            inserted.extend(Self::insert_event_rows(&mut tx, std::slice::from_ref(event)).await?);
+            inserted.extend(DB::insert_events(&mut tx, std::slice::from_ref(event)).await?);
             outcomes.push(IngestOutcome {
                 id: event.id,
                 event_type: event.event_type.clone(),
@@ -504,13 +558,11 @@ where
     }
 
     async fn mark_events_published(&self, ids: &[Uuid], at: DateTime<Utc>) -> StoreResult<()> {
-        for chunk in ids.chunks(BATCH_ROWS) {
-            let mut query = QueryBuilder::<DB>::new("UPDATE events SET published_at = ");
-            query.push_bind(at).push(" WHERE published_at IS NULL AND id IN ");
-            push_id_list(&mut query, chunk);
-            query.build().execute(&self.write).await.store()?;
+        if ids.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        let mut conn = self.write.acquire().await.store()?;
+        DB::mark_published(&mut conn, ids, at).await
     }
 
     async fn expire_idempotency_keys(&self, before: DateTime<Utc>) -> StoreResult<u64> {
@@ -525,33 +577,11 @@ where
     }
 
     async fn create_deliveries(&self, deliveries: &[NewDelivery]) -> StoreResult<Vec<Uuid>> {
-        let mut inserted = Vec::with_capacity(deliveries.len());
         if deliveries.is_empty() {
-            return Ok(inserted);
+            return Ok(Vec::new());
         }
-        let mut tx = self.write.begin_with(DB::BEGIN_WRITE).await.store()?;
-        for chunk in deliveries.chunks(BATCH_ROWS) {
-            let mut query = QueryBuilder::<DB>::new(
-                "INSERT INTO deliveries (id, event_id, webhook_id, organization_id, status, attempts, \
-                 next_attempt_at, created_at, updated_at) ",
-            );
-            query.push_values(chunk, |mut row, delivery| {
-                row.push_bind(delivery.id)
-                    .push_bind(delivery.event_id)
-                    .push_bind(delivery.webhook_id)
-                    .push_bind(delivery.organization_id)
-                    .push("'queued'")
-                    .push("0")
-                    .push_bind(delivery.lease_until)
-                    .push_bind(delivery.created_at)
-                    .push_bind(delivery.created_at);
-            });
-            query.push(" ON CONFLICT DO NOTHING RETURNING id");
-            let ids: Vec<(Uuid,)> = query.build_query_as().fetch_all(&mut *tx).await.store()?;
-            inserted.extend(ids.into_iter().map(|(id,)| id));
-        }
-        tx.commit().await.store()?;
-        Ok(inserted)
+        let mut conn = self.write.acquire().await.store()?;
+        DB::insert_deliveries(&mut conn, deliveries).await
     }
 
     async fn unstarted_deliveries(&self, event_ids: &[Uuid]) -> StoreResult<Vec<Delivery>> {
@@ -641,79 +671,21 @@ where
         if outcomes.is_empty() {
             return Ok(Vec::new());
         }
-        let mut tx = self.write.begin_with(DB::BEGIN_WRITE).await.store()?;
-        // Attempts of deliveries deleted meanwhile (their webhook was deleted) are dropped, not errors.
-        for chunk in outcomes.chunks(BATCH_ROWS) {
-            let mut query = QueryBuilder::<DB>::new(
-                "WITH attempt (id, delivery_id, attempt_number, started_at, duration_ms, status_code, response_body, \
-                 error) AS (",
-            );
-            query.push_values(chunk, |mut row, outcome| {
-                let attempt = &outcome.attempt;
-                row.push_bind(attempt.id)
-                    .push_bind(attempt.delivery_id)
-                    .push_bind(attempt.attempt_number)
-                    .push_bind(attempt.started_at)
-                    .push_bind(attempt.duration_ms)
-                    .push_bind(attempt.status_code)
-                    .push_bind(attempt.response_body.as_deref())
-                    .push_bind(attempt.error.as_deref());
-            });
-            query.push(
-                ") INSERT INTO delivery_attempts (id, delivery_id, attempt_number, started_at, duration_ms, \
-                 status_code, response_body, error) SELECT id, delivery_id, attempt_number, started_at, duration_ms, \
-                 status_code, response_body, error FROM attempt \
-                 WHERE EXISTS (SELECT 1 FROM deliveries WHERE deliveries.id = attempt.delivery_id)",
-            );
-            query.build().execute(&mut *tx).await.store()?;
-        }
-        // One statement updates every delivery of the batch. A stale duplicate of an attempt already
-        // recorded (attempts not below its number) changes nothing but the attempt log.
-        let mut updated: std::collections::HashSet<Uuid> =
-            std::collections::HashSet::with_capacity(outcomes.len());
-        for chunk in outcomes.chunks(BATCH_ROWS) {
-            let mut query = QueryBuilder::<DB>::new(
-                "WITH outcome (id, status, attempts, next_attempt_at, last_status_code, last_error, at, completed_at) AS (",
-            );
-            query.push_values(chunk, |mut row, outcome| {
-                let attempt = &outcome.attempt;
-                let (status, next_attempt_at, completed_at) = match &outcome.next {
-                    NextStep::Succeeded => ("succeeded", None, Some(attempt.started_at)),
-                    NextStep::Retry(at) => ("pending", Some(*at), None),
-                    NextStep::Dead { .. } => ("dead", None, Some(attempt.started_at)),
-                };
-                row.push_bind(attempt.delivery_id)
-                    .push_bind(status)
-                    .push_bind(attempt.attempt_number)
-                    .push_bind(next_attempt_at)
-                    .push_bind(attempt.status_code)
-                    .push_bind(attempt.error.as_deref())
-                    .push_bind(attempt.started_at)
-                    .push_bind(completed_at);
-            });
-            query.push(
-                ") UPDATE deliveries SET status = outcome.status, attempts = outcome.attempts, \
-                 next_attempt_at = outcome.next_attempt_at, last_status_code = outcome.last_status_code, \
-                 last_error = outcome.last_error, updated_at = outcome.at, completed_at = outcome.completed_at \
-                 FROM outcome WHERE deliveries.id = outcome.id AND deliveries.attempts < outcome.attempts \
-                 RETURNING deliveries.id",
-            );
-            let ids: Vec<(Uuid,)> = query.build_query_as().fetch_all(&mut *tx).await.store()?;
-            updated.extend(ids.into_iter().map(|(id,)| id));
-        }
-        let applied = || outcomes.iter().filter(|outcome| updated.contains(&outcome.attempt.delivery_id));
-        let succeeded: std::collections::BTreeSet<Uuid> =
-            applied().filter(|o| o.next == NextStep::Succeeded).map(|o| o.webhook_id).collect();
-        if !succeeded.is_empty() {
-            let ids: Vec<Uuid> = succeeded.into_iter().collect();
-            let mut query = QueryBuilder::<DB>::new(
-                "UPDATE webhooks SET consecutive_dead = 0 WHERE consecutive_dead > 0 AND id IN ",
-            );
-            push_id_list(&mut query, &ids);
-            query.build().execute(&mut *tx).await.store()?;
-        }
+        let updated: std::collections::HashSet<Uuid> = {
+            let mut conn = self.write.acquire().await.store()?;
+            DB::apply_outcomes(&mut conn, outcomes).await?.into_iter().collect()
+        };
+        // Dead deliveries (rare) lengthen their webhook's run of dead deliveries, which may disable it.
+        let dead: Vec<&AttemptOutcome> = outcomes
+            .iter()
+            .filter(|o| matches!(o.next, NextStep::Dead { .. }) && updated.contains(&o.attempt.delivery_id))
+            .collect();
         let mut disabled = Vec::new();
-        for outcome in applied() {
+        if dead.is_empty() {
+            return Ok(disabled);
+        }
+        let mut tx = self.write.begin_with(DB::BEGIN_WRITE).await.store()?;
+        for outcome in dead {
             let NextStep::Dead { disable_webhook } = &outcome.next else { continue };
             let run: Option<(i64,)> = sqlx::query_as::<DB, (i64,)>(
                 "UPDATE webhooks SET consecutive_dead = consecutive_dead + 1 WHERE id = $1 RETURNING consecutive_dead",
@@ -897,30 +869,5 @@ where
         .fetch_one(&mut **tx)
         .await
         .store()
-    }
-
-    /// Inserts events, skipping those whose idempotency key (or id) exists; returns the ids inserted.
-    async fn insert_event_rows(
-        tx: &mut sqlx::Transaction<'static, DB>,
-        events: &[NewEvent],
-    ) -> StoreResult<Vec<Uuid>> {
-        let mut inserted = Vec::with_capacity(events.len());
-        for chunk in events.chunks(BATCH_ROWS) {
-            let mut query = QueryBuilder::<DB>::new(
-                "INSERT INTO events (id, organization_id, event_type, payload, idempotency_key, created_at) ",
-            );
-            query.push_values(chunk, |mut row, event| {
-                row.push_bind(event.id)
-                    .push_bind(event.organization_id)
-                    .push_bind(event.event_type.as_str())
-                    .push_bind(event.payload.as_str())
-                    .push_bind(event.idempotency_key.as_deref())
-                    .push_bind(event.created_at);
-            });
-            query.push(" ON CONFLICT DO NOTHING RETURNING id");
-            let ids: Vec<(Uuid,)> = query.build_query_as().fetch_all(&mut **tx).await.store()?;
-            inserted.extend(ids.into_iter().map(|(id,)| id));
-        }
-        Ok(inserted)
     }
 }

@@ -4,12 +4,18 @@
 
 use std::{str::FromStr, time::Duration};
 
+use chrono::{DateTime, Utc};
+use futures_util::future::BoxFuture;
 use sqlx::{
-    Sqlite,
+    Connection, QueryBuilder, Sqlite, SqliteConnection,
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
+use uuid::Uuid;
 
-use super::sql::{Backend, SqlStore, delivery_columns};
+use super::{
+    AttemptOutcome, NewDelivery, NewEvent, StoreResult,
+    sql::{BATCH_ROWS, Backend, ResultExt, SqlStore, delivery_columns, outcome_state, push_id_list},
+};
 use crate::config::DatabaseSettings;
 
 pub type SqliteStore = SqlStore<Sqlite>;
@@ -30,6 +36,186 @@ impl Backend for Sqlite {
     fn rows_affected(result: &Self::QueryResult) -> u64 {
         result.rows_affected()
     }
+
+    fn insert_events<'c>(
+        conn: &'c mut SqliteConnection,
+        events: &'c [NewEvent],
+    ) -> BoxFuture<'c, StoreResult<Vec<Uuid>>> {
+        Box::pin(async move { in_transaction!(conn, events.len(), |conn| insert_events(conn, events)) })
+    }
+
+    fn insert_deliveries<'c>(
+        conn: &'c mut SqliteConnection,
+        deliveries: &'c [NewDelivery],
+    ) -> BoxFuture<'c, StoreResult<Vec<Uuid>>> {
+        Box::pin(async move {
+            in_transaction!(conn, deliveries.len(), |conn| insert_deliveries(conn, deliveries))
+        })
+    }
+
+    fn apply_outcomes<'c>(
+        conn: &'c mut SqliteConnection,
+        outcomes: &'c [AttemptOutcome],
+    ) -> BoxFuture<'c, StoreResult<Vec<Uuid>>> {
+        // Always a transaction: three statements per chunk.
+        Box::pin(async move { in_transaction!(conn, usize::MAX, |conn| apply_outcomes(conn, outcomes)) })
+    }
+
+    fn mark_published<'c>(
+        conn: &'c mut SqliteConnection,
+        ids: &'c [Uuid],
+        at: DateTime<Utc>,
+    ) -> BoxFuture<'c, StoreResult<()>> {
+        Box::pin(async move { in_transaction!(conn, ids.len(), |conn| mark_published(conn, ids, at)) })
+    }
+}
+
+/// Runs the work in a transaction when it takes more than one statement (`rows` above one chunk),
+/// else directly: one statement commits by itself.
+macro_rules! in_transaction {
+    ($conn:expr, $rows:expr, |$c:ident| $work:expr) => {{
+        if $rows <= BATCH_ROWS {
+            let $c: &mut SqliteConnection = $conn;
+            $work.await
+        } else {
+            let mut tx = $conn.begin_with("BEGIN IMMEDIATE").await.store()?;
+            let result = {
+                let $c: &mut SqliteConnection = &mut tx;
+                $work.await?
+            };
+            tx.commit().await.store()?;
+            Ok(result)
+        }
+    }};
+}
+use in_transaction;
+
+async fn insert_events(conn: &mut SqliteConnection, events: &[NewEvent]) -> StoreResult<Vec<Uuid>> {
+    let mut inserted = Vec::with_capacity(events.len());
+    for chunk in events.chunks(BATCH_ROWS) {
+        let mut query = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO events (id, organization_id, event_type, payload, idempotency_key, created_at) ",
+        );
+        query.push_values(chunk, |mut row, event| {
+            row.push_bind(event.id)
+                .push_bind(event.organization_id)
+                .push_bind(event.event_type.as_str())
+                .push_bind(event.payload.as_str())
+                .push_bind(event.idempotency_key.as_deref())
+                .push_bind(event.created_at);
+        });
+        query.push(" ON CONFLICT DO NOTHING RETURNING id");
+        let ids: Vec<(Uuid,)> = query.build_query_as().fetch_all(&mut *conn).await.store()?;
+        inserted.extend(ids.into_iter().map(|(id,)| id));
+    }
+    Ok(inserted)
+}
+
+async fn insert_deliveries(
+    conn: &mut SqliteConnection,
+    deliveries: &[NewDelivery],
+) -> StoreResult<Vec<Uuid>> {
+    let mut inserted = Vec::with_capacity(deliveries.len());
+    for chunk in deliveries.chunks(BATCH_ROWS) {
+        let mut query = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO deliveries (id, event_id, webhook_id, organization_id, status, attempts, next_attempt_at, \
+             created_at, updated_at) ",
+        );
+        query.push_values(chunk, |mut row, delivery| {
+            row.push_bind(delivery.id)
+                .push_bind(delivery.event_id)
+                .push_bind(delivery.webhook_id)
+                .push_bind(delivery.organization_id)
+                .push("'queued'")
+                .push("0")
+                .push_bind(delivery.lease_until)
+                .push_bind(delivery.created_at)
+                .push_bind(delivery.created_at);
+        });
+        query.push(" ON CONFLICT DO NOTHING RETURNING id");
+        let ids: Vec<(Uuid,)> = query.build_query_as().fetch_all(&mut *conn).await.store()?;
+        inserted.extend(ids.into_iter().map(|(id,)| id));
+    }
+    Ok(inserted)
+}
+
+async fn mark_published(conn: &mut SqliteConnection, ids: &[Uuid], at: DateTime<Utc>) -> StoreResult<()> {
+    for chunk in ids.chunks(BATCH_ROWS) {
+        let mut query = QueryBuilder::<Sqlite>::new("UPDATE events SET published_at = ");
+        query.push_bind(at).push(" WHERE published_at IS NULL AND id IN ");
+        push_id_list(&mut query, chunk);
+        query.build().execute(&mut *conn).await.store()?;
+    }
+    Ok(())
+}
+
+async fn apply_outcomes(conn: &mut SqliteConnection, outcomes: &[AttemptOutcome]) -> StoreResult<Vec<Uuid>> {
+    let mut updated = Vec::with_capacity(outcomes.len());
+    for chunk in outcomes.chunks(BATCH_ROWS) {
+        // Attempts of deliveries deleted meanwhile (their webhook was deleted) are dropped.
+        let mut query = QueryBuilder::<Sqlite>::new(
+            "WITH attempt (id, delivery_id, attempt_number, started_at, duration_ms, status_code, response_body, \
+             error) AS (",
+        );
+        query.push_values(chunk, |mut row, outcome| {
+            let attempt = &outcome.attempt;
+            row.push_bind(attempt.id)
+                .push_bind(attempt.delivery_id)
+                .push_bind(attempt.attempt_number)
+                .push_bind(attempt.started_at)
+                .push_bind(attempt.duration_ms)
+                .push_bind(attempt.status_code)
+                .push_bind(attempt.response_body.as_deref())
+                .push_bind(attempt.error.as_deref());
+        });
+        query.push(
+            ") INSERT INTO delivery_attempts (id, delivery_id, attempt_number, started_at, duration_ms, \
+             status_code, response_body, error) SELECT id, delivery_id, attempt_number, started_at, duration_ms, \
+             status_code, response_body, error FROM attempt \
+             WHERE EXISTS (SELECT 1 FROM deliveries WHERE deliveries.id = attempt.delivery_id)",
+        );
+        query.build().execute(&mut *conn).await.store()?;
+
+        // A stale duplicate of an attempt already recorded (attempts not below its number) changes nothing.
+        let mut query = QueryBuilder::<Sqlite>::new(
+            "WITH outcome (id, status, attempts, next_attempt_at, last_status_code, last_error, at, completed_at) AS (",
+        );
+        query.push_values(chunk, |mut row, outcome| {
+            let (status, next_attempt_at, completed_at) = outcome_state(outcome);
+            let attempt = &outcome.attempt;
+            row.push_bind(attempt.delivery_id)
+                .push_bind(status)
+                .push_bind(attempt.attempt_number)
+                .push_bind(next_attempt_at)
+                .push_bind(attempt.status_code)
+                .push_bind(attempt.error.as_deref())
+                .push_bind(attempt.started_at)
+                .push_bind(completed_at);
+        });
+        query.push(
+            ") UPDATE deliveries SET status = outcome.status, attempts = outcome.attempts, \
+             next_attempt_at = outcome.next_attempt_at, last_status_code = outcome.last_status_code, \
+             last_error = outcome.last_error, updated_at = outcome.at, completed_at = outcome.completed_at \
+             FROM outcome WHERE deliveries.id = outcome.id AND deliveries.attempts < outcome.attempts \
+             RETURNING deliveries.id",
+        );
+        let ids: Vec<(Uuid,)> = query.build_query_as().fetch_all(&mut *conn).await.store()?;
+        updated.extend(ids.into_iter().map(|(id,)| id));
+    }
+    let succeeded: std::collections::BTreeSet<Uuid> = outcomes
+        .iter()
+        .filter(|o| o.next == super::NextStep::Succeeded && updated.contains(&o.attempt.delivery_id))
+        .map(|o| o.webhook_id)
+        .collect();
+    if !succeeded.is_empty() {
+        let ids: Vec<Uuid> = succeeded.into_iter().collect();
+        let mut query = QueryBuilder::<Sqlite>::new(
+            "UPDATE webhooks SET consecutive_dead = 0 WHERE consecutive_dead > 0 AND id IN ",
+        );
+        push_id_list(&mut query, &ids);
+        query.build().execute(&mut *conn).await.store()?;
+    }
+    Ok(updated)
 }
 
 /// Opens (creating if needed) the database file and runs the migrations.
