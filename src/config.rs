@@ -97,6 +97,8 @@ pub struct EventSettings {
 #[serde(deny_unknown_fields)]
 pub struct DeliverySettings {
     pub concurrency: usize,
+    /// Requests in flight at once to one endpoint.
+    pub per_endpoint_concurrency: usize,
     pub retry_schedule: RetrySchedule,
     /// Fraction of each retry delay added or removed at random (0.2 = +/- 20 %).
     pub jitter: f64,
@@ -225,8 +227,11 @@ impl Settings {
         if !(0.0..1.0).contains(&self.delivery.jitter) {
             return Err(invalid("delivery.jitter", "must be at least 0 and below 1"));
         }
-        if self.delivery.concurrency == 0 || self.delivery.concurrency > u16::MAX as usize {
-            return Err(invalid("delivery.concurrency", "must be between 1 and 65535"));
+        if self.delivery.concurrency == 0 || self.delivery.concurrency > usize::from(u16::MAX / 2) {
+            return Err(invalid("delivery.concurrency", "must be between 1 and 32767"));
+        }
+        if self.delivery.per_endpoint_concurrency == 0 {
+            return Err(invalid("delivery.per_endpoint_concurrency", "must be at least 1"));
         }
         if self.server.max_body_bytes < 1024 {
             return Err(invalid("server.max_body_bytes", "must be at least 1024"));

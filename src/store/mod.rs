@@ -131,6 +131,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     ) -> StoreResult<Vec<DueDelivery>>;
     /// Makes claimed deliveries due again at once (their publication failed).
     async fn release_deliveries(&self, ids: &[Uuid], now: DateTime<Utc>) -> StoreResult<()>;
+    /// Takes queued deliveries back from the queue, each due at its time, without counting an attempt
+    /// (their endpoint is saturated).
+    async fn defer_deliveries(
+        &self,
+        deferrals: &[(Uuid, DateTime<Utc>)],
+        now: DateTime<Utc>,
+    ) -> StoreResult<()>;
     /// Makes every `queued` delivery due at once (embedded mode, at start-up: the in-memory queue is gone).
     async fn requeue_all_queued(&self, now: DateTime<Utc>) -> StoreResult<u64>;
     /// Records attempts and their consequences in one transaction. Returns the webhooks disabled as a

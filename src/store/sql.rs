@@ -654,6 +654,27 @@ where
         Ok(())
     }
 
+    async fn defer_deliveries(
+        &self,
+        deferrals: &[(Uuid, DateTime<Utc>)],
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        for chunk in deferrals.chunks(BATCH_ROWS) {
+            let mut query = QueryBuilder::<DB>::new("WITH deferral (id, due_at) AS (");
+            query.push_values(chunk, |mut row, (id, due_at)| {
+                row.push_bind(*id).push_bind(*due_at);
+            });
+            query.push(
+                ") UPDATE deliveries SET status = 'pending', next_attempt_at = deferral.due_at, updated_at = ",
+            );
+            query
+                .push_bind(now)
+                .push(" FROM deferral WHERE deliveries.id = deferral.id AND deliveries.status = 'queued'");
+            query.build().execute(&self.write).await.store()?;
+        }
+        Ok(())
+    }
+
     async fn requeue_all_queued(&self, now: DateTime<Utc>) -> StoreResult<u64> {
         let result = sqlx::query::<DB>("UPDATE deliveries SET next_attempt_at = $1 WHERE status = 'queued'")
             .bind(now)

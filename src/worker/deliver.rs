@@ -12,6 +12,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use uuid::Uuid;
 
 use super::{
+    endpoints::{Admission, Endpoints},
     retry::{Outcome, RetryPolicy, parse_retry_after},
     sender::{Exchange, Sender},
     targets::{Target, Targets},
@@ -32,9 +33,21 @@ pub struct Deliverer {
     pub sender: Sender,
     pub policy: RetryPolicy,
     pub recorder: Recorder,
+    pub endpoints: Endpoints,
+    pub store: DynStore,
     pub concurrency: usize,
     /// How long in-flight deliveries may take to finish at shutdown.
     pub grace: Duration,
+}
+
+/// How a task is settled once its attempt is over.
+enum Settlement {
+    /// Record the outcome, then acknowledge.
+    Record(AttemptOutcome),
+    /// Nothing to record (the webhook was deleted with its deliveries): acknowledge.
+    Ack,
+    /// Hand it back to the queue (the webhook could not be loaded).
+    Requeue,
 }
 
 impl Deliverer {
@@ -54,42 +67,90 @@ impl Deliverer {
                     None => break,
                 },
             };
-            let this = this.clone();
-            in_flight.spawn(async move { this.deliver(received, slot).await });
+            match this.endpoints.admit(received) {
+                Admission::Run(received) => {
+                    in_flight.spawn(this.clone().serve_endpoint(received, slot, in_flight.clone()));
+                }
+                Admission::Waiting => drop(slot),
+                Admission::Defer(received, due) => {
+                    drop(slot);
+                    in_flight.spawn(this.clone().defer(received, due));
+                }
+            }
         }
         // Stop taking work; let what is in flight finish. Tasks not started stay unacknowledged and go
         // back to the queue when it closes.
+        this.endpoints.close();
         in_flight.close();
         if tokio::time::timeout(this.grace, in_flight.wait()).await.is_err() {
             tracing::warn!(grace = ?this.grace, "in-flight deliveries did not finish; the queue will hand them out again");
         }
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(delivery_id = %received.message.delivery_id, attempt = received.message.attempt))]
-    /// Attempts one task; `slot` is held for the HTTP exchange only, not while the outcome is recorded.
-    async fn deliver(&self, received: Received<DeliveryTask>, slot: tokio::sync::OwnedSemaphorePermit) {
-        let task = &received.message;
+    /// Delivers a task, then the tasks waiting behind it for the same endpoint, on one request slot.
+    /// Outcomes are recorded on the side, so the slot is busy only during HTTP exchanges.
+    async fn serve_endpoint(
+        self: Arc<Self>,
+        first: Received<DeliveryTask>,
+        slot: tokio::sync::OwnedSemaphorePermit,
+        in_flight: TaskTracker,
+    ) {
+        let mut next = Some(first);
+        while let Some(received) = next.take() {
+            let webhook_id = received.message.webhook_id;
+            let started = std::time::Instant::now();
+            let settlement = self.attempt_task(&received.message).await;
+            next = self.endpoints.finished(webhook_id, started.elapsed());
+            let this = self.clone();
+            in_flight.spawn(async move { this.settle(received, settlement).await });
+        }
+        drop(slot);
+    }
+
+    /// The endpoint is saturated: the delivery waits in the store until `due`, and the task is acknowledged.
+    async fn defer(self: Arc<Self>, received: Received<DeliveryTask>, due: chrono::DateTime<Utc>) {
+        let deferral = [(received.message.delivery_id, due)];
+        match self.store.defer_deliveries(&deferral, crate::domain::now()).await {
+            Ok(()) => received.ack().await,
+            Err(error) => {
+                tracing::warn!(%error, "cannot defer a delivery; it goes back to the queue");
+                received.requeue().await;
+            }
+        }
+    }
+
+    async fn settle(&self, received: Received<DeliveryTask>, settlement: Settlement) {
+        match settlement {
+            Settlement::Record(outcome) => {
+                if self.recorder.record(outcome).await {
+                    received.ack().await;
+                }
+            }
+            Settlement::Ack => received.ack().await,
+            Settlement::Requeue => {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                received.requeue().await;
+            }
+        }
+    }
+
+    /// Loads the webhook and makes the attempt.
+    #[tracing::instrument(level = "debug", skip_all, fields(delivery_id = %task.delivery_id, attempt = task.attempt))]
+    async fn attempt_task(&self, task: &DeliveryTask) -> Settlement {
         let target = match self.targets.target(task.webhook_id).await {
             Ok(Some(target)) => target,
-            Ok(None) => {
-                // The webhook was deleted, and its deliveries with it.
-                received.ack().await;
-                return;
-            }
+            // The webhook was deleted, and its deliveries with it.
+            Ok(None) => return Settlement::Ack,
             Err(error) => {
                 tracing::warn!(
                     error = format!("{error:#}"),
                     "cannot load the webhook; the task goes back to the queue"
                 );
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                received.requeue().await;
-                return;
+                return Settlement::Requeue;
             }
         };
         let started_at = crate::domain::now();
-        let attempt = self.attempt(&target, task).await;
-        drop(slot);
-        let (exchange, next) = match attempt {
+        let (exchange, next) = match self.attempt(&target, task).await {
             Attempt::Made(exchange, outcome) => {
                 let next = self.policy.next(task.attempt, &outcome, Utc::now());
                 (exchange, next)
@@ -100,7 +161,7 @@ impl Deliverer {
                 NextStep::Dead { disable_webhook: None },
             ),
         };
-        let record = AttemptOutcome {
+        Settlement::Record(AttemptOutcome {
             attempt: store::Attempt {
                 id: Uuid::now_v7(),
                 delivery_id: task.delivery_id,
@@ -113,10 +174,7 @@ impl Deliverer {
             },
             webhook_id: task.webhook_id,
             next,
-        };
-        if self.recorder.record(record).await {
-            received.ack().await;
-        }
+        })
     }
 
     /// Makes the HTTP attempt (unless the webhook cannot be delivered to) and classifies it.

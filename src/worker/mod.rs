@@ -3,6 +3,7 @@
 //! in-process on the embedded queue.
 
 pub mod deliver;
+pub mod endpoints;
 pub mod fanout;
 pub mod retry;
 pub mod scheduler;
@@ -75,6 +76,8 @@ pub async fn run(
         );
         let deliverer = deliver::Deliverer {
             targets,
+            endpoints: endpoints::Endpoints::new(delivery.per_endpoint_concurrency),
+            store: store.clone(),
             sender: sender::Sender::new(delivery, policy)?,
             policy: retry::RetryPolicy::new(delivery),
             recorder,

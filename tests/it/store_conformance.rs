@@ -386,6 +386,18 @@ async fn deliveries_are_created_once_and_claimed_when_due(store: DynStore) {
     assert_eq!(store.claim_due_deliveries(at(700), at(1300), 10).await.expect("claim").len(), 1);
     assert_eq!(store.requeue_all_queued(at(800)).await.expect("requeue"), 1);
     assert_eq!(store.claim_due_deliveries(at(800), at(1400), 10).await.expect("claim").len(), 1);
+    // A saturated endpoint's delivery goes back to the store, due later, without an attempt counted.
+    store.defer_deliveries(&[(delivery.id, at(5000))], at(801)).await.expect("defer");
+    let deferred = store.get_delivery(delivery.id).await.expect("read").expect("exists");
+    assert_eq!(
+        (deferred.status, deferred.next_attempt_at, deferred.attempts),
+        (DeliveryStatus::Pending, Some(at(5000)), 0)
+    );
+    assert!(
+        store.claim_due_deliveries(at(4999), at(6000), 10).await.expect("claim").is_empty(),
+        "not due yet"
+    );
+    assert_eq!(store.claim_due_deliveries(at(5000), at(6000), 10).await.expect("claim").len(), 1);
 }
 
 async fn deliver(store: &DynStore, hook: &Webhook, organization: Uuid, t: i64) -> (NewEvent, NewDelivery) {
