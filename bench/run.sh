@@ -4,6 +4,8 @@
 #   MODE: embedded (SQLite, in-process queue) or services (PostgreSQL on 127.0.0.1:5432, RabbitMQ on
 #         127.0.0.1:5672, with WORKERS herald-worker processes, 1 by default)
 #   PROFILE=release (default) or debug; herald-bench exits non-zero if any delivery is lost or badly signed.
+#   HERALD_BIN_DIR=DIR runs the herald and herald-worker binaries found there instead (e.g. an older
+#   build, to compare), still driven by this tree's herald-bench.
 # Examples (docs/benchmarks.md has the full set):
 #   bash bench/run.sh embedded single
 #   bash bench/run.sh services fanout --json fanout.json
@@ -22,7 +24,7 @@ else
   cargo build -q -p herald -p herald-worker -p herald-bench
 fi
 bin="$(cd "$target/$profile" && pwd)"
-abs_bin="$bin"
+abs_bin="${HERALD_BIN_DIR:-$bin}"
 
 work=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -57,7 +59,7 @@ case "$mode" in
     export HERALD__DATABASE__URL="postgres://postgres@127.0.0.1:5432/$database?sslmode=disable"
     export HERALD__QUEUE__URL="amqp://guest:guest@127.0.0.1:5672/%2f"
     export HERALD__QUEUE__PREFIX="$prefix"
-    HERALD__SECRETS__KEYS=$("$bin/herald" gen-key)
+    HERALD__SECRETS__KEYS=$("$abs_bin/herald" gen-key)
     export HERALD__SECRETS__KEYS
     ;;
   *) echo "unknown mode '$mode' (embedded or services)" >&2; exit 2 ;;

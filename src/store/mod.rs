@@ -54,6 +54,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Answers when the database is reachable (readiness).
     async fn ping(&self) -> StoreResult<()>;
 
+    /// How many write transactions can usefully run at once: 1 for SQLite (one writer), more for
+    /// PostgreSQL. Stages that could write in parallel size themselves by it.
+    fn write_parallelism(&self) -> usize;
+
     // --- organizations and users ---
 
     /// Creates an organization with its first admin and that admin's API key. With `only_if_empty`,

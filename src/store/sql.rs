@@ -22,6 +22,8 @@ pub trait Backend: Database {
     const BEGIN_WRITE: &'static str;
     /// Serializes concurrent bootstraps, where the database needs it.
     const BOOTSTRAP_LOCK_SQL: Option<&'static str>;
+    /// See [`Store::write_parallelism`].
+    const WRITE_PARALLELISM: usize;
 
     /// Rows a statement changed.
     fn rows_affected(result: &Self::QueryResult) -> u64;
@@ -165,6 +167,10 @@ where
     for<'r> &'r str: ColumnIndex<DB::Row>,
     usize: ColumnIndex<DB::Row>,
 {
+    fn write_parallelism(&self) -> usize {
+        DB::WRITE_PARALLELISM
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query::<DB>("SELECT 1").execute(&self.read).await.store()?;
         Ok(())

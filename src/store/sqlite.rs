@@ -32,6 +32,7 @@ impl Backend for Sqlite {
     );
     const BEGIN_WRITE: &'static str = "BEGIN IMMEDIATE";
     const BOOTSTRAP_LOCK_SQL: Option<&'static str> = None;
+    const WRITE_PARALLELISM: usize = 1;
 
     fn rows_affected(result: &Self::QueryResult) -> u64 {
         result.rows_affected()

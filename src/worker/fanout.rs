@@ -19,7 +19,8 @@ use crate::{
 
 /// Events taken per batch.
 const BATCH: usize = 256;
-/// Batches handled at once (each waits on the database and on publisher confirms).
+/// Batches handled at once at most (each waits on the database and on publisher confirms); fewer where
+/// the store writes one transaction at a time.
 const BATCHES_AT_ONCE: usize = 4;
 
 #[derive(Debug)]
@@ -34,9 +35,10 @@ pub struct Fanout {
 impl Fanout {
     pub async fn run(self, mut consumer: Consumer<EventMessage>, shutdown: CancellationToken) {
         let this = Arc::new(self);
+        let at_once = this.store.write_parallelism().clamp(1, BATCHES_AT_ONCE);
         let mut in_flight = JoinSet::new();
         loop {
-            if in_flight.len() >= BATCHES_AT_ONCE {
+            if in_flight.len() >= at_once {
                 in_flight.join_next().await;
                 continue;
             }
