@@ -3,7 +3,6 @@
 
 use axum::{
     Router,
-    body::Bytes,
     extract::State,
     http::StatusCode,
     routing::{get, post},
@@ -16,7 +15,7 @@ use uuid::Uuid;
 use super::{
     ApiError, ApiResult, ErrorBody,
     events::page_limit,
-    extract::{Path, Query},
+    extract::{OptionalJson, Path, Query},
     webhooks::owned_webhook,
 };
 use crate::{
@@ -205,14 +204,8 @@ pub async fn replay(
     State(state): State<AppState>,
     AdminAuth(principal): AdminAuth,
     Path(id): Path<Uuid>,
-    body: Bytes,
+    OptionalJson(request): OptionalJson<Replay>,
 ) -> ApiResult<(StatusCode, axum::Json<Replayed>)> {
-    let request: Replay = if body.iter().all(u8::is_ascii_whitespace) {
-        Replay::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|error| ApiError::invalid(format!("invalid request body: {error}")))?
-    };
     let status = match request.status.as_deref() {
         None | Some("dead") => DeliveryStatus::Dead,
         Some("failed") => DeliveryStatus::Pending,

@@ -49,6 +49,30 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
     }
 }
 
+/// An optional JSON body: an empty body is `T::default()` (for endpoints whose every field is optional).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OptionalJson<T>(pub T);
+
+impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for OptionalJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let body = axum::body::Bytes::from_request(request, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "request body is too large")
+            } else {
+                ApiError::bad_request("invalid_body", rejection.body_text())
+            }
+        })?;
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJson(T::default()));
+        }
+        serde_json::from_slice(&body)
+            .map(OptionalJson)
+            .map_err(|error| ApiError::invalid(format!("invalid request body: {error}")))
+    }
+}
+
 /// Path parameters (a malformed id is a 400 naming the problem).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Path<T>(pub T);

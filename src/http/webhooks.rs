@@ -4,7 +4,6 @@
 
 use axum::{
     Router,
-    body::Bytes,
     extract::State,
     http::StatusCode,
     routing::{get, post},
@@ -16,7 +15,7 @@ use uuid::Uuid;
 
 use super::{
     ApiError, ApiResult, ErrorBody,
-    extract::{Json, Path},
+    extract::{Json, OptionalJson, Path},
 };
 use crate::{
     app::AppState,
@@ -264,7 +263,7 @@ pub async fn remove(
     Ok(axum::Json(Deleted { message: "webhook deleted" }))
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct RotateSecret {
     /// How long the old secret keeps signing deliveries, in seconds (default 86400, at most 604800).
     #[serde(default)]
@@ -288,14 +287,8 @@ pub async fn rotate_secret(
     State(state): State<AppState>,
     AdminAuth(principal): AdminAuth,
     Path(id): Path<Uuid>,
-    body: Bytes,
+    OptionalJson(request): OptionalJson<RotateSecret>,
 ) -> ApiResult<axum::Json<RotatedSecret>> {
-    let request: RotateSecret = if body.iter().all(u8::is_ascii_whitespace) {
-        RotateSecret { grace_period_seconds: None }
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|error| ApiError::invalid(format!("invalid request body: {error}")))?
-    };
     let grace = request.grace_period_seconds.unwrap_or(DEFAULT_GRACE_SECONDS);
     if grace > MAX_GRACE_SECONDS {
         return Err(ApiError::invalid(format!("grace_period_seconds must be at most {MAX_GRACE_SECONDS}")));
