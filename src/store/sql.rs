@@ -24,6 +24,9 @@ pub trait Backend: Database {
     const BOOTSTRAP_LOCK_SQL: Option<&'static str>;
     /// See [`Store::write_parallelism`].
     const WRITE_PARALLELISM: usize;
+    /// Whether [`Backend::apply_outcomes`] is one statement (atomic in autocommit); otherwise callers
+    /// run it inside a transaction.
+    const OUTCOMES_IN_ONE_STATEMENT: bool;
 
     /// Rows a statement changed.
     fn rows_affected(result: &Self::QueryResult) -> u64;
@@ -44,6 +47,7 @@ pub trait Backend: Database {
     ) -> BoxFuture<'c, StoreResult<Vec<Uuid>>>;
     /// Logs attempts (of deliveries that still exist), moves their deliveries on (unless the outcome is
     /// stale), and resets the dead-delivery run of webhooks with a success; returns the deliveries moved.
+    /// Opens no transaction of its own (see [`Backend::OUTCOMES_IN_ONE_STATEMENT`]).
     fn apply_outcomes<'c>(
         conn: &'c mut Self::Connection,
         outcomes: &'c [AttemptOutcome],
@@ -698,20 +702,22 @@ where
         if outcomes.is_empty() {
             return Ok(Vec::new());
         }
-        let updated: std::collections::HashSet<Uuid> = {
+        let any_dead = outcomes.iter().any(|o| matches!(o.next, NextStep::Dead { .. }));
+        if DB::OUTCOMES_IN_ONE_STATEMENT && !any_dead {
+            // The common case: one statement in autocommit.
             let mut conn = self.write.acquire().await.store()?;
-            DB::apply_outcomes(&mut conn, outcomes).await?.into_iter().collect()
-        };
-        // Dead deliveries (rare) lengthen their webhook's run of dead deliveries, which may disable it.
-        let dead: Vec<&AttemptOutcome> = outcomes
-            .iter()
-            .filter(|o| matches!(o.next, NextStep::Dead { .. }) && updated.contains(&o.attempt.delivery_id))
-            .collect();
-        let mut disabled = Vec::new();
-        if dead.is_empty() {
-            return Ok(disabled);
+            DB::apply_outcomes(&mut conn, outcomes).await?;
+            return Ok(Vec::new());
         }
+        // Dead deliveries lengthen their webhook's run of dead deliveries, which may disable it: in the same
+        // transaction, so that no one sees a dead delivery whose consequences are missing.
         let mut tx = self.write.begin_with(DB::BEGIN_WRITE).await.store()?;
+        let updated: std::collections::HashSet<Uuid> =
+            DB::apply_outcomes(&mut tx, outcomes).await?.into_iter().collect();
+        let dead = outcomes
+            .iter()
+            .filter(|o| matches!(o.next, NextStep::Dead { .. }) && updated.contains(&o.attempt.delivery_id));
+        let mut disabled = Vec::new();
         for outcome in dead {
             let NextStep::Dead { disable_webhook } = &outcome.next else { continue };
             let run: Option<(i64,)> = sqlx::query_as::<DB, (i64,)>(

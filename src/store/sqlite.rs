@@ -33,6 +33,7 @@ impl Backend for Sqlite {
     const BEGIN_WRITE: &'static str = "BEGIN IMMEDIATE";
     const BOOTSTRAP_LOCK_SQL: Option<&'static str> = None;
     const WRITE_PARALLELISM: usize = 1;
+    const OUTCOMES_IN_ONE_STATEMENT: bool = false;
 
     fn rows_affected(result: &Self::QueryResult) -> u64 {
         result.rows_affected()
@@ -58,8 +59,8 @@ impl Backend for Sqlite {
         conn: &'c mut SqliteConnection,
         outcomes: &'c [AttemptOutcome],
     ) -> BoxFuture<'c, StoreResult<Vec<Uuid>>> {
-        // Always a transaction: three statements per chunk.
-        Box::pin(async move { in_transaction!(conn, usize::MAX, |conn| apply_outcomes(conn, outcomes)) })
+        // Several statements: the caller runs this inside its transaction.
+        Box::pin(apply_outcomes(conn, outcomes))
     }
 
     fn mark_published<'c>(
