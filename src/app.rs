@@ -1,6 +1,6 @@
-//! Assembling Herald from its settings: the store and queue chosen once, the shared state handlers take
-//! with `State<AppState>`, and the background tasks of the API process (outbox publisher and relay, key
-//! usage flusher), all stopped by one shutdown token and awaited before exit.
+//! The API process: the shared state handlers take with `State<AppState>`, built from the
+//! [`Services`], and the API's background tasks (outbox publisher and relay, key usage flusher; in
+//! embedded mode also the workers), all stopped by one shutdown token and awaited before exit.
 
 use std::sync::Arc;
 
@@ -12,11 +12,12 @@ use crate::{
     config::Settings,
     crypto::SecretBox,
     domain::{self, EventCatalog},
-    ingest::EventWriter,
+    emit::Emitter,
     net_guard::TargetPolicy,
     outbox::Outbox,
-    queue::{self, DynQueue},
-    store::{self, Bootstrap, DynStore, NewApiKey, NewUser, Organization},
+    queue::DynQueue,
+    services::{Mode, Services},
+    store::{Bootstrap, DynStore, NewApiKey, NewUser, Organization},
 };
 
 /// Cheap handles shared by every request.
@@ -25,12 +26,13 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub store: DynStore,
     pub queue: DynQueue,
-    pub auth: Arc<Authenticator>,
-    pub outbox: Outbox,
-    pub events: EventWriter,
-    pub catalog: EventCatalog,
+    pub(crate) auth: Arc<Authenticator>,
+    /// The one way events enter Herald.
+    pub(crate) emitter: Emitter,
+    pub(crate) catalog: EventCatalog,
     pub secrets: Arc<SecretBox>,
-    pub targets: Arc<TargetPolicy>,
+    /// Which webhook URLs are allowed (the SSRF policy).
+    pub(crate) target_policy: Arc<TargetPolicy>,
 }
 
 /// The API process: its state and its background tasks.
@@ -42,48 +44,39 @@ pub struct App {
 }
 
 impl App {
-    /// Connects the store (running migrations) and the queue, and starts the background tasks, which
-    /// stop when `shutdown` is cancelled.
-    pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<Self> {
-        let store = store::connect(&settings).await?;
-        let queue = queue::connect(&settings, &store).await?;
-        let secrets = Arc::new(SecretBox::from_settings(&settings)?);
-        let (outbox, outbox_task) = Outbox::start(store.clone(), queue.clone(), &settings, shutdown.clone());
-        let events =
-            EventWriter::start(store.clone(), outbox.clone(), settings.events.idempotency_window.get());
-        let auth = Arc::new(Authenticator::new(&settings, store.clone()));
+    /// Starts the background tasks, which stop when `shutdown` is cancelled; in embedded mode they
+    /// include the workers.
+    pub async fn start(services: Services, shutdown: CancellationToken) -> anyhow::Result<Self> {
+        let settings = services.settings.clone();
+        let (outbox, outbox_task) = Outbox::start(&services, shutdown.clone());
+        let emitter =
+            Emitter::start(services.store.clone(), outbox, settings.events.idempotency_window.get());
+        let auth = Arc::new(Authenticator::new(&settings, services.store.clone()));
         let usage_task = {
-            let (usage, store, token) = (auth.usage().clone(), store.clone(), shutdown.clone());
+            let (usage, store, token) = (auth.usage().clone(), services.store.clone(), shutdown.clone());
             let interval = settings.auth.usage_flush_interval.get();
             tokio::spawn(async move { usage.run(store, interval, token).await })
         };
-        let state = AppState {
-            catalog: EventCatalog::new(&settings.events.types),
-            targets: Arc::new(TargetPolicy::new(
-                settings.delivery.allow_private_targets,
-                settings.delivery.allowed_cidrs.clone(),
-            )),
-            settings: Arc::new(settings),
-            store,
-            queue,
-            auth,
-            outbox,
-            events,
-            secrets,
-        };
         let mut background = vec![outbox_task, usage_task];
-        if !state.queue.confirms_publication() {
-            // Embedded mode: this process is also the worker.
-            let (store, queue, settings, token) =
-                (state.store.clone(), state.queue.clone(), state.settings.clone(), shutdown.clone());
+        if services.mode == Mode::Embedded {
+            // This process is also the worker.
+            let (workers, token) = (services.clone(), shutdown.clone());
             background.push(tokio::spawn(async move {
-                if let Err(error) =
-                    crate::worker::run(store, queue, settings, crate::worker::Roles::ALL, token).await
-                {
+                if let Err(error) = crate::worker::run(workers, crate::worker::Roles::ALL, token).await {
                     tracing::error!(error = format!("{error:#}"), "the in-process workers stopped");
                 }
             }));
         }
+        let state = AppState {
+            catalog: EventCatalog::new(&settings.events.types),
+            settings,
+            store: services.store,
+            queue: services.queue,
+            auth,
+            emitter,
+            secrets: services.secrets,
+            target_policy: services.target_policy,
+        };
         Ok(Self { state, shutdown, background })
     }
 

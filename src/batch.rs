@@ -1,53 +1,67 @@
 //! Group commit: many concurrent callers each [`Batcher::submit`] one item; one background task takes
 //! every item waiting (up to a limit), handles them in one call (one transaction, one round of publisher
 //! confirms) and answers each caller. Under load batches grow on their own while the previous batch is
-//! being written; when idle, an item is handled alone without waiting.
+//! being written; when idle, an item is handled alone without waiting. The handler's error keeps its
+//! type (`E`), so a caller can tell a database outage from a permanent failure.
 
 use std::{future::Future, sync::Arc};
 
 use tokio::sync::{mpsc, oneshot};
 
 /// Why a submitted item was not handled.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum BatchError {
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError<E> {
     /// The batch failed as a whole; every item in it gets this error.
     #[error("{0}")]
-    Failed(Arc<anyhow::Error>),
+    Failed(Arc<E>),
+    /// The handler broke its contract (one result per item).
+    #[error("batch handler returned {got} results for {expected} items")]
+    Miscounted { expected: usize, got: usize },
     #[error("shutting down")]
     Closed,
 }
 
-struct Job<T, R> {
+impl<E> Clone for BatchError<E> {
+    fn clone(&self) -> Self {
+        match self {
+            Self::Failed(error) => Self::Failed(error.clone()),
+            Self::Miscounted { expected, got } => Self::Miscounted { expected: *expected, got: *got },
+            Self::Closed => Self::Closed,
+        }
+    }
+}
+
+struct Job<T, R, E> {
     item: T,
-    reply: oneshot::Sender<Result<R, BatchError>>,
+    reply: oneshot::Sender<Result<R, BatchError<E>>>,
 }
 
 /// A handle for submitting items; cheap to clone.
-pub struct Batcher<T, R> {
-    jobs: mpsc::Sender<Job<T, R>>,
+pub struct Batcher<T, R, E> {
+    jobs: mpsc::Sender<Job<T, R, E>>,
 }
 
-impl<T, R> Clone for Batcher<T, R> {
+impl<T, R, E> Clone for Batcher<T, R, E> {
     fn clone(&self) -> Self {
         Self { jobs: self.jobs.clone() }
     }
 }
 
-impl<T, R> std::fmt::Debug for Batcher<T, R> {
+impl<T, R, E> std::fmt::Debug for Batcher<T, R, E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Batcher").finish_non_exhaustive()
     }
 }
 
-impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
+impl<T: Send + 'static, R: Send + 'static, E: Send + Sync + 'static> Batcher<T, R, E> {
     /// Starts the background task. `handler` gets up to `max_batch` items and must return one result
     /// per item, in order. The task ends when every handle is dropped, after the last batch.
     pub fn spawn<F, Fut>(max_batch: usize, mut handler: F) -> Self
     where
         F: FnMut(Vec<T>) -> Fut + Send + 'static,
-        Fut: Future<Output = anyhow::Result<Vec<R>>> + Send,
+        Fut: Future<Output = Result<Vec<R>, E>> + Send,
     {
-        let (jobs, mut queue) = mpsc::channel::<Job<T, R>>(max_batch * 4);
+        let (jobs, mut queue) = mpsc::channel::<Job<T, R, E>>(max_batch * 4);
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(max_batch);
             while queue.recv_many(&mut batch, max_batch).await > 0 {
@@ -61,12 +75,9 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
                         }
                     }
                     Ok(results) => {
-                        let error = Arc::new(anyhow::anyhow!(
-                            "batch handler returned {} results for {expected} items",
-                            results.len()
-                        ));
+                        let error = BatchError::Miscounted { expected, got: results.len() };
                         for reply in replies {
-                            drop(reply.send(Err(BatchError::Failed(error.clone()))));
+                            drop(reply.send(Err(error.clone())));
                         }
                     }
                     Err(error) => {
@@ -82,7 +93,7 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
     }
 
     /// Submits one item and waits for its result.
-    pub async fn submit(&self, item: T) -> Result<R, BatchError> {
+    pub async fn submit(&self, item: T) -> Result<R, BatchError<E>> {
         let (reply, answer) = oneshot::channel();
         self.jobs.send(Job { item, reply }).await.map_err(|_| BatchError::Closed)?;
         answer.await.map_err(|_| BatchError::Closed)?
@@ -101,7 +112,7 @@ mod tests {
             seen.lock().expect("lock").push(items.len());
             async move {
                 tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-                Ok(items.into_iter().map(|i| i * 2).collect())
+                Ok::<_, std::convert::Infallible>(items.into_iter().map(|i| i * 2).collect())
             }
         });
         let handles: Vec<_> = (0..40u32)
@@ -127,8 +138,9 @@ mod tests {
     #[tokio::test]
     async fn a_failed_batch_fails_each_item() {
         let batcher =
-            Batcher::spawn(4, |_items: Vec<u32>| async { Err::<Vec<u32>, _>(anyhow::anyhow!("disk full")) });
+            Batcher::spawn(4, |_items: Vec<u32>| async { Err::<Vec<u32>, _>(std::io::Error::other("disk full")) });
         let error = batcher.submit(1).await.expect_err("fails");
         assert!(error.to_string().contains("disk full"));
+        assert!(matches!(error, BatchError::Failed(source) if source.kind() == std::io::ErrorKind::Other), "the error keeps its type");
     }
 }

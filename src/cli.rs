@@ -8,8 +8,9 @@ use clap::{Parser, Subcommand};
 
 use crate::{
     app::{self, App},
-    config::{DatabaseKind, Settings},
+    config::Settings,
     crypto::SecretBox,
+    services::{Mode, Services},
     store, telemetry,
 };
 
@@ -135,17 +136,12 @@ async fn serve(mut settings: Settings, bind: Option<SocketAddr>) -> anyhow::Resu
         settings.server.bind = bind;
     }
     let address = settings.server.bind;
-    let mode = match (settings.database_kind()?, settings.queue.url.is_some()) {
-        (DatabaseKind::Sqlite, false) => "embedded (SQLite, in-process queue)",
-        (DatabaseKind::Postgres, true) => "production (PostgreSQL, RabbitMQ)",
-        (DatabaseKind::Sqlite, true) => "SQLite with RabbitMQ",
-        (DatabaseKind::Postgres, false) => "PostgreSQL with the in-process queue",
-    };
+    let mode = Mode::of(&settings).describe(settings.database_kind()?);
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .map_err(|error| anyhow::anyhow!("server.bind: cannot listen on {address}: {error}"))?;
     let local = listener.local_addr()?;
-    let app = App::start(settings, crate::shutdown::on_signal()).await?;
+    let app = App::start(Services::connect(settings).await?, crate::shutdown::on_signal()).await?;
     if let Some((created, key)) = app::bootstrap(&app.state.store, "default", "admin@localhost", true).await?
     {
         print_first_start(&created.admin.email, key.expose(), local)?;

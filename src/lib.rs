@@ -2,23 +2,41 @@
 //! subscribed endpoint's secret and delivers it with retries, a dead-letter queue and replay.
 //!
 //! The library holds everything; the `herald` binary (API) and `herald-worker` (workers) are thin.
-//! See `docs/architecture.md` for the map of modules.
+//!
+//! # Layout
+//! Dependencies point down this list, never up:
+//! - [`cli`] and `herald-worker`'s `main`: parse arguments, load [`config`], start [`telemetry`].
+//! - [`services`]: the composition root: the running [`services::Mode`] and the handles every process
+//!   shares (store, queue, secret box, SSRF policy, webhook cache), built once.
+//! - [`app`]: the API process (HTTP state and background tasks); `http`: the routes, extractors and
+//!   error answers; `auth`: API keys, JWTs, rate limits, usage counting.
+//! - `emit`: the one way an event enters (store commit + outbox); `outbox`: publisher and relay.
+//! - [`worker`]: fan-out, delivery (signing, sending, retry policy, the disable rule), the scheduler.
+//! - [`queue`]: moves work between stages (RabbitMQ or the embedded queue); [`store`]: everything
+//!   Herald keeps (SQLite or PostgreSQL), behind role-sized traits.
+//! - [`domain`] (parsed types: event types, URLs, secrets, API keys), [`crypto`] (sealed secrets),
+//!   [`signature`] (the public signing functions), and the small tools `batch` (group commit),
+//!   `retrying` (backoff for transient failures), `net_guard` (SSRF policy), [`shutdown`].
+//!
+//! `docs/architecture.md` walks an event's journey through them.
 
 #![forbid(unsafe_code)]
 
 pub mod app;
-pub mod auth;
-pub mod batch;
-pub mod cache;
+pub(crate) mod auth;
+pub(crate) mod batch;
+pub(crate) mod cache;
 pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod domain;
 pub mod http;
-pub mod ingest;
-pub mod net_guard;
-pub mod outbox;
+pub(crate) mod emit;
+pub(crate) mod net_guard;
+pub(crate) mod outbox;
 pub mod queue;
+pub(crate) mod retrying;
+pub mod services;
 pub mod shutdown;
 pub mod signature;
 pub mod store;

@@ -14,8 +14,8 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::{
-    config::Settings,
     queue::{DynQueue, EventMessage},
+    services::{Mode, Services},
     store::{DynStore, Event, NewEvent},
 };
 
@@ -40,17 +40,14 @@ pub struct Outbox {
 
 impl Outbox {
     /// Starts the publisher and relay; they stop at `shutdown` after a last relay pass.
-    pub fn start(
-        store: DynStore,
-        queue: DynQueue,
-        settings: &Settings,
-        shutdown: CancellationToken,
-    ) -> (Self, tokio::task::JoinHandle<()>) {
+    pub fn start(services: &Services, shutdown: CancellationToken) -> (Self, tokio::task::JoinHandle<()>) {
         let (committed, incoming) = mpsc::channel(BACKLOG);
+        let settings = &services.settings;
         let publisher = Publisher {
-            marker: PublishedMarker::start(store.clone(), |_| {}),
-            store,
-            queue,
+            mode: services.mode,
+            marker: services.published.clone(),
+            store: services.store.clone(),
+            queue: services.queue.clone(),
             relay_after: settings.events.relay_after.get(),
             idempotency_window: settings.events.idempotency_window.get(),
         };
@@ -66,6 +63,7 @@ impl Outbox {
                 id: event.id,
                 organization_id: event.organization_id,
                 event_type: event.event_type,
+                only_webhook: event.only_webhook,
                 payload: Bytes::from(event.payload),
             };
             if self.committed.try_send(message).is_err() {
@@ -80,6 +78,7 @@ fn message_of(event: Event) -> EventMessage {
         id: event.id,
         organization_id: event.organization_id,
         event_type: event.event_type,
+        only_webhook: event.only_webhook,
         payload: Bytes::from(event.payload),
     }
 }
@@ -115,6 +114,7 @@ impl PublishedMarker {
 }
 
 struct Publisher {
+    mode: Mode,
     store: DynStore,
     queue: DynQueue,
     marker: PublishedMarker,
@@ -155,13 +155,14 @@ impl Publisher {
         while publishing.join_next().await.is_some() {}
     }
 
-    /// Publishes; marks published if the queue's confirmation makes the events durable.
+    /// Publishes. In production the broker's confirm makes the events durable, so they are marked
+    /// published now; embedded, the queue marks them once fan-out has taken them.
     async fn publish(&self, events: &[EventMessage]) -> bool {
         if let Err(error) = self.queue.publish_events(events).await {
             tracing::debug!(%error, count = events.len(), "publishing deferred to the relay");
             return false;
         }
-        if self.queue.confirms_publication() {
+        if self.mode == Mode::Production {
             for event in events {
                 self.marker.mark(event.id);
             }
@@ -191,7 +192,9 @@ impl Publisher {
                 return;
             }
             tracing::info!(count, "relay published events left unpublished");
-            if !full || !self.queue.confirms_publication() {
+            // Embedded, the events just handed over stay unpublished until fan-out takes them: reading
+            // again now would find them, so the next batch waits for the next relay pass.
+            if !full || self.mode == Mode::Embedded {
                 return;
             }
         }

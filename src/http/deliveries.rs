@@ -22,8 +22,8 @@ use crate::{
     app::AppState,
     auth::{AdminAuth, Principal},
     domain::{self, TEST_EVENT},
-    queue::DeliveryTask,
-    store::{Attempt, Delivery, DeliveryQuery, DeliveryStatus, NewDelivery, NewEvent, ReplayFilter, Webhook},
+    emit,
+    store::{Attempt, Delivery, DeliveryQuery, DeliveryStatus, ReplayFilter, Webhook},
 };
 
 pub fn router() -> Router<AppState> {
@@ -236,7 +236,9 @@ pub struct TestSent {
     delivery_id: Uuid,
 }
 
-/// Send a `webhook.test` event to this webhook only; follow it with GET /deliveries/{delivery_id}.
+/// Send a `webhook.test` event to this webhook only, through the normal path (outbox, fan-out, delivery);
+/// follow it with GET /deliveries/{delivery_id}, which exists once fan-out has taken the event (within
+/// milliseconds while the queue is up).
 #[utoipa::path(post, operation_id = "test_webhook", path = "/api/v1/webhooks/{id}/test", tag = "deliveries", params(("id" = Uuid, Path)),
     responses((status = 202, body = TestSent), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
@@ -247,51 +249,13 @@ pub async fn send_test(
 ) -> ApiResult<(StatusCode, axum::Json<TestSent>)> {
     let webhook = owned_webhook(&state, &principal, id).await?;
     require_active(&webhook)?;
-    let now = domain::now();
-    let event_id = Uuid::now_v7();
     let data = serde_json::json!({"message": "a test event from Herald", "webhook_id": id});
-    let event = NewEvent {
-        id: event_id,
-        organization_id: principal.organization_id,
-        event_type: TEST_EVENT.into(),
-        payload: domain::render_payload(
-            event_id,
-            TEST_EVENT,
-            now,
-            principal.organization_id,
-            &data.to_string(),
-        ),
-        idempotency_key: None,
-        created_at: now,
-    };
-    state.store.insert_events(std::slice::from_ref(&event), now).await?;
-    // Fan-out never handles test events; this one goes to its webhook directly.
-    state.store.mark_events_published(&[event_id], now).await?;
-    let lease = chrono::Duration::from_std(state.settings.delivery.stuck_after.get()).unwrap_or_default();
-    let delivery_id = Uuid::now_v7();
-    let delivery = NewDelivery {
-        id: delivery_id,
-        event_id,
-        webhook_id: id,
-        organization_id: principal.organization_id,
-        created_at: now,
-        lease_until: now + lease,
-    };
-    state.store.create_deliveries(std::slice::from_ref(&delivery)).await?;
-    let task = DeliveryTask {
-        delivery_id,
-        event_id,
-        webhook_id: id,
-        organization_id: principal.organization_id,
-        attempt: 1,
-        event_type: TEST_EVENT.into(),
-        payload: bytes::Bytes::from(event.payload),
-    };
-    if let Err(error) = state.queue.publish_deliveries(&[task]).await {
-        // The scheduler sends it as soon as the queue is back.
-        tracing::warn!(%error, "test delivery left to the scheduler");
-        state.store.release_deliveries(&[delivery_id], now).await?;
-    }
+    let mut event = emit::new_event(principal.organization_id, TEST_EVENT, &data.to_string(), domain::now());
+    // Fan-out gives a test event one delivery, to this webhook, whatever its subscribed types, and gives
+    // it the event's id.
+    event.only_webhook = Some(id);
+    let event_id = state.emitter.emit(event).await?.id;
+    let delivery_id = event_id;
     Ok((StatusCode::ACCEPTED, axum::Json(TestSent { event_id, delivery_id })))
 }
 

@@ -9,7 +9,7 @@ use axum::{
 };
 use serde::Serialize;
 
-use crate::store::StoreError;
+use crate::{batch::BatchError, store::StoreError};
 
 /// The body of every error response.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -100,6 +100,27 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
+            StoreError::Other(source) => ApiError::internal(source),
+            error => ApiError::from_store_error(&error),
+        }
+    }
+}
+
+/// A store error that reached the handler through a group commit: the same answers as a direct one
+/// (`503 database_unavailable` during an outage, on every endpoint).
+impl From<BatchError<StoreError>> for ApiError {
+    fn from(error: BatchError<StoreError>) -> Self {
+        match error {
+            BatchError::Failed(error) => ApiError::from_store_error(&error),
+            BatchError::Miscounted { .. } => ApiError::internal(error),
+            BatchError::Closed => ApiError::unavailable("shutting_down", "Herald is shutting down; retry shortly"),
+        }
+    }
+}
+
+impl ApiError {
+    fn from_store_error(error: &StoreError) -> Self {
+        match error {
             StoreError::NotFound => ApiError::not_found("not found"),
             StoreError::Conflict(what) => {
                 ApiError::conflict("conflict", format!("conflicts with an existing record ({what})"))
@@ -108,7 +129,7 @@ impl From<StoreError> for ApiError {
                 tracing::warn!(%reason, "database unavailable");
                 ApiError::unavailable("database_unavailable", "the database is unavailable; retry shortly")
             }
-            StoreError::Other(source) => ApiError::internal(source),
+            StoreError::Other(source) => ApiError::internal(anyhow::anyhow!("{source:#}")),
         }
     }
 }

@@ -23,7 +23,8 @@ use crate::{
     app::AppState,
     auth::Auth,
     domain::{self, TEST_EVENT},
-    store::{Event, EventQuery, NewEvent},
+    emit,
+    store::{Event, EventQuery},
 };
 
 /// Longest idempotency key accepted.
@@ -106,22 +107,10 @@ pub async fn send(
             "idempotency_key must be 1 to {MAX_IDEMPOTENCY_KEY} characters without control characters"
         )));
     }
-    let id = Uuid::now_v7();
-    let now = domain::now();
-    let payload =
-        domain::render_payload(id, event_type.as_str(), now, principal.organization_id, request.data.get());
-    let outcome = state
-        .events
-        .write(NewEvent {
-            id,
-            organization_id: principal.organization_id,
-            event_type: event_type.as_str().to_string(),
-            payload,
-            idempotency_key: request.idempotency_key,
-            created_at: now,
-        })
-        .await
-        .map_err(ApiError::internal)?;
+    let mut event =
+        emit::new_event(principal.organization_id, event_type.as_str(), request.data.get(), domain::now());
+    event.idempotency_key = request.idempotency_key;
+    let outcome = state.emitter.emit(event).await?;
     let status = if outcome.duplicate { StatusCode::OK } else { StatusCode::ACCEPTED };
     Ok((
         status,

@@ -4,9 +4,9 @@
 
 mod api_keys;
 mod deliveries;
-pub mod error;
+pub(crate) mod error;
 mod events;
-pub mod extract;
+pub(crate) mod extract;
 mod health;
 pub mod openapi;
 mod users;

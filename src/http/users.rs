@@ -12,7 +12,8 @@ use crate::{
     app::AppState,
     auth::AdminAuth,
     domain::{self, Role},
-    store::{NewEvent, NewUser, StoreError, User},
+    emit,
+    store::{NewUser, StoreError, User},
 };
 
 pub fn router() -> Router<AppState> {
@@ -90,22 +91,14 @@ pub async fn create(
     };
     let data =
         serde_json::json!({ "id": user.id, "email": user.email, "name": user.name, "role": user.role });
-    let event_id = Uuid::now_v7();
-    let announcement = NewEvent {
-        id: event_id,
-        organization_id: user.organization_id,
-        event_type: "user.added".into(),
-        payload: domain::render_payload(event_id, "user.added", now, user.organization_id, &data.to_string()),
-        idempotency_key: None,
-        created_at: now,
-    };
+    let announcement = emit::new_event(user.organization_id, "user.added", &data.to_string(), now);
     let created = state.store.create_user(&user, &announcement).await.map_err(|error| match error {
         StoreError::Conflict(_) => {
             ApiError::conflict("user_exists", "a user with this email already exists in the organization")
         }
         other => other.into(),
     })?;
-    state.outbox.committed([announcement]);
+    state.emitter.committed(announcement);
     Ok((StatusCode::CREATED, axum::Json(created.into())))
 }
 

@@ -326,7 +326,7 @@ pub(super) async fn owned_webhook(state: &AppState, principal: &Principal, id: U
 }
 
 fn parse_url(state: &AppState, text: &str) -> ApiResult<WebhookUrl> {
-    WebhookUrl::parse(text.trim(), &state.targets).map_err(|refusal| match refusal {
+    WebhookUrl::parse(text.trim(), &state.target_policy).map_err(|refusal| match refusal {
         UrlPolicy::Syntax(message) => ApiError::bad_request("invalid_url", message),
         UrlPolicy::Policy(message) => ApiError::unprocessable("url_not_allowed", message),
     })

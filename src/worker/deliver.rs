@@ -12,6 +12,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use uuid::Uuid;
 
 use super::{
+    disable::DisableRule,
     endpoints::{Admission, Endpoints},
     retry::{Outcome, RetryPolicy, parse_retry_after},
     sender::{Exchange, Sender},
@@ -20,18 +21,21 @@ use super::{
 use crate::{
     batch::Batcher,
     queue::{Consumer, DeliveryTask, Received},
+    retrying::{self, GaveUp},
     signature,
     store::{self, AttemptOutcome, DynStore, NextStep, StoreError},
 };
 
 /// Outcomes written per transaction at most.
 const RECORD_BATCH: usize = 512;
+/// First and longest wait before an outcome the store could not take is written again.
+const RECORD_RETRY_DELAYS: (Duration, Duration) = (Duration::from_millis(200), Duration::from_secs(30));
 
 #[derive(Debug)]
 pub struct Deliverer {
-    pub targets: Arc<Targets>,
+    pub webhooks: Arc<Targets>,
     pub sender: Sender,
-    pub policy: RetryPolicy,
+    pub retry_policy: RetryPolicy,
     pub recorder: Recorder,
     pub endpoints: Endpoints,
     pub store: DynStore,
@@ -137,7 +141,7 @@ impl Deliverer {
     /// Loads the webhook and makes the attempt.
     #[tracing::instrument(level = "debug", skip_all, fields(delivery_id = %task.delivery_id, attempt = task.attempt))]
     async fn attempt_task(&self, task: &DeliveryTask) -> Settlement {
-        let target = match self.targets.target(task.webhook_id).await {
+        let target = match self.webhooks.target(task.webhook_id).await {
             Ok(Some(target)) => target,
             // The webhook was deleted, and its deliveries with it.
             Ok(None) => return Settlement::Ack,
@@ -152,13 +156,13 @@ impl Deliverer {
         let started_at = crate::domain::now();
         let (exchange, next) = match self.attempt(&target, task).await {
             Attempt::Made(exchange, outcome) => {
-                let next = self.policy.next(task.attempt, &outcome, Utc::now());
+                let next = self.retry_policy.next(task.attempt, &outcome, Utc::now());
                 (exchange, next)
             }
             // Herald could not try (disabled webhook, unusable URL): the delivery ends, replayable later.
             Attempt::Skipped(reason) => (
                 Exchange { error: Some(format!("not attempted: {reason}")), ..Exchange::default() },
-                NextStep::Dead { disable_webhook: None },
+                NextStep::Dead,
             ),
         };
         Settlement::Record(AttemptOutcome {
@@ -247,35 +251,31 @@ pub fn signed_headers(
     Ok(headers)
 }
 
-/// Writes attempt outcomes in batches; disables webhooks as the store decides.
+/// Writes attempt outcomes in batches, with their consequences for the webhook ([`DisableRule`]).
 #[derive(Debug, Clone)]
 pub struct Recorder {
-    batcher: Batcher<AttemptOutcome, ()>,
-    store: DynStore,
-    disable_after_dead: u32,
+    batcher: Batcher<AttemptOutcome, (), StoreError>,
+    writer: OutcomeWriter,
     shutdown: CancellationToken,
 }
 
 impl Recorder {
     pub fn start(
         store: DynStore,
-        targets: Arc<Targets>,
-        disable_after_dead: u32,
+        webhooks: Arc<Targets>,
+        rule: DisableRule,
         shutdown: CancellationToken,
     ) -> Self {
-        let batch_store = store.clone();
+        let writer = OutcomeWriter { store, webhooks, rule };
+        let batch_writer = writer.clone();
         let batcher = Batcher::spawn(RECORD_BATCH, move |outcomes: Vec<AttemptOutcome>| {
-            let (store, targets) = (batch_store.clone(), targets.clone());
+            let writer = batch_writer.clone();
             async move {
-                let count = outcomes.len();
-                for disabled in store.record_outcomes(&outcomes, disable_after_dead).await? {
-                    tracing::warn!(webhook_id = %disabled.webhook_id, reason = %disabled.reason, "webhook disabled");
-                    targets.forget(disabled.webhook_id, None);
-                }
-                Ok(vec![(); count])
+                writer.write(&outcomes).await?;
+                Ok(vec![(); outcomes.len()])
             }
         });
-        Self { batcher, store, disable_after_dead, shutdown }
+        Self { batcher, writer, shutdown }
     }
 
     /// Records one outcome (batched with others). If its batch fails, it is retried alone, so that one
@@ -287,23 +287,39 @@ impl Recorder {
         if self.batcher.submit(outcome.clone()).await.is_ok() {
             return true;
         }
-        let mut delay = Duration::from_millis(200);
-        loop {
-            match self.store.record_outcomes(std::slice::from_ref(&outcome), self.disable_after_dead).await {
-                Ok(_) => return true,
-                Err(StoreError::Unavailable(reason)) => {
-                    tracing::warn!(%reason, retry_in = ?delay, "cannot record a delivery attempt");
-                    tokio::select! {
-                        () = self.shutdown.cancelled() => return false,
-                        () = tokio::time::sleep(delay) => {}
-                    }
-                    delay = (delay * 2).min(Duration::from_secs(30));
-                }
-                Err(error) => {
-                    tracing::error!(%error, delivery_id = %outcome.attempt.delivery_id, "a delivery attempt cannot be recorded; dropped");
-                    return true;
-                }
+        let alone = std::slice::from_ref(&outcome);
+        let transient = |error: &StoreError| matches!(error, StoreError::Unavailable(_));
+        let recorded = retrying::until_done("recording a delivery attempt", RECORD_RETRY_DELAYS, &self.shutdown, transient, || {
+            self.writer.write(alone)
+        })
+        .await;
+        match recorded {
+            Ok(()) => true,
+            Err(GaveUp::ShuttingDown) => false,
+            Err(GaveUp::Permanent(error)) => {
+                tracing::error!(%error, delivery_id = %outcome.attempt.delivery_id, "a delivery attempt cannot be recorded; dropped");
+                true
             }
         }
+    }
+}
+
+/// Records outcomes, and forgets the cached copy of every webhook they disabled.
+#[derive(Debug, Clone)]
+struct OutcomeWriter {
+    store: DynStore,
+    webhooks: Arc<Targets>,
+    rule: DisableRule,
+}
+
+impl OutcomeWriter {
+    async fn write(&self, outcomes: &[AttemptOutcome]) -> Result<(), StoreError> {
+        let rule = self.rule;
+        let decide = move |outcome: &AttemptOutcome, consecutive_dead: u32| rule.decide(outcome, consecutive_dead);
+        for disabled in self.store.record_outcomes(outcomes, &decide).await? {
+            tracing::warn!(webhook_id = %disabled.webhook_id, reason = %disabled.reason, "webhook disabled");
+            self.webhooks.forget(disabled.webhook_id, None);
+        }
+        Ok(())
     }
 }

@@ -46,21 +46,29 @@ struct Endpoint {
     next_due: Option<DateTime<Utc>>,
 }
 
+/// Every endpoint with work in flight or waiting (or a remembered slow pace), behind one lock.
+#[derive(Debug, Default)]
+struct Lines {
+    by_webhook: HashMap<Uuid, Endpoint>,
+    /// Shutting down: waiting tasks are not handed out any more.
+    closing: bool,
+}
+
 #[derive(Debug)]
 pub struct Endpoints {
     per_endpoint: usize,
-    state: Mutex<(HashMap<Uuid, Endpoint>, bool)>,
+    lines: Mutex<Lines>,
 }
 
 impl Endpoints {
     pub fn new(per_endpoint: usize) -> Self {
-        Self { per_endpoint: per_endpoint.max(1), state: Mutex::new((HashMap::new(), false)) }
+        Self { per_endpoint: per_endpoint.max(1), lines: Mutex::new(Lines::default()) }
     }
 
     /// Decides what happens to a task that just arrived.
     pub fn admit(&self, received: Received<DeliveryTask>) -> Admission {
-        let mut guard = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let endpoint = guard.0.entry(received.message.webhook_id).or_default();
+        let mut guard = self.lines.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let endpoint = guard.by_webhook.entry(received.message.webhook_id).or_default();
         if endpoint.in_flight < self.per_endpoint {
             endpoint.in_flight += 1;
             return Admission::Run(received);
@@ -83,9 +91,9 @@ impl Endpoints {
     /// A request to `webhook_id` finished after `latency`: returns the next task waiting for that
     /// endpoint (which takes over the request slot), if any.
     pub fn finished(&self, webhook_id: Uuid, latency: Duration) -> Option<Received<DeliveryTask>> {
-        let mut guard = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let closing = guard.1;
-        let endpoint = guard.0.get_mut(&webhook_id)?;
+        let mut guard = self.lines.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let closing = guard.closing;
+        let endpoint = guard.by_webhook.get_mut(&webhook_id)?;
         endpoint.latency = if endpoint.latency == 0.0 {
             latency.as_secs_f64()
         } else {
@@ -100,7 +108,7 @@ impl Endpoints {
             && endpoint.latency < REMEMBER_SLOWER_THAN
             && endpoint.next_due.is_none_or(|due| due < Utc::now())
         {
-            guard.0.remove(&webhook_id);
+            guard.by_webhook.remove(&webhook_id);
         }
         None
     }
@@ -108,9 +116,9 @@ impl Endpoints {
     /// Shutdown: waiting tasks are let go (unacknowledged, the broker hands them out again; embedded,
     /// they are queued rows in the store, made due again at the next start).
     pub fn close(&self) {
-        let mut guard = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        guard.1 = true;
-        for endpoint in guard.0.values_mut() {
+        let mut guard = self.lines.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        guard.closing = true;
+        for endpoint in guard.by_webhook.values_mut() {
             endpoint.line.clear();
         }
     }

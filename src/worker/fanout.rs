@@ -1,4 +1,6 @@
-//! Fan-out: turns each event into one delivery per subscribed active webhook (`*` matches every type).
+//! Fan-out: turns each event into one delivery per subscribed active webhook (`*` matches every type), or,
+//! for an event restricted to one webhook (`webhook.test`), one delivery to that webhook, whose id is the
+//! event's.
 //! Events are taken in batches; the batch's deliveries are inserted in one statement (idempotent: unique
 //! on event + webhook), their tasks published (confirmed), and only then are the events acknowledged.
 //! An event redelivered after a crash finds its deliveries already inserted and republishes those not
@@ -12,8 +14,9 @@ use uuid::Uuid;
 
 use super::targets::Targets;
 use crate::{
-    domain::TEST_EVENT,
+    domain::EventFilter,
     queue::{Consumer, DeliveryTask, DynQueue, EventMessage, Received},
+    retrying,
     store::{DynStore, NewDelivery},
 };
 
@@ -22,12 +25,14 @@ const BATCH: usize = 256;
 /// Batches handled at once at most (each waits on the database and on publisher confirms); fewer where
 /// the store writes one transaction at a time.
 const BATCHES_AT_ONCE: usize = 4;
+/// First and longest wait before a failed batch is tried again.
+const RETRY_DELAYS: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(30));
 
 #[derive(Debug)]
 pub struct Fanout {
     pub store: DynStore,
     pub queue: DynQueue,
-    pub targets: Arc<Targets>,
+    pub webhooks: Arc<Targets>,
     /// How long a delivery may stay queued before the sweeper hands it over again.
     pub lease: Duration,
 }
@@ -62,14 +67,10 @@ impl Fanout {
     /// batch held: requeueing at once would spin, and unacknowledged messages go back to the queue anyway
     /// if the process stops.
     async fn handle(self: Arc<Self>, batch: Vec<Received<EventMessage>>, shutdown: CancellationToken) {
-        let mut delay = Duration::from_millis(500);
-        while let Err(error) = self.fan_out(&batch).await {
-            tracing::warn!(error = format!("{error:#}"), events = batch.len(), retry_in = ?delay, "fan-out failed");
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(delay) => {}
-            }
-            delay = (delay * 2).min(Duration::from_secs(30));
+        let fanned_out =
+            retrying::until_done("fan-out", RETRY_DELAYS, &shutdown, |_| true, || self.fan_out(&batch)).await;
+        if fanned_out.is_err() {
+            return; // Shutting down: the events go back to the queue unacknowledged.
         }
         for received in batch {
             received.ack().await;
@@ -84,24 +85,20 @@ impl Fanout {
         let mut expected = Vec::with_capacity(batch.len());
         for received in batch {
             let event = &received.message;
-            // Test events reach their one webhook directly, never through fan-out.
-            if event.event_type == TEST_EVENT {
-                continue;
-            }
-            let subscribers = self.targets.subscribers(event.organization_id).await?;
+            let subscribers = self.webhooks.subscribers(event.organization_id).await?;
             let before = deliveries.len();
-            deliveries.extend(
-                subscribers.iter().filter(|(_, filter)| filter.matches(&event.event_type)).map(
-                    |(webhook_id, _)| NewDelivery {
-                        id: Uuid::now_v7(),
-                        event_id: event.id,
-                        webhook_id: *webhook_id,
-                        organization_id: event.organization_id,
-                        created_at: now,
-                        lease_until,
-                    },
-                ),
-            );
+            deliveries.extend(subscribers.iter().filter(|(id, filter)| receives(event, *id, filter)).map(
+                |(webhook_id, _)| NewDelivery {
+                    // One delivery at most for a restricted event: it takes the event's id, which the
+                    // API returned as the delivery's.
+                    id: if event.only_webhook.is_some() { event.id } else { Uuid::now_v7() },
+                    event_id: event.id,
+                    webhook_id: *webhook_id,
+                    organization_id: event.organization_id,
+                    created_at: now,
+                    lease_until,
+                },
+            ));
             expected.push((received, deliveries.len() - before));
         }
         if deliveries.is_empty() {
@@ -132,6 +129,15 @@ impl Fanout {
         }
         self.queue.publish_deliveries(&tasks).await?;
         Ok(())
+    }
+}
+
+/// Whether the webhook gets a delivery of the event: the one it is restricted to, or every subscriber of
+/// its type.
+fn receives(event: &EventMessage, webhook_id: Uuid, filter: &EventFilter) -> bool {
+    match event.only_webhook {
+        Some(only) => only == webhook_id,
+        None => filter.matches(&event.event_type),
     }
 }
 

@@ -2,20 +2,21 @@
 //! `herald-worker` runs them against RabbitMQ; in embedded mode `herald serve` runs the same code
 //! in-process on the embedded queue.
 
-pub mod deliver;
-pub mod endpoints;
-pub mod fanout;
-pub mod retry;
-pub mod scheduler;
-pub mod sender;
-pub mod targets;
+pub(crate) mod deliver;
+pub(crate) mod disable;
+pub(crate) mod endpoints;
+pub(crate) mod fanout;
+pub(crate) mod retry;
+pub(crate) mod scheduler;
+pub(crate) mod sender;
+pub(crate) mod targets;
 
 use std::sync::Arc;
 
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::{config::Settings, crypto::SecretBox, net_guard::TargetPolicy, queue::DynQueue, store::DynStore};
+use crate::services::{Mode, Services};
 
 /// Events taken by fan-out at a time.
 const FANOUT_PREFETCH: u16 = 256;
@@ -33,18 +34,11 @@ impl Roles {
 }
 
 /// Runs the stages until `shutdown`, then lets in-flight work finish (up to `server.shutdown_grace`).
-pub async fn run(
-    store: DynStore,
-    queue: DynQueue,
-    settings: Arc<Settings>,
-    roles: Roles,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+pub async fn run(services: Services, roles: Roles, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let Services { mode, settings, store, queue, target_policy, webhooks, .. } = services;
     let delivery = &settings.delivery;
-    let secrets = Arc::new(SecretBox::from_settings(&settings)?);
-    let targets = Arc::new(targets::Targets::new(store.clone(), secrets, delivery.webhook_cache_ttl.get()));
-    if !queue.confirms_publication() {
-        // Embedded: the in-memory queue did not survive the restart, so whatever it held is due again.
+    if mode == Mode::Embedded {
+        // The in-memory queue did not survive the restart, so whatever it held is due again.
         let requeued = store.requeue_all_queued(crate::domain::now()).await?;
         if requeued > 0 {
             tracing::info!(requeued, "deliveries queued before the restart are due again");
@@ -56,7 +50,7 @@ pub async fn run(
         let fanout = fanout::Fanout {
             store: store.clone(),
             queue: queue.clone(),
-            targets: targets.clone(),
+            webhooks: webhooks.clone(),
             lease: delivery.stuck_after.get(),
         };
         stages.spawn(fanout.run(consumer, shutdown.clone()));
@@ -66,20 +60,18 @@ pub async fn run(
         // and must not leave the HTTP slots idle meanwhile.
         let prefetch = u16::try_from(delivery.concurrency.saturating_mul(2)).unwrap_or(u16::MAX);
         let consumer = queue.consume_deliveries(prefetch).await?;
-        let policy =
-            Arc::new(TargetPolicy::new(delivery.allow_private_targets, delivery.allowed_cidrs.clone()));
         let recorder = deliver::Recorder::start(
             store.clone(),
-            targets.clone(),
-            delivery.disable_after_dead,
+            webhooks.clone(),
+            disable::DisableRule::new(delivery.disable_after_dead),
             shutdown.clone(),
         );
         let deliverer = deliver::Deliverer {
-            targets,
+            webhooks,
             endpoints: endpoints::Endpoints::new(delivery.per_endpoint_concurrency),
             store: store.clone(),
-            sender: sender::Sender::new(delivery, policy)?,
-            policy: retry::RetryPolicy::new(delivery),
+            sender: sender::Sender::new(delivery, target_policy)?,
+            retry_policy: retry::RetryPolicy::new(delivery),
             recorder,
             concurrency: delivery.concurrency,
             grace: settings.server.shutdown_grace.get(),

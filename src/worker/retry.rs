@@ -1,7 +1,7 @@
 //! What follows a failed attempt: the retry schedule (`delivery.retry_schedule`, each delay +/- jitter),
 //! `Retry-After` honoured but clamped to the schedule's bounds, a floor (`delivery.slow_down_floor`)
-//! after 429 and timeouts, `410 Gone` ending the delivery and disabling the webhook, and `dead` after the
-//! last attempt.
+//! after 429 and timeouts, `410 Gone` ending the delivery at once (and [`super::disable`] disabling the
+//! webhook), and `dead` after the last attempt.
 
 use std::time::Duration;
 
@@ -47,13 +47,11 @@ impl RetryPolicy {
     pub fn next(&self, attempt: u32, outcome: &Outcome, now: DateTime<Utc>) -> NextStep {
         let retry_after = match outcome {
             Outcome::Success => return NextStep::Succeeded,
-            Outcome::Gone => {
-                return NextStep::Dead { disable_webhook: Some("the endpoint answered 410 Gone".into()) };
-            }
+            Outcome::Gone => return NextStep::Dead,
             Outcome::SlowDown { retry_after } | Outcome::Failure { retry_after } => *retry_after,
         };
         let Some(scheduled) = self.schedule.get(attempt.saturating_sub(1) as usize) else {
-            return NextStep::Dead { disable_webhook: None };
+            return NextStep::Dead;
         };
         let mut delay = self.jittered(*scheduled);
         if let Some(asked) = retry_after {
@@ -112,7 +110,7 @@ mod tests {
         assert_eq!(policy(0.0).max_attempts(), 4);
         assert_eq!(delay(policy(0.0).next(1, &failure, now), now), Duration::from_secs(5));
         assert_eq!(delay(policy(0.0).next(3, &failure, now), now), Duration::from_secs(120));
-        assert_eq!(policy(0.0).next(4, &failure, now), NextStep::Dead { disable_webhook: None });
+        assert_eq!(policy(0.0).next(4, &failure, now), NextStep::Dead);
         assert_eq!(policy(0.0).next(2, &Outcome::Success, now), NextStep::Succeeded);
     }
 
@@ -142,9 +140,9 @@ mod tests {
     }
 
     #[test]
-    fn gone_disables_at_once() {
-        let step = policy(0.0).next(1, &Outcome::Gone, Utc::now());
-        assert!(matches!(step, NextStep::Dead { disable_webhook: Some(reason) } if reason.contains("410")));
+    fn gone_ends_the_delivery_at_once() {
+        // Disabling the webhook is `disable::DisableRule`'s decision (tested there).
+        assert_eq!(policy(0.0).next(1, &Outcome::Gone, Utc::now()), NextStep::Dead);
     }
 
     #[test]

@@ -54,20 +54,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
         settings.delivery.concurrency = usize::from(concurrency);
     }
     herald::telemetry::init(&settings.log);
-    if settings.queue.url.is_none() {
+    if herald::services::Mode::of(&settings) != herald::services::Mode::Production {
         anyhow::bail!(
             "configuration: queue.url: herald-worker needs RabbitMQ (set HERALD__QUEUE__URL); in embedded mode `herald serve` runs the workers itself"
         );
     }
-    let store = herald::store::connect(&settings).await?;
-    let queue = herald::queue::connect(&settings, &store).await?;
+    let services = herald::services::Services::connect(settings).await?;
+    let queue = services.queue.clone();
     let roles = match args.role {
         Role::All => herald::worker::Roles::ALL,
         Role::Fanout => herald::worker::Roles { fanout: true, deliver: false },
         Role::Deliver => herald::worker::Roles { fanout: false, deliver: true },
     };
     let shutdown = herald::shutdown::on_signal();
-    herald::worker::run(store, queue.clone(), std::sync::Arc::new(settings), roles, shutdown).await?;
+    herald::worker::run(services, roles, shutdown).await?;
     queue.close().await;
     tracing::info!("worker stopped");
     Ok(())

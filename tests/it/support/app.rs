@@ -109,7 +109,8 @@ impl TestApp {
         configure(&mut settings);
         herald::telemetry::init(&settings.log);
         let shutdown = CancellationToken::new();
-        let app = App::start(settings, shutdown.clone()).await.expect("Herald starts");
+        let services = herald::services::Services::connect(settings).await.expect("Herald connects");
+        let app = App::start(services.clone(), shutdown.clone()).await.expect("Herald starts");
         let state = app.state.clone();
         let (bootstrap, key) = herald::app::bootstrap(&state.store, "test org", "admin@test.example", false)
             .await
@@ -120,9 +121,7 @@ impl TestApp {
         let server = tokio::spawn(app.serve(listener));
         if mode == Mode::Services && in_process_workers {
             // What `herald-worker` runs, in this process (embedded mode runs it inside the App).
-            let (store, queue, settings, token) =
-                (state.store.clone(), state.queue.clone(), state.settings.clone(), shutdown.clone());
-            tokio::spawn(herald::worker::run(store, queue, settings, herald::worker::Roles::ALL, token));
+            tokio::spawn(herald::worker::run(services, herald::worker::Roles::ALL, shutdown.clone()));
         }
         Self {
             base,

@@ -1,0 +1,81 @@
+//! The one way an event enters Herald. Every event (an application's `POST /events`, Herald's own
+//! `user.added` and `webhook.test`) is rendered by [`new_event`], committed to the store (that is the
+//! moment it is accepted) and handed to the outbox publisher, which puts it on the queue for fan-out.
+//!
+//! Events committed on their own go through a group commit ([`Emitter::emit`]): every event waiting at
+//! that moment is written in one transaction (one fsync for all), each caller gets its own outcome, and
+//! the new events go to the outbox. Under load batches grow by themselves; alone, an event is written at
+//! once. An event that must be committed in the same transaction as the row it announces (`user.added`
+//! with its user) is written by that store call and then handed over with [`Emitter::committed`].
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::{
+    batch::{BatchError, Batcher},
+    domain,
+    outbox::Outbox,
+    store::{EventStore, IngestOutcome, NewEvent, StoreError},
+};
+
+/// Events written per transaction at most.
+const MAX_BATCH: usize = 500;
+
+/// An event as rendered and about to be committed: its payload (the webhook contract body) is fixed here,
+/// once, so every endpoint and every retry receives exactly these bytes.
+pub fn new_event(
+    organization_id: Uuid,
+    event_type: &str,
+    data_json: &str,
+    created_at: DateTime<Utc>,
+) -> NewEvent {
+    let id = Uuid::now_v7();
+    NewEvent {
+        id,
+        organization_id,
+        event_type: event_type.to_string(),
+        payload: domain::render_payload(id, event_type, created_at, organization_id, data_json),
+        idempotency_key: None,
+        only_webhook: None,
+        created_at,
+    }
+}
+
+/// Commits events and hands them to the outbox. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Emitter {
+    writer: Batcher<NewEvent, IngestOutcome, StoreError>,
+    outbox: Outbox,
+}
+
+impl Emitter {
+    /// Starts the group-commit writer. An idempotency key is remembered for `idempotency_window`.
+    pub fn start(store: Arc<dyn EventStore>, outbox: Outbox, idempotency_window: Duration) -> Self {
+        let window = chrono::Duration::from_std(idempotency_window).unwrap_or(chrono::Duration::days(1));
+        let committed = outbox.clone();
+        let writer = Batcher::spawn(MAX_BATCH, move |events: Vec<NewEvent>| {
+            let (store, outbox) = (store.clone(), committed.clone());
+            async move {
+                let outcomes = store.insert_events(&events, chrono::Utc::now() - window).await?;
+                let fresh = events.into_iter().zip(&outcomes).filter(|(_, outcome)| !outcome.duplicate);
+                outbox.committed(fresh.map(|(event, _)| event));
+                Ok(outcomes)
+            }
+        });
+        Self { writer, outbox }
+    }
+
+    /// Commits one event (with others, if they arrive together) and hands it to the outbox; returns once
+    /// it is committed. An event whose idempotency key was seen within the window is not written: the
+    /// outcome names the first event.
+    pub async fn emit(&self, event: NewEvent) -> Result<IngestOutcome, BatchError<StoreError>> {
+        self.writer.submit(event).await
+    }
+
+    /// Hands over an event that the caller committed in its own transaction.
+    pub fn committed(&self, event: NewEvent) {
+        self.outbox.committed([event]);
+    }
+}

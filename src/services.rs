@@ -1,0 +1,88 @@
+//! The composition root: the running [`Mode`], derived once from the settings, and [`Services`], the one
+//! place that builds what the API and the workers share (store, queue, secret box, SSRF policy, webhook
+//! cache, the published-marker). `herald serve` hands them to [`crate::app::App`] (and, in embedded
+//! mode, to the in-process workers); `herald-worker` hands them to [`crate::worker::run`].
+
+use std::sync::Arc;
+
+use crate::{
+    config::{DatabaseKind, Settings},
+    crypto::SecretBox,
+    net_guard::TargetPolicy,
+    outbox::PublishedMarker,
+    queue::{DynQueue, embedded::EmbeddedQueue, rabbitmq::RabbitQueue},
+    store::{self, DynStore},
+    worker::targets::Targets,
+};
+
+/// How Herald runs, as the settings select it: by the queue, since the queue decides which process does
+/// what.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// No `queue.url`: one `herald serve` process with an in-memory queue runs the API and the workers.
+    /// The store holds every event and delivery; the queue only moves work inside the process.
+    Embedded,
+    /// `queue.url` names RabbitMQ: `herald serve` is the API; `herald-worker` processes (any number)
+    /// consume, sign and deliver. The broker's publisher confirms make a published event durable.
+    Production,
+}
+
+impl Mode {
+    pub fn of(settings: &Settings) -> Self {
+        if settings.queue.url.is_some() { Mode::Production } else { Mode::Embedded }
+    }
+
+    /// For the start-up line: the mode with the store it runs on.
+    pub fn describe(self, database: DatabaseKind) -> &'static str {
+        match (self, database) {
+            (Mode::Embedded, DatabaseKind::Sqlite) => "embedded (SQLite, in-process queue)",
+            (Mode::Embedded, DatabaseKind::Postgres) => "embedded (PostgreSQL, in-process queue)",
+            (Mode::Production, DatabaseKind::Postgres) => "production (PostgreSQL, RabbitMQ)",
+            (Mode::Production, DatabaseKind::Sqlite) => "production (SQLite, RabbitMQ)",
+        }
+    }
+}
+
+/// Cheap handles on everything the API and the workers share. Built once per process by [`Services::connect`].
+#[derive(Debug, Clone)]
+pub struct Services {
+    pub mode: Mode,
+    pub settings: Arc<Settings>,
+    pub store: DynStore,
+    pub queue: DynQueue,
+    /// Seals and opens webhook signing secrets (`secrets.keys`).
+    pub secrets: Arc<SecretBox>,
+    /// Which delivery targets are allowed (the SSRF policy).
+    pub(crate) target_policy: Arc<TargetPolicy>,
+    /// Webhooks as the workers need them (URL, decrypted secrets, subscriptions), cached.
+    pub(crate) webhooks: Arc<Targets>,
+    /// Records that events are published: after the broker's confirm (production) or once fan-out has
+    /// taken them from the in-memory queue (embedded).
+    pub(crate) published: PublishedMarker,
+}
+
+impl Services {
+    /// Connects the store (running migrations) and the queue the settings name.
+    pub async fn connect(settings: Settings) -> anyhow::Result<Self> {
+        let mode = Mode::of(&settings);
+        let store = store::connect(&settings).await?;
+        let secrets = Arc::new(SecretBox::from_settings(&settings)?);
+        let delivery = &settings.delivery;
+        let target_policy =
+            Arc::new(TargetPolicy::new(delivery.allow_private_targets, delivery.allowed_cidrs.clone()));
+        let webhooks =
+            Arc::new(Targets::new(store.clone(), secrets.clone(), delivery.webhook_cache_ttl.get()));
+        let (queue, published): (DynQueue, PublishedMarker) = match (&settings.queue.url, mode) {
+            (Some(url), Mode::Production) => (
+                Arc::new(RabbitQueue::connect(url.expose(), &settings.queue.prefix).await?),
+                PublishedMarker::start(store.clone(), |_| {}),
+            ),
+            _ => {
+                let queue = EmbeddedQueue::new(store.clone());
+                let published = queue.published_marker();
+                (Arc::new(queue), published)
+            }
+        };
+        Ok(Self { mode, settings: Arc::new(settings), store, queue, secrets, target_policy, webhooks, published })
+    }
+}
