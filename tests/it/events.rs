@@ -193,3 +193,48 @@ async fn events_are_listed_with_filters_and_a_cursor(mode: Mode) {
     let (status, _) = app.admin(Method::GET, &format!("{EVENTS}/{}", Uuid::now_v7()), None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+/// A database outage answers `503 database_unavailable` on `POST /events` (group commit) as on every other
+/// endpoint, and ingestion works again once the database is back. The proxy cuts only this app's
+/// connections to the shared PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_answers_503_on_ingestion() {
+    if !Mode::services_available() {
+        return;
+    }
+    let postgres = url::Url::parse(&std::env::var("HERALD_TEST_DATABASE_URL").expect("database"))
+        .expect("HERALD_TEST_DATABASE_URL is a URL");
+    let server = format!("{}:{}", postgres.host_str().expect("host"), postgres.port().unwrap_or(5432));
+    let address = tokio::net::lookup_host(server).await.expect("resolve").next().expect("address");
+    let proxy = crate::support::proxy::Proxy::start(address).await;
+    let app = TestApp::spawn_with(Mode::Services, |settings| {
+        let mut through_proxy = url::Url::parse(settings.database.url.expose()).expect("url");
+        through_proxy.set_port(Some(proxy.address.port())).expect("port");
+        settings.database.url = herald::config::Secret::new(through_proxy.to_string());
+        settings.database.connect_timeout = herald::config::HumanDuration(std::time::Duration::from_secs(1));
+    })
+    .await;
+    // The admin key is verified (and cached) while the database is up.
+    let (status, _) = send(&app, json!({"event": "item.created", "data": {"before": true}})).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+
+    proxy.down();
+    let (status, refused) = send(&app, json!({"event": "item.created", "data": {"during": true}})).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{refused}");
+    assert_eq!(refused["code"], "database_unavailable", "{refused}");
+    let (status, listed) = app.admin(Method::GET, EVENTS, None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "the same answer as a direct read: {listed}");
+    assert_eq!(listed["code"], "database_unavailable");
+
+    proxy.up();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (status, body) = send(&app, json!({"event": "item.created", "data": {"after": true}})).await;
+        if status == StatusCode::ACCEPTED {
+            break;
+        }
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert!(std::time::Instant::now() < deadline, "ingestion did not recover: {body}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
