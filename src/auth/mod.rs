@@ -7,7 +7,7 @@
 //! per TTL and never writes: usage is counted in memory ([`usage`]). Revoking a key removes it from this
 //! instance's cache at once; other instances stop accepting it within the TTL.
 
-mod extract;
+mod error;
 pub mod jwt;
 mod rate_limit;
 pub mod usage;
@@ -17,7 +17,7 @@ use std::sync::Arc;
 use chrono::Utc;
 use uuid::Uuid;
 
-pub use extract::{AdminAuth, Auth};
+pub use error::AuthError;
 use jwt::{JwtError, JwtVerifier, SERVICE_ROLE};
 use rate_limit::RateLimiter;
 use usage::UsageRecorder;
@@ -26,7 +26,6 @@ use crate::{
     cache::TtlCache,
     config::Settings,
     domain::{ApiKeyError, ApiKeySecret, Role},
-    http::ApiError,
     store::{DynStore, KeyOwner, User},
 };
 
@@ -59,11 +58,11 @@ impl Principal {
         }
     }
 
-    pub fn require_admin(&self) -> Result<(), ApiError> {
+    pub fn require_admin(&self) -> Result<(), AuthError> {
         if self.is_admin() {
             Ok(())
         } else {
-            Err(ApiError::forbidden("this endpoint requires the admin role"))
+            Err(AuthError::forbidden("this endpoint requires the admin role"))
         }
     }
 }
@@ -88,8 +87,8 @@ pub struct Authenticator {
     jwt: Option<JwtVerifier>,
 }
 
-fn unauthorized(code: &'static str, message: &str) -> ApiError {
-    ApiError::unauthorized(code, message)
+fn unauthorized(code: &'static str, message: &str) -> AuthError {
+    AuthError::unauthorized(code, message)
 }
 
 impl Authenticator {
@@ -115,7 +114,11 @@ impl Authenticator {
     }
 
     /// Authenticates a bearer token (API key or JWT) or an `X-API-Key` value.
-    pub async fn authenticate(&self, credential: &str, target: ServiceTarget) -> Result<Principal, ApiError> {
+    pub async fn authenticate(
+        &self,
+        credential: &str,
+        target: ServiceTarget,
+    ) -> Result<Principal, AuthError> {
         if credential.starts_with("sk_") {
             self.authenticate_key(credential).await
         } else if credential.matches('.').count() == 2 {
@@ -125,7 +128,7 @@ impl Authenticator {
         }
     }
 
-    async fn authenticate_key(&self, text: &str) -> Result<Principal, ApiError> {
+    async fn authenticate_key(&self, text: &str) -> Result<Principal, AuthError> {
         let key = ApiKeySecret::parse(text).map_err(|error| match error {
             ApiKeyError::Malformed => unauthorized("api_key_malformed", &error.to_string()),
             ApiKeyError::BadChecksum => unauthorized("api_key_checksum", &error.to_string()),
@@ -159,7 +162,7 @@ impl Authenticator {
         if !owner.organization_is_active {
             return Err(unauthorized("organization_inactive", "the key's organization is deactivated"));
         }
-        self.limiter.check(owner.key.id).map_err(ApiError::too_many_requests)?;
+        self.limiter.check(owner.key.id).map_err(AuthError::too_many_requests)?;
         self.usage.record(owner.key.id, crate::domain::now());
         Ok(Principal {
             organization_id: owner.key.organization_id,
@@ -167,7 +170,7 @@ impl Authenticator {
         })
     }
 
-    async fn authenticate_jwt(&self, token: &str, target: ServiceTarget) -> Result<Principal, ApiError> {
+    async fn authenticate_jwt(&self, token: &str, target: ServiceTarget) -> Result<Principal, AuthError> {
         let verifier = self.jwt.as_ref().ok_or_else(|| {
             unauthorized(
                 "jwt_disabled",
@@ -199,7 +202,7 @@ impl Authenticator {
         })
     }
 
-    async fn jwt_user(&self, user_id: Uuid) -> Result<CachedUser, ApiError> {
+    async fn jwt_user(&self, user_id: Uuid) -> Result<CachedUser, AuthError> {
         if let Some(cached) = self.users.get(&user_id) {
             return Ok(cached);
         }
@@ -216,24 +219,24 @@ impl Authenticator {
 
     /// A service-role token acts as an admin of the organization its `user_id` (or `organization_id`)
     /// parameter names.
-    async fn service_principal(&self, target: ServiceTarget) -> Result<Principal, ApiError> {
+    async fn service_principal(&self, target: ServiceTarget) -> Result<Principal, AuthError> {
         let organization_id = match (target.user_id, target.organization_id) {
             (Some(user_id), _) => {
                 self.store
                     .get_user(user_id)
                     .await?
-                    .ok_or_else(|| ApiError::not_found("user not found"))?
+                    .ok_or_else(|| AuthError::not_found("user not found"))?
                     .organization_id
             }
             (None, Some(organization_id)) => {
                 self.store
                     .get_organization(organization_id)
                     .await?
-                    .ok_or_else(|| ApiError::not_found("organization not found"))?
+                    .ok_or_else(|| AuthError::not_found("organization not found"))?
                     .id
             }
             (None, None) => {
-                return Err(ApiError::bad_request(
+                return Err(AuthError::bad_request(
                     "user_id_required",
                     "user_id is required: service-role tokens map to no user (or pass organization_id)",
                 ));

@@ -3,25 +3,22 @@
 //! may act for another user of the organization (`?user_id=`) and list the whole organization's keys
 //! (`?scope=organization`). Ids of other organizations are answered 404.
 
-use axum::{
-    Router,
-    extract::State,
-    http::StatusCode,
-    routing::{delete, post},
-};
+use axum::{extract::State, http::StatusCode};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use super::{
     ApiError, ApiResult, ErrorBody,
+    auth::Auth,
     extract::{Json, Path, Query},
     parse_time,
 };
 use crate::{
     app::AppState,
-    auth::{Actor, Auth, Principal},
+    auth::{Actor, Principal},
     domain::{self, ApiKeySecret, KeyPurpose, Role},
     store::{ApiKey, ApiKeyQuery, NewApiKey, User},
 };
@@ -29,8 +26,8 @@ use crate::{
 /// Longest key name accepted.
 const MAX_NAME: usize = 100;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/api-keys", post(create).get(list)).route("/api-keys/{id}", delete(revoke))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default().routes(routes!(create, list)).routes(routes!(revoke))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -69,7 +66,7 @@ pub struct ActAs {
 }
 
 /// Create an API key.
-#[utoipa::path(post, operation_id = "create_api_key", path = "/api/v1/api-keys", tag = "api-keys", params(ActAs), request_body = CreateApiKey,
+#[utoipa::path(post, operation_id = "create_api_key", path = "/api-keys", tag = "api-keys", params(ActAs), request_body = CreateApiKey,
     responses(
         (status = 201, body = CreatedApiKey),
         (status = 400, body = ErrorBody, description = "invalid request, or user_id missing for a service-role token"),
@@ -158,7 +155,7 @@ pub struct ApiKeyList {
 }
 
 /// List active (not revoked) API keys.
-#[utoipa::path(get, operation_id = "list_api_keys", path = "/api/v1/api-keys", tag = "api-keys", params(ListQuery),
+#[utoipa::path(get, operation_id = "list_api_keys", path = "/api-keys", tag = "api-keys", params(ListQuery),
     responses(
         (status = 200, body = ApiKeyList),
         (status = 400, body = ErrorBody, description = "invalid query parameters"),
@@ -231,7 +228,7 @@ pub struct Message {
 }
 
 /// Revoke an API key.
-#[utoipa::path(delete, operation_id = "revoke_api_key", path = "/api/v1/api-keys/{id}", tag = "api-keys", params(("id" = Uuid, Path, description = "key id")),
+#[utoipa::path(delete, operation_id = "revoke_api_key", path = "/api-keys/{id}", tag = "api-keys", params(("id" = Uuid, Path, description = "key id")),
     responses(
         (status = 200, body = Message),
         (status = 400, body = ErrorBody, description = "invalid UUID"),

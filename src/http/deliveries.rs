@@ -1,38 +1,35 @@
 //! Deliveries (admins only): a webhook's delivery log, one delivery with every attempt, redriving one
 //! delivery or replaying many, and sending a test event to one webhook.
 
-use axum::{
-    Router,
-    extract::State,
-    http::StatusCode,
-    routing::{get, post},
-};
+use axum::{extract::State, http::StatusCode};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use super::{
     ApiError, ApiResult, ErrorBody,
+    auth::AdminAuth,
     events::page_limit,
     extract::{OptionalJson, Path, Query},
     webhooks::owned_webhook,
 };
 use crate::{
     app::AppState,
-    auth::{AdminAuth, Principal},
+    auth::Principal,
     domain::{self, TEST_EVENT},
     emit,
     store::{Attempt, Delivery, DeliveryQuery, DeliveryStatus, ReplayFilter, Webhook},
 };
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/webhooks/{id}/deliveries", get(list))
-        .route("/webhooks/{id}/replay", post(replay))
-        .route("/webhooks/{id}/test", post(send_test))
-        .route("/deliveries/{id}", get(read))
-        .route("/deliveries/{id}/retry", post(retry))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default()
+        .routes(routes!(list))
+        .routes(routes!(replay))
+        .routes(routes!(send_test))
+        .routes(routes!(read))
+        .routes(routes!(retry))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -121,7 +118,7 @@ pub struct ListDeliveries {
 }
 
 /// A webhook's deliveries, newest first.
-#[utoipa::path(get, operation_id = "list_deliveries", path = "/api/v1/webhooks/{id}/deliveries", tag = "deliveries",
+#[utoipa::path(get, operation_id = "list_deliveries", path = "/webhooks/{id}/deliveries", tag = "deliveries",
     params(("id" = Uuid, Path, description = "webhook id"), ListDeliveries),
     responses((status = 200, body = DeliveryPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
@@ -142,7 +139,7 @@ pub async fn list(
 }
 
 /// One delivery with every attempt.
-#[utoipa::path(get, operation_id = "get_delivery", path = "/api/v1/deliveries/{id}", tag = "deliveries", params(("id" = Uuid, Path)),
+#[utoipa::path(get, operation_id = "get_delivery", path = "/deliveries/{id}", tag = "deliveries", params(("id" = Uuid, Path)),
     responses((status = 200, body = DeliveryDetail), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn read(
@@ -156,7 +153,7 @@ pub async fn read(
 }
 
 /// Deliver again now (one more attempt), whatever the delivery's state, unless it is queued already.
-#[utoipa::path(post, operation_id = "retry_delivery", path = "/api/v1/deliveries/{id}/retry", tag = "deliveries", params(("id" = Uuid, Path)),
+#[utoipa::path(post, operation_id = "retry_delivery", path = "/deliveries/{id}/retry", tag = "deliveries", params(("id" = Uuid, Path)),
     responses((status = 202, body = DeliveryView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody, description = "already queued, or the webhook is disabled")))]
@@ -196,7 +193,7 @@ pub struct Replayed {
 }
 
 /// Redrive many deliveries of a webhook (bulk replay), e.g. after an outage of the endpoint.
-#[utoipa::path(post, operation_id = "replay_deliveries", path = "/api/v1/webhooks/{id}/replay", tag = "deliveries",
+#[utoipa::path(post, operation_id = "replay_deliveries", path = "/webhooks/{id}/replay", tag = "deliveries",
     params(("id" = Uuid, Path)), request_body(content = Option<Replay>, description = "optional filter"),
     responses((status = 202, body = Replayed), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
@@ -239,7 +236,7 @@ pub struct TestSent {
 /// Send a `webhook.test` event to this webhook only, through the normal path (outbox, fan-out, delivery);
 /// follow it with GET /deliveries/{delivery_id}, which exists once fan-out has taken the event (within
 /// milliseconds while the queue is up).
-#[utoipa::path(post, operation_id = "test_webhook", path = "/api/v1/webhooks/{id}/test", tag = "deliveries", params(("id" = Uuid, Path)),
+#[utoipa::path(post, operation_id = "test_webhook", path = "/webhooks/{id}/test", tag = "deliveries", params(("id" = Uuid, Path)),
     responses((status = 202, body = TestSent), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn send_test(

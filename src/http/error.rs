@@ -9,7 +9,7 @@ use axum::{
 };
 use serde::Serialize;
 
-use crate::{batch::BatchError, store::StoreError};
+use crate::{auth::AuthError, batch::BatchError, store::StoreError};
 
 /// The body of every error response.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -134,6 +134,21 @@ impl ApiError {
     }
 }
 
+impl From<AuthError> for ApiError {
+    fn from(error: AuthError) -> Self {
+        match error {
+            AuthError::Unauthenticated { code, message } => ApiError::unauthorized(code, message),
+            AuthError::Forbidden { message } => ApiError::forbidden(message),
+            AuthError::RateLimited { retry_after_seconds } => {
+                ApiError::too_many_requests(retry_after_seconds)
+            }
+            AuthError::BadTarget { code, message } => ApiError::bad_request(code, message),
+            AuthError::NotFound { message } => ApiError::not_found(message),
+            AuthError::Store(error) => error.into(),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if self.status.is_server_error() {
@@ -152,5 +167,40 @@ impl IntoResponse for ApiError {
             response.headers_mut().insert(header::RETRY_AFTER, value);
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_auth_refusal_keeps_its_status_and_code() {
+        let cases = [
+            (
+                AuthError::unauthorized("api_key_revoked", "API key revoked"),
+                StatusCode::UNAUTHORIZED,
+                "api_key_revoked",
+            ),
+            (AuthError::forbidden("admins only"), StatusCode::FORBIDDEN, "forbidden"),
+            (AuthError::too_many_requests(3), StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            (
+                AuthError::bad_request("user_id_required", "user_id is required"),
+                StatusCode::BAD_REQUEST,
+                "user_id_required",
+            ),
+            (AuthError::not_found("user not found"), StatusCode::NOT_FOUND, "not_found"),
+            (
+                AuthError::Store(StoreError::Unavailable("down".into())),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database_unavailable",
+            ),
+        ];
+        for (error, status, code) in cases {
+            let error = ApiError::from(error);
+            assert_eq!((error.status(), error.code()), (status, code));
+        }
+        let limited = ApiError::from(AuthError::too_many_requests(3)).into_response();
+        assert_eq!(limited.headers()[header::RETRY_AFTER], "3");
     }
 }

@@ -2,26 +2,22 @@
 //! commit, acknowledged 202, then published) and reading them back. Any authenticated user of the
 //! organization may send and read events.
 
-use axum::{
-    Router,
-    extract::State,
-    http::StatusCode,
-    routing::{get, post},
-};
+use axum::{extract::State, http::StatusCode};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use super::{
     ApiError, ApiResult, ErrorBody,
+    auth::Auth,
     extract::{Json, Path, Query},
     parse_time,
 };
 use crate::{
     app::AppState,
-    auth::Auth,
     domain::{self, TEST_EVENT},
     emit,
     store::{Event, EventQuery},
@@ -33,11 +29,8 @@ const MAX_IDEMPOTENCY_KEY: usize = 255;
 const DEFAULT_LIMIT: i64 = 50;
 const MAX_LIMIT: i64 = 200;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/event-types", get(event_types))
-        .route("/events", post(send).get(list))
-        .route("/events/{id}", get(read))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default().routes(routes!(event_types)).routes(routes!(send, list)).routes(routes!(read))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -47,7 +40,7 @@ pub struct EventTypes {
 }
 
 /// The event types that may be sent and subscribed to.
-#[utoipa::path(get, operation_id = "list_event_types", path = "/api/v1/event-types", tag = "events",
+#[utoipa::path(get, operation_id = "list_event_types", path = "/event-types", tag = "events",
     responses((status = 200, body = EventTypes), (status = 401, body = ErrorBody)))]
 pub async fn event_types(State(state): State<AppState>, _auth: Auth) -> axum::Json<EventTypes> {
     axum::Json(EventTypes { event_types: state.catalog.list().into_iter().map(String::from).collect() })
@@ -75,7 +68,7 @@ pub struct EventAccepted {
 }
 
 /// Send an event; it is committed before the answer and delivered to every subscribed webhook.
-#[utoipa::path(post, operation_id = "send_event", path = "/api/v1/events", tag = "events", request_body = SendEvent,
+#[utoipa::path(post, operation_id = "send_event", path = "/events", tag = "events", request_body = SendEvent,
     responses(
         (status = 202, body = EventAccepted, description = "accepted: committed, to be delivered"),
         (status = 200, body = EventAccepted, description = "an event with this idempotency_key was accepted before; nothing was created"),
@@ -159,7 +152,7 @@ pub struct EventPage {
 }
 
 /// List the organization's events, newest first.
-#[utoipa::path(get, operation_id = "list_events", path = "/api/v1/events", tag = "events", params(ListEvents),
+#[utoipa::path(get, operation_id = "list_events", path = "/events", tag = "events", params(ListEvents),
     responses((status = 200, body = EventPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
@@ -184,7 +177,7 @@ pub async fn list(
 }
 
 /// Read one event.
-#[utoipa::path(get, operation_id = "get_event", path = "/api/v1/events/{id}", tag = "events", params(("id" = Uuid, Path)),
+#[utoipa::path(get, operation_id = "get_event", path = "/events/{id}", tag = "events", params(("id" = Uuid, Path)),
     responses((status = 200, body = EventView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
 pub async fn read(

@@ -1,8 +1,11 @@
-//! The HTTP API. Each resource module exports `router()`; this module merges them under `/api/v1`, adds
-//! the cross-cutting layers (request ids, tracing, timeout, body limit, panics as JSON 500s) and the JSON
-//! fallbacks for unknown routes and methods, and serves the result with graceful shutdown.
+//! The HTTP API. Each resource module exports `router()`, an `OpenApiRouter` whose routes are declared once
+//! for both axum and the OpenAPI document; this module merges them (under `/api/v1`, health at the root),
+//! splits off the document it serves, adds the cross-cutting layers (request ids, tracing, timeout, body
+//! limit, panics as JSON 500s) and the JSON fallbacks for unknown routes and methods, and serves the result
+//! with graceful shutdown.
 
 mod api_keys;
+mod auth;
 mod deliveries;
 pub(crate) mod error;
 mod events;
@@ -28,25 +31,30 @@ use tower_http::{
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
     trace::TraceLayer,
 };
+use utoipa_axum::router::OpenApiRouter;
 
 pub use error::{ApiError, ApiResult, ErrorBody};
 
 use crate::app::AppState;
 
-/// The whole API with its layers.
-pub fn router(state: AppState) -> Router {
-    let settings = state.settings.clone();
-    let api = Router::new()
+/// Every documented route, on the document's frame.
+fn documented() -> OpenApiRouter<AppState> {
+    let api = OpenApiRouter::default()
         .merge(api_keys::router())
         .merge(users::router())
         .merge(webhooks::router())
         .merge(deliveries::router())
-        .merge(events::router())
-        .merge(openapi::router());
+        .merge(events::router());
+    OpenApiRouter::with_openapi(openapi::frame()).merge(health::router()).nest("/api/v1", api)
+}
+
+/// The whole API with its layers.
+pub fn router(state: AppState) -> Router {
+    let settings = state.settings.clone();
+    let (documented, document) = documented().split_for_parts();
     let timeout = settings.server.request_timeout.get();
-    Router::new()
-        .merge(health::router())
-        .nest("/api/v1", api)
+    documented
+        .nest("/api/v1", openapi::router(document))
         .fallback(unknown_route)
         .method_not_allowed_fallback(unknown_method)
         .layer(DefaultBodyLimit::max(settings.server.max_body_bytes))

@@ -1,5 +1,7 @@
-//! The OpenAPI 3.1 document of the whole API, generated from the handlers' annotations and served at
-//! `GET /api/v1/openapi.json`. A copy is checked in at `docs/openapi.json` (regenerate it with
+//! The OpenAPI 3.1 document of the whole API, served at `GET /api/v1/openapi.json`. Its paths and schemas
+//! come from the routes themselves (each module declares a route once, with `utoipa_axum::routes!`, for
+//! both the router and the document); this module holds the frame around them: info, security schemes,
+//! tags. A copy is checked in at `docs/openapi.json` (regenerate it with
 //! `herald openapi > docs/openapi.json`); a test keeps the two equal.
 
 use axum::{Json, Router, routing::get};
@@ -8,7 +10,6 @@ use utoipa::{
     openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme},
 };
 
-use super::{api_keys, deliveries, events, health, users, webhooks};
 use crate::app::AppState;
 
 #[derive(OpenApi)]
@@ -17,14 +18,6 @@ use crate::app::AppState;
         title = "Herald",
         description = "Webhook dispatcher: send activity events, subscribe endpoints, get signed deliveries with retries, a dead-letter queue and replay. Errors are always `{\"error\": ..., \"code\": ...}`.",
         license(name = "Apache-2.0"),
-    ),
-    paths(
-        health::healthz, health::readyz,
-        api_keys::create, api_keys::list, api_keys::revoke,
-        users::create, users::list,
-        webhooks::create, webhooks::list, webhooks::read, webhooks::update, webhooks::remove, webhooks::rotate_secret,
-        events::event_types, events::send, events::list, events::read,
-        deliveries::list, deliveries::read, deliveries::retry, deliveries::replay, deliveries::send_test,
     ),
     modifiers(&Security),
     security(("bearer" = []), ("api_key" = [])),
@@ -61,16 +54,25 @@ impl Modify for Security {
     }
 }
 
+/// The document's frame, without paths: the routes merged onto it add theirs.
+pub(super) fn frame() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
 /// The document as JSON text (pretty, with a trailing newline, as checked in).
 pub fn document() -> String {
-    let mut document = ApiDoc::openapi();
+    text(super::documented().into_openapi())
+}
+
+fn text(mut document: utoipa::openapi::OpenApi) -> String {
     document.info.version = env!("CARGO_PKG_VERSION").to_string();
     let mut text = document.to_pretty_json().unwrap_or_else(|error| format!("{{\"error\": \"{error}\"}}"));
     text.push('\n');
     text
 }
 
-pub fn router() -> Router<AppState> {
-    let document: serde_json::Value = serde_json::from_str(&document()).unwrap_or_default();
+/// `GET /openapi.json`, serving `document` (the one generated with the routes it describes).
+pub(super) fn router(document: utoipa::openapi::OpenApi) -> Router<AppState> {
+    let document: serde_json::Value = serde_json::from_str(&text(document)).unwrap_or_default();
     Router::new().route("/openapi.json", get(move || std::future::ready(Json(document.clone()))))
 }

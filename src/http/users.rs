@@ -1,23 +1,23 @@
 //! Users of an organization (admins only). Adding a user records a `user.added` event in the outbox, in
 //! the same transaction, so subscribed webhooks hear about it.
 
-use axum::{Router, extract::State, http::StatusCode, routing::post};
+use axum::{extract::State, http::StatusCode};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
-use super::{ApiError, ApiResult, ErrorBody, extract::Json};
+use super::{ApiError, ApiResult, ErrorBody, auth::AdminAuth, extract::Json};
 use crate::{
     app::AppState,
-    auth::AdminAuth,
     domain::{self, Role},
     emit,
     store::{NewUser, StoreError, User},
 };
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/users", post(create).get(list))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default().routes(routes!(create, list))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -61,7 +61,7 @@ pub struct UserList {
 }
 
 /// Add a user to the organization (emits `user.added`).
-#[utoipa::path(post, operation_id = "create_user", path = "/api/v1/users", tag = "users", request_body = CreateUser,
+#[utoipa::path(post, operation_id = "create_user", path = "/users", tag = "users", request_body = CreateUser,
     responses(
         (status = 201, body = UserView),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
@@ -103,7 +103,7 @@ pub async fn create(
 }
 
 /// List the organization's users.
-#[utoipa::path(get, operation_id = "list_users", path = "/api/v1/users", tag = "users",
+#[utoipa::path(get, operation_id = "list_users", path = "/users", tag = "users",
     responses((status = 200, body = UserList), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,

@@ -2,24 +2,21 @@
 //! the signing secret. The secret is returned only when created and when rotated; at rest it is sealed
 //! ([`crate::crypto::SecretBox`]). URLs pass the SSRF policy before they are stored.
 
-use axum::{
-    Router,
-    extract::State,
-    http::StatusCode,
-    routing::{get, post},
-};
+use axum::{extract::State, http::StatusCode};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use super::{
     ApiError, ApiResult, ErrorBody,
+    auth::AdminAuth,
     extract::{Json, OptionalJson, Path},
 };
 use crate::{
     app::AppState,
-    auth::{AdminAuth, Principal},
+    auth::Principal,
     domain::{self, EventFilter, UrlPolicy, WebhookSecret, WebhookUrl},
     store::{NewWebhook, SecretRotation, Webhook, WebhookChanges},
 };
@@ -30,11 +27,11 @@ const MAX_DESCRIPTION: usize = 500;
 const DEFAULT_GRACE_SECONDS: u64 = 24 * 3600;
 const MAX_GRACE_SECONDS: u64 = 7 * 24 * 3600;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/webhooks", post(create).get(list))
-        .route("/webhooks/{id}", get(read).patch(update).delete(remove))
-        .route("/webhooks/{id}/rotate-secret", post(rotate_secret))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default()
+        .routes(routes!(create, list))
+        .routes(routes!(read, update, remove))
+        .routes(routes!(rotate_secret))
 }
 
 /// Event types as a list, or as one comma-separated string (seed 000 stores them that way).
@@ -117,7 +114,7 @@ pub struct WebhookList {
 }
 
 /// Subscribe an endpoint.
-#[utoipa::path(post, operation_id = "create_webhook", path = "/api/v1/webhooks", tag = "webhooks", request_body = CreateWebhook,
+#[utoipa::path(post, operation_id = "create_webhook", path = "/webhooks", tag = "webhooks", request_body = CreateWebhook,
     responses(
         (status = 201, body = CreatedWebhook),
         (status = 400, body = ErrorBody, description = "invalid request; unknown event types are listed"),
@@ -156,7 +153,7 @@ pub async fn create(
 }
 
 /// List the organization's webhooks.
-#[utoipa::path(get, operation_id = "list_webhooks", path = "/api/v1/webhooks", tag = "webhooks",
+#[utoipa::path(get, operation_id = "list_webhooks", path = "/webhooks", tag = "webhooks",
     responses((status = 200, body = WebhookList), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
@@ -173,7 +170,7 @@ pub async fn list(
 }
 
 /// Read one webhook.
-#[utoipa::path(get, operation_id = "get_webhook", path = "/api/v1/webhooks/{id}", tag = "webhooks", params(("id" = Uuid, Path)),
+#[utoipa::path(get, operation_id = "get_webhook", path = "/webhooks/{id}", tag = "webhooks", params(("id" = Uuid, Path)),
     responses((status = 200, body = WebhookView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn read(
@@ -206,7 +203,7 @@ fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Option<S
 }
 
 /// Change a webhook.
-#[utoipa::path(patch, operation_id = "update_webhook", path = "/api/v1/webhooks/{id}", tag = "webhooks", params(("id" = Uuid, Path)), request_body = UpdateWebhook,
+#[utoipa::path(patch, operation_id = "update_webhook", path = "/webhooks/{id}", tag = "webhooks", params(("id" = Uuid, Path)), request_body = UpdateWebhook,
     responses((status = 200, body = WebhookView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn update(
@@ -248,7 +245,7 @@ pub struct Deleted {
 }
 
 /// Delete a webhook and its delivery history.
-#[utoipa::path(delete, operation_id = "delete_webhook", path = "/api/v1/webhooks/{id}", tag = "webhooks", params(("id" = Uuid, Path)),
+#[utoipa::path(delete, operation_id = "delete_webhook", path = "/webhooks/{id}", tag = "webhooks", params(("id" = Uuid, Path)),
     responses((status = 200, body = Deleted), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn remove(
@@ -279,7 +276,7 @@ pub struct RotatedSecret {
 }
 
 /// Replace the signing secret; the old one keeps signing for a grace period.
-#[utoipa::path(post, operation_id = "rotate_webhook_secret", path = "/api/v1/webhooks/{id}/rotate-secret", tag = "webhooks", params(("id" = Uuid, Path)),
+#[utoipa::path(post, operation_id = "rotate_webhook_secret", path = "/webhooks/{id}/rotate-secret", tag = "webhooks", params(("id" = Uuid, Path)),
     request_body(content = Option<RotateSecret>, description = "optional"),
     responses((status = 200, body = RotatedSecret), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]

@@ -1,19 +1,24 @@
 //! Authentication as axum extractors: a handler that takes [`Auth`] runs only for an authenticated
-//! caller, one that takes [`AdminAuth`] only for an admin. Their rejections are API errors.
+//! caller, one that takes [`AdminAuth`] only for an admin. They read the credential and the service-role
+//! target from the request and hand them to [`crate::auth::Authenticator`]; their rejections are API
+//! errors (an [`crate::auth::AuthError`] converted by `From`).
 
 use axum::{extract::FromRequestParts, http::request::Parts};
 use uuid::Uuid;
 
-use super::{Principal, ServiceTarget};
-use crate::{app::AppState, http::ApiError};
+use super::ApiError;
+use crate::{
+    app::AppState,
+    auth::{Principal, ServiceTarget},
+};
 
 /// Any authenticated caller.
 #[derive(Debug, Clone, Copy)]
-pub struct Auth(pub Principal);
+pub(crate) struct Auth(pub Principal);
 
 /// An authenticated admin (a user with the admin role, or the service role).
 #[derive(Debug, Clone, Copy)]
-pub struct AdminAuth(pub Principal);
+pub(crate) struct AdminAuth(pub Principal);
 
 impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
@@ -21,7 +26,7 @@ impl FromRequestParts<AppState> for Auth {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let credential = credential(parts)?;
         let target = service_target(parts)?;
-        state.auth.authenticate(credential, target).await.map(Auth)
+        Ok(Auth(state.auth.authenticate(credential, target).await?))
     }
 }
 
