@@ -263,6 +263,7 @@ pub async fn send_test(
         ),
         idempotency_key: None,
         created_at: now,
+        only_webhook: None,
     };
     state.store.insert_events(std::slice::from_ref(&event), now).await?;
     // Fan-out never handles test events; this one goes to its webhook directly.

@@ -119,6 +119,7 @@ pub async fn send(
             payload,
             idempotency_key: request.idempotency_key,
             created_at: now,
+            only_webhook: None,
         })
         .await
         .map_err(ApiError::internal)?;

@@ -98,6 +98,7 @@ pub async fn create(
         payload: domain::render_payload(event_id, "user.added", now, user.organization_id, &data.to_string()),
         idempotency_key: None,
         created_at: now,
+        only_webhook: None,
     };
     let created = state.store.create_user(&user, &announcement).await.map_err(|error| match error {
         StoreError::Conflict(_) => {

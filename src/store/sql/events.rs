@@ -12,7 +12,8 @@ use crate::store::{
 
 macro_rules! event_columns {
     () => {
-        "id, organization_id, event_type, payload, idempotency_key, created_at, published_at"
+        "id, organization_id, event_type, payload, idempotency_key, created_at, published_at, \
+         webhook_id AS only_webhook"
     };
 }
 
