@@ -1,6 +1,9 @@
-//! Persistence. [`Store`] is everything Herald keeps, behind one trait with a storage-only error; the
-//! one SQL implementation ([`sql::SqlStore`]) runs on SQLite ([`sqlite`]) and PostgreSQL ([`postgres`]),
-//! each with its own migrations folder. [`connect`] picks the backend once, from the URL scheme.
+//! Persistence. [`Store`] is everything Herald keeps, with a storage-only error, made of one role trait
+//! per aggregate: [`AccountStore`], [`WebhookStore`], [`EventStore`] and [`DeliveryStore`]. A [`DynStore`]
+//! has all their methods without an import; a holder of one role or of a concrete store brings the traits
+//! into scope with `use crate::store::prelude::*`. The one SQL implementation ([`sql::SqlStore`]) runs
+//! on SQLite ([`sqlite`]) and PostgreSQL ([`postgres`]), each with its own migrations folder. [`connect`]
+//! picks the backend once, from the URL scheme.
 
 mod model;
 pub mod postgres;
@@ -19,6 +22,13 @@ use crate::config::{DatabaseKind, Settings};
 
 /// A shared handle on the store.
 pub type DynStore = Arc<dyn Store>;
+
+pub mod prelude {
+    //! The five store traits, for modules that call store methods on a concrete store or on one role:
+    //! `use crate::store::prelude::*`. A [`DynStore`](super::DynStore) needs no import: a trait object
+    //! has the methods of its supertraits.
+    pub use super::{AccountStore, DeliveryStore, EventStore, Store, WebhookStore};
+}
 
 /// What can go wrong in storage, without the details of the database.
 #[derive(Debug, thiserror::Error)]
@@ -48,16 +58,24 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<DynStore> {
     Ok(store)
 }
 
-/// Everything Herald stores. All times are passed in by the caller, so the store has no clock.
+/// Everything Herald stores: the four role traits and what concerns the database as a whole. The app
+/// state, the workers and the CLI hold a [`DynStore`]; a component that needs one role may hold that role
+/// alone (e.g. `Arc<dyn DeliveryStore>`, by upcasting a [`DynStore`]). All times are passed in by the
+/// caller, so the store has no clock.
 #[async_trait]
-pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+pub trait Store: AccountStore + WebhookStore + EventStore + DeliveryStore {
     /// Answers when the database is reachable (readiness).
     async fn ping(&self) -> StoreResult<()>;
 
     /// How many write transactions can usefully run at once: 1 for SQLite (one writer), more for
     /// PostgreSQL. Stages that could write in parallel size themselves by it.
     fn write_parallelism(&self) -> usize;
+}
 
+/// Organizations, users and API keys: used by bootstrap (`herald serve`, the CLI), authentication (key
+/// lookup and the batched usage counts) and the user and key endpoints.
+#[async_trait]
+pub trait AccountStore: Send + Sync + std::fmt::Debug + 'static {
     // --- organizations and users ---
 
     /// Creates an organization with its first admin and that admin's API key. With `only_if_empty`,
@@ -82,9 +100,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn revoke_api_key(&self, id: Uuid, at: DateTime<Utc>) -> StoreResult<bool>;
     /// Adds batched usage counts (the request path never writes).
     async fn record_key_usage(&self, usage: &[KeyUsage]) -> StoreResult<()>;
+}
 
-    // --- webhooks ---
-
+/// Webhook subscriptions: used by the webhook endpoints, the fan-out (active webhooks) and the delivery
+/// workers' target cache.
+#[async_trait]
+pub trait WebhookStore: Send + Sync + std::fmt::Debug + 'static {
     async fn create_webhook(&self, webhook: &NewWebhook) -> StoreResult<Webhook>;
     async fn get_webhook(&self, id: Uuid) -> StoreResult<Option<Webhook>>;
     async fn list_webhooks(&self, organization_id: Uuid) -> StoreResult<Vec<Webhook>>;
@@ -98,9 +119,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     ) -> StoreResult<Option<Webhook>>;
     /// Deletes a webhook and its deliveries; `false` if there was none.
     async fn delete_webhook(&self, id: Uuid) -> StoreResult<bool>;
+}
 
-    // --- events (the outbox) ---
-
+/// Events and the outbox: used by ingestion (group commit with idempotency), the event endpoints, the
+/// outbox relay and the published-marker, and the janitor (idempotency keys).
+#[async_trait]
+pub trait EventStore: Send + Sync + std::fmt::Debug + 'static {
     /// Writes a batch of events in one transaction (group commit). An event whose idempotency key was
     /// used in its organization since `idempotency_since` is not written: its outcome names the first
     /// event instead. Outcomes are in the order of `events`.
@@ -117,9 +141,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn mark_events_published(&self, ids: &[Uuid], at: DateTime<Utc>) -> StoreResult<()>;
     /// Forgets idempotency keys of events created before `before`; returns how many.
     async fn expire_idempotency_keys(&self, before: DateTime<Utc>) -> StoreResult<u64>;
+}
 
-    // --- deliveries ---
-
+/// Deliveries and their attempts: used by the fan-out (creating deliveries), the scheduler (claiming,
+/// releasing and deferring due deliveries), the delivery workers (recording outcomes) and the delivery
+/// and dead-letter endpoints (listing, redrive, replay).
+#[async_trait]
+pub trait DeliveryStore: Send + Sync + std::fmt::Debug + 'static {
     /// Inserts deliveries as `queued`; rows that exist already (same event and webhook) are skipped.
     /// Returns the ids inserted.
     async fn create_deliveries(&self, deliveries: &[NewDelivery]) -> StoreResult<Vec<Uuid>>;

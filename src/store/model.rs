@@ -167,6 +167,8 @@ pub struct Event {
     pub idempotency_key: Option<String>,
     pub created_at: DateTime<Utc>,
     pub published_at: Option<DateTime<Utc>>,
+    /// Fan-out delivers this event to this webhook only (webhook.test); None: every subscriber.
+    pub only_webhook: Option<Uuid>,
 }
 
 #[derive(Debug, Clone)]
@@ -177,6 +179,8 @@ pub struct NewEvent {
     pub payload: String,
     pub idempotency_key: Option<String>,
     pub created_at: DateTime<Utc>,
+    /// Fan-out delivers this event to this webhook only (webhook.test); None: every subscriber.
+    pub only_webhook: Option<Uuid>,
 }
 
 /// What became of one event of an ingested batch.

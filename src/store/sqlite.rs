@@ -96,7 +96,8 @@ async fn insert_events(conn: &mut SqliteConnection, events: &[NewEvent]) -> Stor
     let mut inserted = Vec::with_capacity(events.len());
     for chunk in events.chunks(BATCH_ROWS) {
         let mut query = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO events (id, organization_id, event_type, payload, idempotency_key, created_at) ",
+            "INSERT INTO events (id, organization_id, event_type, payload, idempotency_key, created_at, \
+             webhook_id) ",
         );
         query.push_values(chunk, |mut row, event| {
             row.push_bind(event.id)
@@ -104,7 +105,8 @@ async fn insert_events(conn: &mut SqliteConnection, events: &[NewEvent]) -> Stor
                 .push_bind(event.event_type.as_str())
                 .push_bind(event.payload.as_str())
                 .push_bind(event.idempotency_key.as_deref())
-                .push_bind(event.created_at);
+                .push_bind(event.created_at)
+                .push_bind(event.only_webhook);
         });
         query.push(" ON CONFLICT DO NOTHING RETURNING id");
         let ids: Vec<(Uuid,)> = query.build_query_as().fetch_all(&mut *conn).await.store()?;

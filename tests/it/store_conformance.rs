@@ -42,6 +42,7 @@ conformance!(
     events_are_written_in_batches_with_idempotency,
     events_are_listed_newest_first_with_a_cursor,
     unpublished_events_are_found_and_marked,
+    an_event_for_one_webhook_keeps_its_webhook,
     deliveries_are_created_once_and_claimed_when_due,
     outcomes_are_recorded_and_disable_failing_webhooks,
     deliveries_can_be_redriven_and_replayed,
@@ -74,6 +75,7 @@ fn new_event(organization: Uuid, event_type: &str, key: Option<&str>, created_at
         payload: format!(r#"{{"id":"{id}","event":"{event_type}","data":{{}}}}"#),
         idempotency_key: key.map(String::from),
         created_at,
+        only_webhook: None,
     }
 }
 
@@ -341,6 +343,44 @@ async fn unpublished_events_are_found_and_marked(store: DynStore) {
     assert!(store.unpublished_events(at(1000), 10).await.expect("unpublished").is_empty());
     assert_eq!(store.get_event(old.id).await.expect("read").expect("exists").published_at, Some(at(101)));
     store.mark_events_published(&[], at(0)).await.expect("empty");
+}
+
+async fn an_event_for_one_webhook_keeps_its_webhook(store: DynStore) {
+    let f = fixture(&store).await;
+    let hook = webhook(&store, f.organization, "*").await;
+    // Through the role alone, as a component holding only the events would.
+    let events: std::sync::Arc<dyn EventStore> = store.clone();
+    let targeted =
+        NewEvent { only_webhook: Some(hook.id), ..new_event(f.organization, "webhook.test", None, at(0)) };
+    let broadcast = new_event(f.organization, "item.created", None, at(1));
+    events.insert_events(&[targeted.clone(), broadcast.clone()], at(0)).await.expect("insert");
+
+    let due = events.unpublished_events(at(10), 10).await.expect("unpublished");
+    let targets: Vec<_> = due.iter().map(|e| (e.id, e.only_webhook)).collect();
+    assert_eq!(targets, vec![(targeted.id, Some(hook.id)), (broadcast.id, None)]);
+    let read = events.get_event(targeted.id).await.expect("read").expect("exists");
+    assert_eq!(read.only_webhook, Some(hook.id));
+    let listed = events
+        .list_events(&EventQuery {
+            organization_id: f.organization,
+            event_type: Some("webhook.test".into()),
+            from: None,
+            to: None,
+            before: None,
+            limit: 10,
+        })
+        .await
+        .expect("list");
+    assert_eq!(listed.iter().map(|e| e.only_webhook).collect::<Vec<_>>(), vec![Some(hook.id)]);
+
+    // The webhook goes; its events stay readable, and nothing stops one naming it.
+    assert!(store.delete_webhook(hook.id).await.expect("delete"));
+    let kept = events.get_event(targeted.id).await.expect("read").expect("kept");
+    assert_eq!(kept.only_webhook, Some(hook.id));
+    let late =
+        NewEvent { only_webhook: Some(hook.id), ..new_event(f.organization, "webhook.test", None, at(2)) };
+    let outcome = &events.insert_events(std::slice::from_ref(&late), at(0)).await.expect("insert")[0];
+    assert!(!outcome.duplicate);
 }
 
 fn new_delivery(event: &NewEvent, webhook_id: Uuid, lease_until: DateTime<Utc>) -> NewDelivery {

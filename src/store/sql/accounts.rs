@@ -1,0 +1,230 @@
+//! [`AccountStore`] on SQL: organizations, users, API keys and their usage counts.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::DB;
+use crate::store::{
+    AccountStore, ApiKey, ApiKeyQuery, Bootstrap, KeyOwner, KeyUsage, NewApiKey, NewEvent, NewUser,
+    Organization, StoreError, StoreResult, User,
+    sql::{Backend, ResultExt, SqlStore},
+};
+
+macro_rules! key_columns {
+    () => {
+        "id, organization_id, user_id, prefix, name, purpose, is_active, expires_at, last_used_at, \
+         total_requests, created_at, revoked_at"
+    };
+}
+macro_rules! user_columns {
+    () => {
+        "id, organization_id, email, name, role, is_active, created_at"
+    };
+}
+
+#[async_trait]
+impl AccountStore for SqlStore<DB> {
+    async fn bootstrap(&self, bootstrap: &Bootstrap, only_if_empty: bool) -> StoreResult<bool> {
+        let mut tx = self.write.begin_with(DB::BEGIN_WRITE).await.store()?;
+        if let Some(lock) = DB::BOOTSTRAP_LOCK_SQL {
+            sqlx::query::<DB>(lock).execute(&mut *tx).await.store()?;
+        }
+        if only_if_empty {
+            let (count,): (i64,) = sqlx::query_as::<DB, (i64,)>("SELECT COUNT(*) FROM organizations")
+                .fetch_one(&mut *tx)
+                .await
+                .store()?;
+            if count > 0 {
+                return Ok(false);
+            }
+        }
+        let org = &bootstrap.organization;
+        sqlx::query::<DB>(
+            "INSERT INTO organizations (id, name, is_active, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(org.id)
+        .bind(org.name.as_str())
+        .bind(org.is_active)
+        .bind(org.created_at)
+        .execute(&mut *tx)
+        .await
+        .store()?;
+        Self::insert_user(&mut tx, &bootstrap.admin).await?;
+        Self::insert_api_key(&mut tx, &bootstrap.key).await?;
+        tx.commit().await.store()?;
+        Ok(true)
+    }
+
+    async fn get_organization(&self, id: Uuid) -> StoreResult<Option<Organization>> {
+        sqlx::query_as::<DB, Organization>(
+            "SELECT id, name, is_active, created_at FROM organizations WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.read)
+        .await
+        .store()
+    }
+
+    async fn set_organization_active(&self, id: Uuid, active: bool) -> StoreResult<()> {
+        let result = sqlx::query::<DB>("UPDATE organizations SET is_active = $2 WHERE id = $1")
+            .bind(id)
+            .bind(active)
+            .execute(&self.write)
+            .await
+            .store()?;
+        if DB::rows_affected(&result) == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn create_user(&self, user: &NewUser, announcement: &NewEvent) -> StoreResult<User> {
+        let mut tx = self.write.begin_with(DB::BEGIN_WRITE).await.store()?;
+        let created = Self::insert_user(&mut tx, user).await?;
+        DB::insert_events(&mut tx, std::slice::from_ref(announcement)).await?;
+        tx.commit().await.store()?;
+        Ok(created)
+    }
+
+    async fn get_user(&self, id: Uuid) -> StoreResult<Option<User>> {
+        sqlx::query_as::<DB, User>(concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await
+            .store()
+    }
+
+    async fn list_users(&self, organization_id: Uuid) -> StoreResult<Vec<User>> {
+        sqlx::query_as::<DB, User>(concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM users WHERE organization_id = $1 ORDER BY created_at, id"
+        ))
+        .bind(organization_id)
+        .fetch_all(&self.read)
+        .await
+        .store()
+    }
+
+    async fn create_api_key(&self, key: &NewApiKey) -> StoreResult<ApiKey> {
+        let mut tx = self.write.begin_with(DB::BEGIN_WRITE).await.store()?;
+        let created = Self::insert_api_key(&mut tx, key).await?;
+        tx.commit().await.store()?;
+        Ok(created)
+    }
+
+    async fn find_key_by_hash(&self, hash: &[u8]) -> StoreResult<Option<KeyOwner>> {
+        sqlx::query_as::<DB, KeyOwner>(
+            "SELECT k.id, k.organization_id, k.user_id, k.prefix, k.name, k.purpose, k.is_active, k.expires_at, \
+             k.last_used_at, k.total_requests, k.created_at, k.revoked_at, u.role AS user_role, \
+             u.is_active AS user_is_active, o.is_active AS organization_is_active \
+             FROM api_keys k JOIN users u ON u.id = k.user_id JOIN organizations o ON o.id = k.organization_id \
+             WHERE k.key_hash = $1",
+        )
+        .bind(hash)
+        .fetch_optional(&self.read)
+        .await
+        .store()
+    }
+
+    async fn get_api_key(&self, id: Uuid) -> StoreResult<Option<ApiKey>> {
+        sqlx::query_as::<DB, ApiKey>(concat!("SELECT ", key_columns!(), " FROM api_keys WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await
+            .store()
+    }
+
+    async fn list_api_keys(&self, query: &ApiKeyQuery) -> StoreResult<Vec<ApiKey>> {
+        sqlx::query_as::<DB, ApiKey>(concat!(
+            "SELECT ",
+            key_columns!(),
+            " FROM api_keys WHERE organization_id = $1 AND revoked_at IS NULL \
+              AND ($2 IS NULL OR user_id = $2) \
+              AND ($3 IS NULL OR last_used_at >= $3) AND ($4 IS NULL OR last_used_at <= $4) \
+              ORDER BY created_at DESC, id DESC"
+        ))
+        .bind(query.organization_id)
+        .bind(query.user_id)
+        .bind(query.used_from)
+        .bind(query.used_to)
+        .fetch_all(&self.read)
+        .await
+        .store()
+    }
+
+    async fn revoke_api_key(&self, id: Uuid, at: DateTime<Utc>) -> StoreResult<bool> {
+        let result = sqlx::query::<DB>(
+            "UPDATE api_keys SET revoked_at = $2, is_active = FALSE WHERE id = $1 AND revoked_at IS NULL",
+        )
+        .bind(id)
+        .bind(at)
+        .execute(&self.write)
+        .await
+        .store()?;
+        Ok(DB::rows_affected(&result) > 0)
+    }
+
+    async fn record_key_usage(&self, usage: &[KeyUsage]) -> StoreResult<()> {
+        if usage.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.write.begin_with(DB::BEGIN_WRITE).await.store()?;
+        for entry in usage {
+            sqlx::query::<DB>(
+                "UPDATE api_keys SET total_requests = total_requests + $2, \
+                 last_used_at = CASE WHEN last_used_at IS NULL OR last_used_at < $3 THEN $3 ELSE last_used_at END \
+                 WHERE id = $1",
+            )
+            .bind(entry.key_id)
+            .bind(entry.requests)
+            .bind(entry.last_used_at)
+            .execute(&mut *tx)
+            .await
+            .store()?;
+        }
+        tx.commit().await.store()
+    }
+}
+
+/// Statements shared by several operations, run inside the caller's transaction.
+impl SqlStore<DB> {
+    async fn insert_user(tx: &mut sqlx::Transaction<'static, DB>, user: &NewUser) -> StoreResult<User> {
+        sqlx::query_as::<DB, User>(concat!(
+            "INSERT INTO users (id, organization_id, email, name, role, is_active, created_at) \
+             VALUES ($1, $2, $3, $4, $5, TRUE, $6) RETURNING ",
+            user_columns!()
+        ))
+        .bind(user.id)
+        .bind(user.organization_id)
+        .bind(user.email.as_str())
+        .bind(user.name.as_deref())
+        .bind(user.role.as_str())
+        .bind(user.created_at)
+        .fetch_one(&mut **tx)
+        .await
+        .store()
+    }
+
+    async fn insert_api_key(tx: &mut sqlx::Transaction<'static, DB>, key: &NewApiKey) -> StoreResult<ApiKey> {
+        sqlx::query_as::<DB, ApiKey>(concat!(
+            "INSERT INTO api_keys (id, organization_id, user_id, key_hash, prefix, name, purpose, is_active, \
+             expires_at, total_requests, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, TRUE, $8, 0, $9) \
+             RETURNING ",
+            key_columns!()
+        ))
+        .bind(key.id)
+        .bind(key.organization_id)
+        .bind(key.user_id)
+        .bind(key.key_hash.as_slice())
+        .bind(key.prefix.as_str())
+        .bind(key.name.as_str())
+        .bind(key.purpose.as_str())
+        .bind(key.expires_at)
+        .bind(key.created_at)
+        .fetch_one(&mut **tx)
+        .await
+        .store()
+    }
+}

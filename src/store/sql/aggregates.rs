@@ -1,0 +1,10 @@
+//! The store implementation on one database: mounted once per database by [`super`] (`for_sqlite`,
+//! `for_postgres`), each time with `DB` naming that database. One file per role trait.
+
+use super::DB;
+
+mod accounts;
+mod database;
+mod deliveries;
+mod events;
+mod webhooks;

@@ -1,0 +1,273 @@
+//! [`DeliveryStore`] on SQL: deliveries, their claims and leases, and the attempts that move them on.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::QueryBuilder;
+use uuid::Uuid;
+
+use super::DB;
+use crate::store::{
+    Attempt, AttemptOutcome, Delivery, DeliveryQuery, DeliveryStatus, DeliveryStore, DisabledWebhook,
+    DueDelivery, NewDelivery, NextStep, ReplayFilter, StoreResult,
+    sql::{BATCH_ROWS, Backend, ResultExt, SqlStore, push_id_list},
+};
+
+#[async_trait]
+impl DeliveryStore for SqlStore<DB> {
+    async fn create_deliveries(&self, deliveries: &[NewDelivery]) -> StoreResult<Vec<Uuid>> {
+        if deliveries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.write.acquire().await.store()?;
+        DB::insert_deliveries(&mut conn, deliveries).await
+    }
+
+    async fn unstarted_deliveries(&self, event_ids: &[Uuid]) -> StoreResult<Vec<Delivery>> {
+        let mut found = Vec::new();
+        for chunk in event_ids.chunks(BATCH_ROWS) {
+            let mut query = QueryBuilder::<DB>::new(concat!(
+                "SELECT ",
+                delivery_columns!(),
+                " FROM deliveries WHERE status = 'queued' AND attempts = 0 AND event_id IN "
+            ));
+            push_id_list(&mut query, chunk);
+            found.extend(query.build_query_as::<Delivery>().fetch_all(&self.read).await.store()?);
+        }
+        Ok(found)
+    }
+
+    async fn claim_due_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<Vec<DueDelivery>> {
+        let mut tx = self.write.begin_with(DB::BEGIN_WRITE).await.store()?;
+        let claimed = sqlx::query_as::<DB, Delivery>(DB::CLAIM_DUE_SQL)
+            .bind(now)
+            .bind(lease_until)
+            .bind(limit)
+            .fetch_all(&mut *tx)
+            .await
+            .store()?;
+        if claimed.is_empty() {
+            return Ok(Vec::new());
+        }
+        let event_ids: Vec<Uuid> = claimed.iter().map(|d| d.event_id).collect();
+        let mut payloads = std::collections::HashMap::with_capacity(event_ids.len());
+        for chunk in event_ids.chunks(BATCH_ROWS) {
+            let mut query =
+                QueryBuilder::<DB>::new("SELECT id, event_type, payload FROM events WHERE id IN ");
+            push_id_list(&mut query, chunk);
+            let rows: Vec<(Uuid, String, String)> =
+                query.build_query_as().fetch_all(&mut *tx).await.store()?;
+            payloads.extend(rows.into_iter().map(|(id, event_type, payload)| (id, (event_type, payload))));
+        }
+        tx.commit().await.store()?;
+        Ok(claimed
+            .into_iter()
+            .filter_map(|delivery| {
+                let (event_type, payload) = payloads.get(&delivery.event_id)?.clone();
+                Some(DueDelivery {
+                    delivery_id: delivery.id,
+                    event_id: delivery.event_id,
+                    webhook_id: delivery.webhook_id,
+                    organization_id: delivery.organization_id,
+                    attempts: delivery.attempts,
+                    event_type,
+                    payload,
+                })
+            })
+            .collect())
+    }
+
+    async fn release_deliveries(&self, ids: &[Uuid], now: DateTime<Utc>) -> StoreResult<()> {
+        for chunk in ids.chunks(BATCH_ROWS) {
+            let mut query =
+                QueryBuilder::<DB>::new("UPDATE deliveries SET status = 'pending', next_attempt_at = ");
+            query.push_bind(now).push(" WHERE status = 'queued' AND id IN ");
+            push_id_list(&mut query, chunk);
+            query.build().execute(&self.write).await.store()?;
+        }
+        Ok(())
+    }
+
+    async fn defer_deliveries(
+        &self,
+        deferrals: &[(Uuid, DateTime<Utc>)],
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        for chunk in deferrals.chunks(BATCH_ROWS) {
+            let mut query = QueryBuilder::<DB>::new("WITH deferral (id, due_at) AS (");
+            query.push_values(chunk, |mut row, (id, due_at)| {
+                row.push_bind(*id).push_bind(*due_at);
+            });
+            query.push(
+                ") UPDATE deliveries SET status = 'pending', next_attempt_at = deferral.due_at, updated_at = ",
+            );
+            query
+                .push_bind(now)
+                .push(" FROM deferral WHERE deliveries.id = deferral.id AND deliveries.status = 'queued'");
+            query.build().execute(&self.write).await.store()?;
+        }
+        Ok(())
+    }
+
+    async fn requeue_all_queued(&self, now: DateTime<Utc>) -> StoreResult<u64> {
+        let result = sqlx::query::<DB>("UPDATE deliveries SET next_attempt_at = $1 WHERE status = 'queued'")
+            .bind(now)
+            .execute(&self.write)
+            .await
+            .store()?;
+        Ok(DB::rows_affected(&result))
+    }
+
+    async fn record_outcomes(
+        &self,
+        outcomes: &[AttemptOutcome],
+        disable_after_dead: u32,
+    ) -> StoreResult<Vec<DisabledWebhook>> {
+        if outcomes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let any_dead = outcomes.iter().any(|o| matches!(o.next, NextStep::Dead { .. }));
+        if DB::OUTCOMES_IN_ONE_STATEMENT && !any_dead {
+            // The common case: one statement in autocommit.
+            let mut conn = self.write.acquire().await.store()?;
+            DB::apply_outcomes(&mut conn, outcomes).await?;
+            return Ok(Vec::new());
+        }
+        // Dead deliveries lengthen their webhook's run of dead deliveries, which may disable it: in the same
+        // transaction, so that no one sees a dead delivery whose consequences are missing.
+        let mut tx = self.write.begin_with(DB::BEGIN_WRITE).await.store()?;
+        let updated: std::collections::HashSet<Uuid> =
+            DB::apply_outcomes(&mut tx, outcomes).await?.into_iter().collect();
+        let dead = outcomes
+            .iter()
+            .filter(|o| matches!(o.next, NextStep::Dead { .. }) && updated.contains(&o.attempt.delivery_id));
+        let mut disabled = Vec::new();
+        for outcome in dead {
+            let NextStep::Dead { disable_webhook } = &outcome.next else { continue };
+            let run: Option<(i64,)> = sqlx::query_as::<DB, (i64,)>(
+                "UPDATE webhooks SET consecutive_dead = consecutive_dead + 1 WHERE id = $1 RETURNING consecutive_dead",
+            )
+            .bind(outcome.webhook_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .store()?;
+            let reason = disable_webhook.clone().or_else(|| {
+                let (run,) = run?;
+                (disable_after_dead > 0 && run >= i64::from(disable_after_dead))
+                    .then(|| format!("disabled after {run} consecutive dead deliveries"))
+            });
+            if let Some(reason) = reason {
+                let result = sqlx::query::<DB>(
+                    "UPDATE webhooks SET is_active = FALSE, disabled_reason = $2, updated_at = $3 \
+                     WHERE id = $1 AND is_active = TRUE",
+                )
+                .bind(outcome.webhook_id)
+                .bind(reason.as_str())
+                .bind(outcome.attempt.started_at)
+                .execute(&mut *tx)
+                .await
+                .store()?;
+                if DB::rows_affected(&result) > 0 {
+                    disabled.push(DisabledWebhook { webhook_id: outcome.webhook_id, reason });
+                }
+            }
+        }
+        tx.commit().await.store()?;
+        Ok(disabled)
+    }
+
+    async fn get_delivery(&self, id: Uuid) -> StoreResult<Option<Delivery>> {
+        sqlx::query_as::<DB, Delivery>(concat!(
+            "SELECT ",
+            delivery_columns!(),
+            " FROM deliveries WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.read)
+        .await
+        .store()
+    }
+
+    async fn list_attempts(&self, delivery_id: Uuid) -> StoreResult<Vec<Attempt>> {
+        sqlx::query_as::<DB, Attempt>(
+            "SELECT id, delivery_id, attempt_number, started_at, duration_ms, status_code, response_body, error \
+             FROM delivery_attempts WHERE delivery_id = $1 ORDER BY attempt_number, started_at",
+        )
+        .bind(delivery_id)
+        .fetch_all(&self.read)
+        .await
+        .store()
+    }
+
+    async fn list_deliveries(&self, query: &DeliveryQuery) -> StoreResult<Vec<Delivery>> {
+        sqlx::query_as::<DB, Delivery>(concat!(
+            "SELECT ",
+            delivery_columns!(),
+            " FROM deliveries WHERE webhook_id = $1 AND ($2 IS NULL OR status = $2) AND ($3 IS NULL OR id < $3) \
+              ORDER BY id DESC LIMIT $4"
+        ))
+        .bind(query.webhook_id)
+        .bind(query.status.map(DeliveryStatus::as_str))
+        .bind(query.before)
+        .bind(query.limit)
+        .fetch_all(&self.read)
+        .await
+        .store()
+    }
+
+    async fn redrive_delivery(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<Option<Delivery>> {
+        sqlx::query_as::<DB, Delivery>(concat!(
+            "UPDATE deliveries SET status = 'pending', next_attempt_at = $2, completed_at = NULL, updated_at = $2 \
+             WHERE id = $1 AND status <> 'queued' RETURNING ",
+            delivery_columns!()
+        ))
+        .bind(id)
+        .bind(now)
+        .fetch_optional(&self.write)
+        .await
+        .store()
+    }
+
+    async fn list_dead_deliveries(
+        &self,
+        organization_id: Option<Uuid>,
+        webhook_id: Option<Uuid>,
+        limit: i64,
+    ) -> StoreResult<Vec<Delivery>> {
+        sqlx::query_as::<DB, Delivery>(concat!(
+            "SELECT ",
+            delivery_columns!(),
+            " FROM deliveries WHERE status = 'dead' AND ($1 IS NULL OR organization_id = $1) \
+              AND ($2 IS NULL OR webhook_id = $2) ORDER BY updated_at DESC, id DESC LIMIT $3"
+        ))
+        .bind(organization_id)
+        .bind(webhook_id)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await
+        .store()
+    }
+
+    async fn replay_deliveries(&self, filter: &ReplayFilter, now: DateTime<Utc>) -> StoreResult<u64> {
+        let result = sqlx::query::<DB>(
+            "UPDATE deliveries SET status = 'pending', next_attempt_at = $1, completed_at = NULL, updated_at = $1 \
+             WHERE status = $2 AND ($2 <> 'pending' OR attempts > 0) \
+               AND ($3 IS NULL OR organization_id = $3) AND ($4 IS NULL OR webhook_id = $4) \
+               AND ($5 IS NULL OR created_at >= $5) AND ($6 IS NULL OR created_at <= $6)",
+        )
+        .bind(now)
+        .bind(filter.status.as_str())
+        .bind(filter.organization_id)
+        .bind(filter.webhook_id)
+        .bind(filter.since)
+        .bind(filter.until)
+        .execute(&self.write)
+        .await
+        .store()?;
+        Ok(DB::rows_affected(&result))
+    }
+}

@@ -1,0 +1,155 @@
+//! [`EventStore`] on SQL: events (the outbox) with group commit and idempotency keys.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::DB;
+use crate::store::{
+    Event, EventQuery, EventStore, IngestOutcome, NewEvent, StoreError, StoreResult,
+    sql::{Backend, ResultExt, SqlStore},
+};
+
+macro_rules! event_columns {
+    () => {
+        "id, organization_id, event_type, payload, idempotency_key, created_at, published_at, \
+         webhook_id AS only_webhook"
+    };
+}
+
+#[async_trait]
+impl EventStore for SqlStore<DB> {
+    async fn insert_events(
+        &self,
+        events: &[NewEvent],
+        idempotency_since: DateTime<Utc>,
+    ) -> StoreResult<Vec<IngestOutcome>> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The common case, every event new, is one statement in autocommit.
+        let mut inserted = {
+            let mut conn = self.write.acquire().await.store()?;
+            DB::insert_events(&mut conn, events).await?
+        };
+        if inserted.len() == events.len() {
+            return Ok(events
+                .iter()
+                .map(|event| IngestOutcome {
+                    id: event.id,
+                    event_type: event.event_type.clone(),
+                    created_at: event.created_at,
+                    duplicate: false,
+                })
+                .collect());
+        }
+        let mut tx = self.write.begin_with(DB::BEGIN_WRITE).await.store()?;
+        // Events that were not inserted collided on their idempotency key: find the first event.
+        let mut outcomes = Vec::with_capacity(events.len());
+        for event in events {
+            if inserted.contains(&event.id) {
+                outcomes.push(IngestOutcome {
+                    id: event.id,
+                    event_type: event.event_type.clone(),
+                    created_at: event.created_at,
+                    duplicate: false,
+                });
+                continue;
+            }
+            let Some(key) = event.idempotency_key.as_deref() else {
+                return Err(StoreError::Conflict(format!("event id {} exists", event.id)));
+            };
+            let first = sqlx::query_as::<DB, (Uuid, String, DateTime<Utc>)>(
+                "SELECT id, event_type, created_at FROM events WHERE organization_id = $1 AND idempotency_key = $2",
+            )
+            .bind(event.organization_id)
+            .bind(key)
+            .fetch_one(&mut *tx)
+            .await
+            .store()?;
+            if first.2 >= idempotency_since {
+                outcomes.push(IngestOutcome {
+                    id: first.0,
+                    event_type: first.1,
+                    created_at: first.2,
+                    duplicate: true,
+                });
+                continue;
+            }
+            // The first use is older than the window (the janitor has not cleared it yet): forget it.
+            sqlx::query::<DB>("UPDATE events SET idempotency_key = NULL WHERE id = $1")
+                .bind(first.0)
+                .execute(&mut *tx)
+                .await
+                .store()?;
+            inserted.extend(DB::insert_events(&mut tx, std::slice::from_ref(event)).await?);
+            outcomes.push(IngestOutcome {
+                id: event.id,
+                event_type: event.event_type.clone(),
+                created_at: event.created_at,
+                duplicate: false,
+            });
+        }
+        tx.commit().await.store()?;
+        Ok(outcomes)
+    }
+
+    async fn get_event(&self, id: Uuid) -> StoreResult<Option<Event>> {
+        sqlx::query_as::<DB, Event>(concat!("SELECT ", event_columns!(), " FROM events WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await
+            .store()
+    }
+
+    async fn list_events(&self, query: &EventQuery) -> StoreResult<Vec<Event>> {
+        sqlx::query_as::<DB, Event>(concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM events WHERE organization_id = $1 AND ($2 IS NULL OR event_type = $2) \
+              AND ($3 IS NULL OR created_at >= $3) AND ($4 IS NULL OR created_at <= $4) \
+              AND ($5 IS NULL OR id < $5) ORDER BY id DESC LIMIT $6"
+        ))
+        .bind(query.organization_id)
+        .bind(query.event_type.as_deref())
+        .bind(query.from)
+        .bind(query.to)
+        .bind(query.before)
+        .bind(query.limit)
+        .fetch_all(&self.read)
+        .await
+        .store()
+    }
+
+    async fn unpublished_events(&self, created_before: DateTime<Utc>, limit: i64) -> StoreResult<Vec<Event>> {
+        sqlx::query_as::<DB, Event>(concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM events WHERE published_at IS NULL AND created_at <= $1 ORDER BY created_at LIMIT $2"
+        ))
+        .bind(created_before)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await
+        .store()
+    }
+
+    async fn mark_events_published(&self, ids: &[Uuid], at: DateTime<Utc>) -> StoreResult<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.write.acquire().await.store()?;
+        DB::mark_published(&mut conn, ids, at).await
+    }
+
+    async fn expire_idempotency_keys(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        let result = sqlx::query::<DB>(
+            "UPDATE events SET idempotency_key = NULL WHERE idempotency_key IS NOT NULL AND created_at < $1",
+        )
+        .bind(before)
+        .execute(&self.write)
+        .await
+        .store()?;
+        Ok(DB::rows_affected(&result))
+    }
+}

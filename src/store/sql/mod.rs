@@ -1,0 +1,154 @@
+//! The store implementation, written once for SQLite and PostgreSQL. Both accept `$N` placeholders,
+//! `RETURNING`, `ON CONFLICT DO NOTHING` and partial indexes, so the SQL is shared; the few real
+//! differences (row locking, how a write transaction begins, the batched writes of the hot path) come
+//! from [`Backend`]. Times are always bound from Rust, never taken from the database clock.
+//!
+//! SQLite allows one writer at a time, so [`SqlStore`] keeps a separate single-connection pool for
+//! writes there (`write`); on PostgreSQL both fields hold the same pool.
+//!
+//! # Layout
+//! One file per aggregate, each implementing its role trait for `SqlStore<DB>`: `accounts.rs`,
+//! `webhooks.rs`, `events.rs`, `deliveries.rs`, and `database.rs` for [`Store`](super::Store) itself.
+//! They are compiled once per database: `aggregates.rs` lists them, and the modules `for_sqlite` and
+//! `for_postgres` below mount it with `DB` naming a concrete database. A generic
+//! `impl<DB> ... for SqlStore<DB>` would have to repeat some twenty bounds (`for<'q> Uuid: Encode<'q, DB>`,
+//! the executor bounds, ...) in every file: Rust does not imply a trait's where-clauses about types other
+//! than `Self` (rust-lang/rust#20671), so no helper trait can carry them. On a concrete database they
+//! hold by themselves, and no file states them.
+
+use chrono::{DateTime, Utc};
+use futures_util::future::BoxFuture;
+use sqlx::{Database, Encode, Pool, QueryBuilder, Type};
+use uuid::Uuid;
+
+use super::{AttemptOutcome, NewDelivery, NewEvent, NextStep, StoreError, StoreResult};
+
+/// What differs between the two databases.
+pub trait Backend: Database {
+    /// Claims due deliveries: `$1` now, `$2` lease end, `$3` limit; returns delivery columns.
+    const CLAIM_DUE_SQL: &'static str;
+    /// Starts a transaction that will write (SQLite takes the write lock up front to avoid deadlocks).
+    const BEGIN_WRITE: &'static str;
+    /// Serializes concurrent bootstraps, where the database needs it.
+    const BOOTSTRAP_LOCK_SQL: Option<&'static str>;
+    /// See [`Store::write_parallelism`](super::Store::write_parallelism).
+    const WRITE_PARALLELISM: usize;
+    /// Whether [`Backend::apply_outcomes`] is one statement (atomic in autocommit); otherwise callers
+    /// run it inside a transaction.
+    const OUTCOMES_IN_ONE_STATEMENT: bool;
+
+    /// Rows a statement changed.
+    fn rows_affected(result: &Self::QueryResult) -> u64;
+
+    // The batched writes of the hot path, written per database: PostgreSQL binds arrays to one
+    // statement whose text never changes (prepared once), SQLite binds rows to VALUES lists. Each runs
+    // on the connection it is given: in autocommit, or inside the caller's transaction.
+
+    /// Inserts events, skipping those whose idempotency key (or id) exists; returns the ids inserted.
+    fn insert_events<'c>(
+        conn: &'c mut Self::Connection,
+        events: &'c [NewEvent],
+    ) -> BoxFuture<'c, StoreResult<Vec<Uuid>>>;
+    /// Inserts `queued` deliveries, skipping existing (event, webhook) pairs; returns the ids inserted.
+    fn insert_deliveries<'c>(
+        conn: &'c mut Self::Connection,
+        deliveries: &'c [NewDelivery],
+    ) -> BoxFuture<'c, StoreResult<Vec<Uuid>>>;
+    /// Logs attempts (of deliveries that still exist), moves their deliveries on (unless the outcome is
+    /// stale), and resets the dead-delivery run of webhooks with a success; returns the deliveries moved.
+    /// Opens no transaction of its own (see [`Backend::OUTCOMES_IN_ONE_STATEMENT`]).
+    fn apply_outcomes<'c>(
+        conn: &'c mut Self::Connection,
+        outcomes: &'c [AttemptOutcome],
+    ) -> BoxFuture<'c, StoreResult<Vec<Uuid>>>;
+    fn mark_published<'c>(
+        conn: &'c mut Self::Connection,
+        ids: &'c [Uuid],
+        at: DateTime<Utc>,
+    ) -> BoxFuture<'c, StoreResult<()>>;
+}
+
+/// The delivery columns an outcome sets: status, next_attempt_at, completed_at.
+pub(super) fn outcome_state(
+    outcome: &AttemptOutcome,
+) -> (&'static str, Option<DateTime<Utc>>, Option<DateTime<Utc>>) {
+    let started = outcome.attempt.started_at;
+    match &outcome.next {
+        NextStep::Succeeded => ("succeeded", None, Some(started)),
+        NextStep::Retry(at) => ("pending", Some(*at), None),
+        NextStep::Dead { .. } => ("dead", None, Some(started)),
+    }
+}
+
+/// The store over one database.
+#[derive(Debug, Clone)]
+pub struct SqlStore<DB: Database> {
+    pub(super) read: Pool<DB>,
+    pub(super) write: Pool<DB>,
+}
+
+macro_rules! delivery_columns {
+    () => {
+        "id, event_id, webhook_id, organization_id, status, attempts, next_attempt_at, last_status_code, \
+         last_error, created_at, updated_at, completed_at"
+    };
+}
+pub(super) use delivery_columns;
+
+/// Rows per statement in batched writes, well under both databases' bind-parameter limits.
+pub(super) const BATCH_ROWS: usize = 500;
+
+pub(super) fn db_error(error: sqlx::Error) -> StoreError {
+    match error {
+        sqlx::Error::RowNotFound => StoreError::NotFound,
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => {
+            StoreError::Unavailable(error.to_string())
+        }
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            StoreError::Conflict(db.constraint().map_or_else(|| db.message().to_string(), str::to_string))
+        }
+        other => StoreError::Other(other.into()),
+    }
+}
+
+pub(super) trait ResultExt<T> {
+    fn store(self) -> StoreResult<T>;
+}
+
+impl<T> ResultExt<T> for Result<T, sqlx::Error> {
+    fn store(self) -> StoreResult<T> {
+        self.map_err(db_error)
+    }
+}
+
+/// Appends `(a, b, c)` of bound ids to a query.
+pub(super) fn push_id_list<DB>(query: &mut QueryBuilder<DB>, ids: &[Uuid])
+where
+    DB: Database,
+    for<'q> Uuid: Encode<'q, DB> + Type<DB>,
+{
+    query.push("(");
+    let mut list = query.separated(", ");
+    for id in ids {
+        list.push_bind(*id);
+    }
+    list.push_unseparated(")");
+}
+
+/// The aggregates on SQLite.
+#[path = "."]
+#[allow(clippy::duplicate_mod, reason = "mounted once per database on purpose: see the module doc")]
+mod for_sqlite {
+    type DB = sqlx::Sqlite;
+    #[path = "aggregates.rs"]
+    mod aggregates;
+}
+
+/// The aggregates on PostgreSQL.
+#[path = "."]
+#[allow(clippy::duplicate_mod, reason = "mounted once per database on purpose: see the module doc")]
+mod for_postgres {
+    type DB = sqlx::Postgres;
+    #[path = "aggregates.rs"]
+    mod aggregates;
+}
