@@ -172,12 +172,13 @@ pub trait DeliveryStore: Send + Sync + std::fmt::Debug + 'static {
     ) -> StoreResult<()>;
     /// Makes every `queued` delivery due at once (embedded mode, at start-up: the in-memory queue is gone).
     async fn requeue_all_queued(&self, now: DateTime<Utc>) -> StoreResult<u64>;
-    /// Records attempts and their consequences in one transaction. Returns the webhooks disabled as a
-    /// result (410 Gone, or too many consecutive dead deliveries).
+    /// Records attempts and their consequences in one transaction: each dead delivery lengthens its
+    /// webhook's run of dead deliveries, and the webhook is disabled when `disable` says so. Returns the
+    /// webhooks disabled as a result.
     async fn record_outcomes(
         &self,
         outcomes: &[AttemptOutcome],
-        disable_after_dead: u32,
+        disable: &DisableDecision,
     ) -> StoreResult<Vec<DisabledWebhook>>;
     async fn get_delivery(&self, id: Uuid) -> StoreResult<Option<Delivery>>;
     async fn list_attempts(&self, delivery_id: Uuid) -> StoreResult<Vec<Attempt>>;

@@ -309,11 +309,14 @@ pub enum NextStep {
     Succeeded,
     /// Try again at this time.
     Retry(DateTime<Utc>),
-    /// No more attempts; with `disable_webhook`, the webhook is disabled at once with that reason.
-    Dead {
-        disable_webhook: Option<String>,
-    },
+    /// No more attempts (the schedule ran out, 410 Gone, or Herald could not try).
+    Dead,
 }
+
+/// Decides, for a dead delivery, whether its webhook is to be disabled and why, given the webhook's run
+/// of dead deliveries including this one. The workers own the rule (`worker::DisableRule`); the store
+/// calls it inside the transaction that records the outcome.
+pub type DisableDecision = dyn Fn(&AttemptOutcome, u32) -> Option<String> + Send + Sync;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DisabledWebhook {

@@ -11,10 +11,10 @@ pub(crate) mod scheduler;
 pub(crate) mod sender;
 pub(crate) mod targets;
 
-use std::sync::Arc;
-
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+
+pub use disable::DisableRule;
 
 use crate::services::{Mode, Services};
 

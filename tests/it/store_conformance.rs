@@ -465,12 +465,18 @@ fn outcome(delivery: &NewDelivery, number: i64, status: Option<i64>, next: NextS
     }
 }
 
+/// The workers' rule for disabling a webhook: after `dead_in_a_row` dead deliveries (0 never), at once on 410.
+fn disable_after(dead_in_a_row: u32) -> impl Fn(&AttemptOutcome, u32) -> Option<String> + Send + Sync {
+    let rule = herald::worker::DisableRule::new(dead_in_a_row);
+    move |outcome, run| rule.decide(outcome, run)
+}
+
 async fn outcomes_are_recorded_and_disable_failing_webhooks(store: DynStore) {
     let f = fixture(&store).await;
     let hook = webhook(&store, f.organization, "*").await;
     let (_, first) = deliver(&store, &hook, f.organization, 0).await;
     let retry = outcome(&first, 1, Some(500), NextStep::Retry(at(30)));
-    assert!(store.record_outcomes(std::slice::from_ref(&retry), 2).await.expect("record").is_empty());
+    assert!(store.record_outcomes(std::slice::from_ref(&retry), &disable_after(2)).await.expect("record").is_empty());
     let pending = store.get_delivery(first.id).await.expect("read").expect("exists");
     assert_eq!(
         (pending.status, pending.attempts, pending.next_attempt_at),
@@ -479,13 +485,13 @@ async fn outcomes_are_recorded_and_disable_failing_webhooks(store: DynStore) {
     assert_eq!(pending.last_status_code, Some(500));
     // A stale duplicate of attempt 1 is logged but changes nothing.
     let stale = outcome(&first, 1, Some(200), NextStep::Succeeded);
-    store.record_outcomes(&[stale], 2).await.expect("record");
+    store.record_outcomes(&[stale], &disable_after(2)).await.expect("record");
     assert_eq!(
         store.get_delivery(first.id).await.expect("read").expect("exists").status,
         DeliveryStatus::Pending
     );
-    let dead = outcome(&first, 2, None, NextStep::Dead { disable_webhook: None });
-    assert!(store.record_outcomes(&[dead], 2).await.expect("record").is_empty(), "one dead delivery of two");
+    let dead = outcome(&first, 2, None, NextStep::Dead);
+    assert!(store.record_outcomes(&[dead], &disable_after(2)).await.expect("record").is_empty(), "one dead delivery of two");
     let attempts = store.list_attempts(first.id).await.expect("attempts");
     assert_eq!(attempts.iter().map(|a| a.attempt_number).collect::<Vec<_>>(), vec![1, 1, 2]);
     assert_eq!(attempts[2].error.as_deref(), Some("connection refused"));
@@ -494,7 +500,7 @@ async fn outcomes_are_recorded_and_disable_failing_webhooks(store: DynStore) {
 
     let (_, second) = deliver(&store, &hook, f.organization, 100).await;
     let disabled = store
-        .record_outcomes(&[outcome(&second, 1, Some(500), NextStep::Dead { disable_webhook: None })], 2)
+        .record_outcomes(&[outcome(&second, 1, Some(500), NextStep::Dead)], &disable_after(2))
         .await
         .expect("record");
     assert_eq!(disabled.len(), 1, "the second consecutive dead delivery disables the webhook");
@@ -506,21 +512,21 @@ async fn outcomes_are_recorded_and_disable_failing_webhooks(store: DynStore) {
     let (_, third) = deliver(&store, &other, f.organization, 200).await;
     let (_, fourth) = deliver(&store, &other, f.organization, 300).await;
     store
-        .record_outcomes(&[outcome(&third, 1, Some(500), NextStep::Dead { disable_webhook: None })], 2)
+        .record_outcomes(&[outcome(&third, 1, Some(500), NextStep::Dead)], &disable_after(2))
         .await
         .expect("record");
-    store.record_outcomes(&[outcome(&fourth, 1, Some(200), NextStep::Succeeded)], 2).await.expect("record");
+    store.record_outcomes(&[outcome(&fourth, 1, Some(200), NextStep::Succeeded)], &disable_after(2)).await.expect("record");
     assert_eq!(
         store.get_webhook(other.id).await.expect("read").expect("exists").consecutive_dead,
         0,
         "reset"
     );
     let (_, gone) = deliver(&store, &other, f.organization, 400).await;
-    let reason = "endpoint answered 410 Gone".to_string();
+    let reason = "the endpoint answered 410 Gone".to_string();
     let disabled = store
         .record_outcomes(
-            &[outcome(&gone, 1, Some(410), NextStep::Dead { disable_webhook: Some(reason.clone()) })],
-            0,
+            &[outcome(&gone, 1, Some(410), NextStep::Dead)],
+            &disable_after(0),
         )
         .await
         .expect("record");
@@ -540,7 +546,7 @@ async fn outcomes_are_recorded_and_disable_failing_webhooks(store: DynStore) {
                 outcome(&orphan, 1, Some(200), NextStep::Succeeded),
                 outcome(&sibling, 1, Some(200), NextStep::Succeeded),
             ],
-            2,
+            &disable_after(2),
         )
         .await
         .expect("an orphaned outcome is not an error");
@@ -558,7 +564,7 @@ async fn deliveries_can_be_redriven_and_replayed(store: DynStore) {
     assert!(store.redrive_delivery(queued.id, at(5)).await.expect("redrive").is_none(), "queued already");
     let (_, dead) = deliver(&store, &hook, f.organization, 10).await;
     store
-        .record_outcomes(&[outcome(&dead, 1, Some(500), NextStep::Dead { disable_webhook: None })], 0)
+        .record_outcomes(&[outcome(&dead, 1, Some(500), NextStep::Dead)], &disable_after(0))
         .await
         .expect("r");
     let redriven = store.redrive_delivery(dead.id, at(50)).await.expect("redrive").expect("changed");
@@ -572,11 +578,11 @@ async fn deliveries_can_be_redriven_and_replayed(store: DynStore) {
     let (_, failing) = deliver(&store, &hook, f.organization, 30).await;
     for d in [&old_dead, &new_dead] {
         store
-            .record_outcomes(&[outcome(d, 1, Some(500), NextStep::Dead { disable_webhook: None })], 0)
+            .record_outcomes(&[outcome(d, 1, Some(500), NextStep::Dead)], &disable_after(0))
             .await
             .expect("r");
     }
-    store.record_outcomes(&[outcome(&failing, 1, Some(500), NextStep::Retry(at(9999)))], 0).await.expect("r");
+    store.record_outcomes(&[outcome(&failing, 1, Some(500), NextStep::Retry(at(9999)))], &disable_after(0)).await.expect("r");
     let filter = ReplayFilter {
         organization_id: Some(f.organization),
         webhook_id: Some(hook.id),

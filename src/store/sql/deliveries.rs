@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::DB;
 use crate::store::{
-    Attempt, AttemptOutcome, Delivery, DeliveryQuery, DeliveryStatus, DeliveryStore, DisabledWebhook,
+    Attempt, AttemptOutcome, Delivery, DeliveryQuery, DeliveryStatus, DeliveryStore, DisableDecision, DisabledWebhook,
     DueDelivery, NewDelivery, NextStep, ReplayFilter, StoreResult,
     sql::{BATCH_ROWS, Backend, ResultExt, SqlStore, push_id_list},
 };
@@ -125,12 +125,12 @@ impl DeliveryStore for SqlStore<DB> {
     async fn record_outcomes(
         &self,
         outcomes: &[AttemptOutcome],
-        disable_after_dead: u32,
+        disable: &DisableDecision,
     ) -> StoreResult<Vec<DisabledWebhook>> {
         if outcomes.is_empty() {
             return Ok(Vec::new());
         }
-        let any_dead = outcomes.iter().any(|o| matches!(o.next, NextStep::Dead { .. }));
+        let any_dead = outcomes.iter().any(|o| matches!(o.next, NextStep::Dead));
         if DB::OUTCOMES_IN_ONE_STATEMENT && !any_dead {
             // The common case: one statement in autocommit.
             let mut conn = self.write.acquire().await.store()?;
@@ -144,10 +144,9 @@ impl DeliveryStore for SqlStore<DB> {
             DB::apply_outcomes(&mut tx, outcomes).await?.into_iter().collect();
         let dead = outcomes
             .iter()
-            .filter(|o| matches!(o.next, NextStep::Dead { .. }) && updated.contains(&o.attempt.delivery_id));
+            .filter(|o| matches!(o.next, NextStep::Dead) && updated.contains(&o.attempt.delivery_id));
         let mut disabled = Vec::new();
         for outcome in dead {
-            let NextStep::Dead { disable_webhook } = &outcome.next else { continue };
             let run: Option<(i64,)> = sqlx::query_as::<DB, (i64,)>(
                 "UPDATE webhooks SET consecutive_dead = consecutive_dead + 1 WHERE id = $1 RETURNING consecutive_dead",
             )
@@ -155,12 +154,9 @@ impl DeliveryStore for SqlStore<DB> {
             .fetch_optional(&mut *tx)
             .await
             .store()?;
-            let reason = disable_webhook.clone().or_else(|| {
-                let (run,) = run?;
-                (disable_after_dead > 0 && run >= i64::from(disable_after_dead))
-                    .then(|| format!("disabled after {run} consecutive dead deliveries"))
-            });
-            if let Some(reason) = reason {
+            // No row: the webhook was deleted meanwhile.
+            let Some((run,)) = run else { continue };
+            if let Some(reason) = disable(outcome, u32::try_from(run).unwrap_or(u32::MAX)) {
                 let result = sqlx::query::<DB>(
                     "UPDATE webhooks SET is_active = FALSE, disabled_reason = $2, updated_at = $3 \
                      WHERE id = $1 AND is_active = TRUE",

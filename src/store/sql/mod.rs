@@ -76,7 +76,7 @@ pub(super) fn outcome_state(
     match &outcome.next {
         NextStep::Succeeded => ("succeeded", None, Some(started)),
         NextStep::Retry(at) => ("pending", Some(*at), None),
-        NextStep::Dead { .. } => ("dead", None, Some(started)),
+        NextStep::Dead => ("dead", None, Some(started)),
     }
 }
 
