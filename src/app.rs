@@ -14,7 +14,7 @@ use crate::{
     domain::{self, EventCatalog},
     ingest::EventWriter,
     net_guard::TargetPolicy,
-    outbox::Outbox,
+    outbox::{Outbox, PublishedMarker},
     queue::{self, DynQueue},
     store::{self, Bootstrap, DynStore, NewApiKey, NewUser, Organization},
 };
@@ -46,7 +46,21 @@ impl App {
     /// stop when `shutdown` is cancelled.
     pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<Self> {
         let store = store::connect(&settings).await?;
-        let queue = queue::connect(&settings, &store).await?;
+        let queue: DynQueue = match queue::connect(&settings).await? {
+            queue::Connected::RabbitMq(queue) => queue,
+            queue::Connected::Embedded(queue, taken) => {
+                // Events fan-out has taken are marked published, then released from the queue's
+                // in-flight set (so the relay does not hand them over again meanwhile). Weak: the marker
+                // stops once the queue, which holds the sending side, is gone.
+                let embedded = Arc::downgrade(&queue);
+                PublishedMarker::mark_from(store.clone(), taken, move |ids| {
+                    if let Some(queue) = embedded.upgrade() {
+                        queue.release(ids);
+                    }
+                });
+                queue
+            }
+        };
         let secrets = Arc::new(SecretBox::from_settings(&settings)?);
         let (outbox, outbox_task) = Outbox::start(store.clone(), queue.clone(), &settings, shutdown.clone());
         let events =

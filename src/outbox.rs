@@ -67,6 +67,7 @@ impl Outbox {
                 organization_id: event.organization_id,
                 event_type: event.event_type,
                 payload: Bytes::from(event.payload),
+                only_webhook: None,
             };
             if self.committed.try_send(message).is_err() {
                 break;
@@ -81,6 +82,7 @@ fn message_of(event: Event) -> EventMessage {
         organization_id: event.organization_id,
         event_type: event.event_type,
         payload: Bytes::from(event.payload),
+        only_webhook: None,
     }
 }
 
@@ -94,7 +96,18 @@ pub struct PublishedMarker {
 impl PublishedMarker {
     /// Starts the marking task; `after_marking` is called with each batch once it is written (or given up).
     pub fn start(store: DynStore, after_marking: impl Fn(&[Uuid]) + Send + 'static) -> Self {
-        let (ids, mut marks) = mpsc::unbounded_channel();
+        let (ids, marks) = mpsc::unbounded_channel();
+        Self::mark_from(store, marks, after_marking);
+        Self { ids }
+    }
+
+    /// Marks the ids arriving on `marks` (the embedded queue's events taken by fan-out), as
+    /// [`Self::start`] does; stops once every sender is gone.
+    pub fn mark_from(
+        store: DynStore,
+        mut marks: mpsc::UnboundedReceiver<Uuid>,
+        after_marking: impl Fn(&[Uuid]) + Send + 'static,
+    ) {
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(MARK_BATCH);
             while marks.recv_many(&mut batch, MARK_BATCH).await > 0 {
@@ -105,7 +118,6 @@ impl PublishedMarker {
                 batch.clear();
             }
         });
-        Self { ids }
     }
 
     pub fn mark(&self, id: Uuid) {

@@ -121,7 +121,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::queue::Acker;
+    use crate::queue::NothingToSettle;
 
     fn task(webhook_id: Uuid) -> Received<DeliveryTask> {
         let message = DeliveryTask {
@@ -133,7 +133,7 @@ mod tests {
             event_type: "item.created".into(),
             payload: Bytes::from_static(b"{}"),
         };
-        Received::new(message, Acker::Nothing, false)
+        Received::new(message, Box::new(NothingToSettle), false)
     }
 
     #[test]

@@ -54,13 +54,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
         settings.delivery.concurrency = usize::from(concurrency);
     }
     herald::telemetry::init(&settings.log);
-    if settings.queue.url.is_none() {
+    let Some(url) = &settings.queue.url else {
         anyhow::bail!(
             "configuration: queue.url: herald-worker needs RabbitMQ (set HERALD__QUEUE__URL); in embedded mode `herald serve` runs the workers itself"
         );
-    }
+    };
     let store = herald::store::connect(&settings).await?;
-    let queue = herald::queue::connect(&settings, &store).await?;
+    let queue: herald::queue::DynQueue = std::sync::Arc::new(
+        herald::queue::rabbitmq::RabbitQueue::connect(url.expose(), &settings.queue.prefix).await?,
+    );
     let roles = match args.role {
         Role::All => herald::worker::Roles::ALL,
         Role::Fanout => herald::worker::Roles { fanout: true, deliver: false },
