@@ -131,3 +131,45 @@ impl Queue for EmbeddedQueue {
 
     async fn close(&self) {}
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    /// Hands `event` over and returns how many messages fan-out can take now.
+    async fn hand_over(
+        queue: &EmbeddedQueue,
+        consumer: &mut Consumer<EventMessage>,
+        event: &EventMessage,
+    ) -> usize {
+        queue.publish_events(std::slice::from_ref(event)).await.expect("the channel has room");
+        let mut ready = Vec::new();
+        consumer.drain_ready(&mut ready, 10);
+        ready.len()
+    }
+
+    #[tokio::test]
+    async fn an_event_is_handed_over_once_until_released() {
+        let (taken, mut taken_ids) = mpsc::unbounded_channel();
+        let queue = EmbeddedQueue::new(taken);
+        let mut consumer = queue.consume_events(1).await.expect("the one consumer");
+        let event = EventMessage {
+            id: Uuid::now_v7(),
+            organization_id: Uuid::now_v7(),
+            event_type: "item.created".into(),
+            payload: Bytes::from_static(b"{}"),
+            only_webhook: None,
+        };
+        queue.publish_events(std::slice::from_ref(&event)).await.expect("the channel has room");
+        let received = consumer.next().await.expect("handed over");
+        assert_eq!(received.message, event);
+        assert_eq!(hand_over(&queue, &mut consumer, &event).await, 0, "in flight: not handed over again");
+        received.ack().await;
+        assert_eq!(taken_ids.recv().await, Some(event.id), "acknowledging reports it taken");
+        assert_eq!(hand_over(&queue, &mut consumer, &event).await, 0, "in flight until its mark is written");
+        queue.release(&[event.id]);
+        assert_eq!(hand_over(&queue, &mut consumer, &event).await, 1, "released: the relay may hand it over");
+    }
+}

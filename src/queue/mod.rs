@@ -75,7 +75,7 @@ pub trait Queue: Send + Sync + std::fmt::Debug + 'static {
 }
 
 /// The queue the settings select: RabbitMQ when `queue.url` is set, else the embedded queue.
-pub async fn connect(settings: &Settings) -> anyhow::Result<Connected> {
+pub(crate) async fn connect(settings: &Settings) -> anyhow::Result<Connected> {
     Ok(match &settings.queue.url {
         Some(url) => Connected::RabbitMq(Arc::new(
             rabbitmq::RabbitQueue::connect(url.expose(), &settings.queue.prefix).await?,
@@ -89,7 +89,7 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<Connected> {
 
 /// What [`connect`] built.
 #[derive(Debug)]
-pub enum Connected {
+pub(crate) enum Connected {
     RabbitMq(Arc<rabbitmq::RabbitQueue>),
     /// The embedded queue and the ids of the events fan-out has taken: whoever holds the receiver marks
     /// them published, then calls [`embedded::EmbeddedQueue::release`] with them.

@@ -126,13 +126,15 @@ struct AmqpSettle(lapin::Acker);
 #[async_trait]
 impl Settle for AmqpSettle {
     async fn ack(self: Box<Self>) {
-        if let Err(error) = self.0.ack(BasicAckOptions::default()).await {
+        // Not multiple: only this message; others on the channel may still be in progress.
+        if let Err(error) = self.0.ack(BasicAckOptions { multiple: false }).await {
             tracing::warn!(%error, "ack failed; the broker will redeliver the message");
         }
     }
 
     async fn requeue(self: Box<Self>) {
-        // Requeue: back to the queue for any consumer (counts towards the delivery limit).
+        // Requeue: back to the queue for any consumer (counts towards the delivery limit); not multiple:
+        // only this message.
         let options = BasicNackOptions { multiple: false, requeue: true };
         if let Err(error) = self.0.nack(options).await {
             tracing::warn!(%error, "nack failed; the broker will redeliver the message");

@@ -210,7 +210,8 @@ async fn consume(link: Arc<Link>, spec: Arc<ConsumerSpec>) {
     let result = async {
         let channel = link.connection.create_channel().await?;
         // Prefetch bounds the unacknowledged messages this consumer holds: the worker's concurrency.
-        channel.basic_qos(spec.prefetch, BasicQosOptions::default()).await?;
+        // Not global: the limit is this consumer's, on its own channel.
+        channel.basic_qos(spec.prefetch, BasicQosOptions { global: false }).await?;
         let consumer = channel
             .basic_consume(
                 spec.queue.as_str().into(),

@@ -50,9 +50,12 @@ impl Names {
 /// Declares exchanges, queues and bindings; idempotent while the arguments stay the same (the broker
 /// refuses a re-declaration with other arguments, so changing one needs a migration of the queue).
 pub(super) async fn declare(channel: &Channel, names: &Names) -> Result<(), lapin::Error> {
-    // Durable: the exchanges survive a broker restart, so publishing never finds them missing.
+    // Durable: the exchanges survive a broker restart, so publishing never finds them missing; the other
+    // options stay off (not passive: create if missing; not auto-deleted; not internal).
     let durable = ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() };
     let none = FieldTable::default();
+    // Wait for the broker's answer, so a failed binding fails the declaration here.
+    let bind = QueueBindOptions { nowait: false };
     // Topic: events are routed by type, so other consumers can bind to the types they want.
     channel
         .exchange_declare(names.events_exchange.as_str().into(), ExchangeKind::Topic, durable, none.clone())
@@ -83,7 +86,7 @@ pub(super) async fn declare(channel: &Channel, names: &Names) -> Result<(), lapi
             names.dead_exchange.as_str().into(),
             // A fanout exchange ignores the key.
             "".into(),
-            QueueBindOptions::default(),
+            bind,
             none.clone(),
         )
         .await?;
@@ -103,13 +106,7 @@ pub(super) async fn declare(channel: &Channel, names: &Names) -> Result<(), lapi
         arguments.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(DELIVERY_LIMIT));
         channel.queue_declare(queue.as_str().into(), queue_options, arguments).await?;
         channel
-            .queue_bind(
-                queue.as_str().into(),
-                exchange.as_str().into(),
-                key.into(),
-                QueueBindOptions::default(),
-                none.clone(),
-            )
+            .queue_bind(queue.as_str().into(), exchange.as_str().into(), key.into(), bind, none.clone())
             .await?;
     }
     Ok(())
