@@ -45,7 +45,9 @@ impl Outbox {
         let settings = &services.settings;
         let publisher = Publisher {
             mode: services.mode,
-            marker: services.published.clone(),
+            // Production: the broker's confirm makes an event durable, so the publisher marks it. Embedded,
+            // the queue's own marker does, once fan-out has taken the event (see `Services::connect`).
+            marker: PublishedMarker::start(services.store.clone(), |_| {}),
             store: services.store.clone(),
             queue: services.queue.clone(),
             relay_after: settings.events.relay_after.get(),
@@ -93,7 +95,18 @@ pub struct PublishedMarker {
 impl PublishedMarker {
     /// Starts the marking task; `after_marking` is called with each batch once it is written (or given up).
     pub fn start(store: DynStore, after_marking: impl Fn(&[Uuid]) + Send + 'static) -> Self {
-        let (ids, mut marks) = mpsc::unbounded_channel();
+        let (ids, marks) = mpsc::unbounded_channel();
+        Self::mark_from(store, marks, after_marking);
+        Self { ids }
+    }
+
+    /// Marks the ids arriving on `marks` (the embedded queue's events taken by fan-out), as
+    /// [`Self::start`] does; stops once every sender is gone.
+    pub fn mark_from(
+        store: DynStore,
+        mut marks: mpsc::UnboundedReceiver<Uuid>,
+        after_marking: impl Fn(&[Uuid]) + Send + 'static,
+    ) {
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(MARK_BATCH);
             while marks.recv_many(&mut batch, MARK_BATCH).await > 0 {
@@ -104,7 +117,6 @@ impl PublishedMarker {
                 batch.clear();
             }
         });
-        Self { ids }
     }
 
     pub fn mark(&self, id: Uuid) {

@@ -1,9 +1,11 @@
 //! The composition root: the running [`Mode`], derived once from the settings, and [`Services`], the one
 //! place that builds what the API and the workers share (store, queue, secret box, SSRF policy, webhook
-//! cache, the published-marker). `herald serve` hands them to [`crate::app::App`] (and, in embedded
+//! cache). `herald serve` hands them to [`crate::app::App`] (and, in embedded
 //! mode, to the in-process workers); `herald-worker` hands them to [`crate::worker::run`].
 
 use std::sync::Arc;
+
+use tokio::sync::mpsc;
 
 use crate::{
     config::{DatabaseKind, Settings},
@@ -56,9 +58,6 @@ pub struct Services {
     pub(crate) target_policy: Arc<TargetPolicy>,
     /// Webhooks as the workers need them (URL, decrypted secrets, subscriptions), cached.
     pub(crate) webhooks: Arc<Targets>,
-    /// Records that events are published: after the broker's confirm (production) or once fan-out has
-    /// taken them from the in-memory queue (embedded).
-    pub(crate) published: PublishedMarker,
 }
 
 impl Services {
@@ -72,17 +71,25 @@ impl Services {
             Arc::new(TargetPolicy::new(delivery.allow_private_targets, delivery.allowed_cidrs.clone()));
         let webhooks =
             Arc::new(Targets::new(store.clone(), secrets.clone(), delivery.webhook_cache_ttl.get()));
-        let (queue, published): (DynQueue, PublishedMarker) = match (&settings.queue.url, mode) {
-            (Some(url), Mode::Production) => (
-                Arc::new(RabbitQueue::connect(url.expose(), &settings.queue.prefix).await?),
-                PublishedMarker::start(store.clone(), |_| {}),
-            ),
+        let queue: DynQueue = match (mode, &settings.queue.url) {
+            (Mode::Production, Some(url)) => {
+                Arc::new(RabbitQueue::connect(url.expose(), &settings.queue.prefix).await?)
+            }
             _ => {
-                let queue = EmbeddedQueue::new(store.clone());
-                let published = queue.published_marker();
-                (Arc::new(queue), published)
+                let (taken, taken_ids) = mpsc::unbounded_channel();
+                let queue = Arc::new(EmbeddedQueue::new(taken));
+                // Events fan-out has taken are marked published, then released from the queue's
+                // in-flight set (so the relay does not hand them over again meanwhile). Weak: the marker
+                // stops once the queue, which holds the sending side, is gone.
+                let embedded = Arc::downgrade(&queue);
+                PublishedMarker::mark_from(store.clone(), taken_ids, move |ids| {
+                    if let Some(queue) = embedded.upgrade() {
+                        queue.release(ids);
+                    }
+                });
+                queue
             }
         };
-        Ok(Self { mode, settings: Arc::new(settings), store, queue, secrets, target_policy, webhooks, published })
+        Ok(Self { mode, settings: Arc::new(settings), store, queue, secrets, target_policy, webhooks })
     }
 }

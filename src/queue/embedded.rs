@@ -1,21 +1,18 @@
 //! The embedded queue: bounded in-memory channels inside one `herald serve` process, backed by the store.
-//! An event stays unpublished in the store until fan-out has taken it (its acknowledgement marks it
-//! published, in batches), so a crash or a full channel loses nothing: the outbox relay hands unpublished
-//! events over again (skipping those still in the channel, so nothing is handed over twice while it
-//! waits). Delivery tasks are `queued` rows in the store; at start-up every queued row is made due again,
+//! An event stays unpublished in the store until fan-out has taken it: its acknowledgement sends its id
+//! to whoever owns the `taken` receiver, which marks it published (in batches) and then
+//! [`EmbeddedQueue::release`]s it. So a crash or a full channel loses nothing: the outbox relay hands
+//! unpublished events over again (skipping those still in flight, so nothing is handed over twice while
+//! it waits). Delivery tasks are `queued` rows in the store; at start-up every queued row is made due again,
 //! since the channel that held them is gone.
 
-use std::{
-    collections::HashSet,
-    sync::{Arc, Mutex as SyncMutex},
-};
+use std::{collections::HashSet, sync::Mutex as SyncMutex};
 
 use async_trait::async_trait;
 use tokio::sync::{Mutex, mpsc};
 use uuid::Uuid;
 
-use super::{Acker, Consumer, DeliveryTask, EventMessage, Queue, QueueError, Received};
-use crate::{outbox::PublishedMarker, store::DynStore};
+use super::{Consumer, DeliveryTask, EventMessage, NothingToSettle, Queue, QueueError, Received, Settle};
 
 /// Messages waiting in each channel before publishers wait (deliveries) or leave the rest to the
 /// relay (events).
@@ -27,33 +24,55 @@ pub struct EmbeddedQueue {
     events_out: Mutex<Option<mpsc::Receiver<Received<EventMessage>>>>,
     deliveries: mpsc::Sender<Received<DeliveryTask>>,
     deliveries_out: Mutex<Option<mpsc::Receiver<Received<DeliveryTask>>>>,
-    /// Marks events published once fan-out has taken them.
-    published: PublishedMarker,
-    /// Events in the channel or being fanned out, not yet marked published.
-    in_flight: Arc<SyncMutex<HashSet<Uuid>>>,
+    /// Receives the id of each event fan-out has taken, to be marked published.
+    taken: mpsc::UnboundedSender<Uuid>,
+    /// Events in the channel or being fanned out, not yet marked published (then [`Self::release`]d).
+    in_flight: SyncMutex<HashSet<Uuid>>,
 }
 
 impl EmbeddedQueue {
-    pub fn new(store: DynStore) -> Self {
+    /// Acknowledging an event (fan-out has taken it) sends its id into `taken`; the owner of the receiver
+    /// marks it published and then calls [`Self::release`].
+    pub fn new(taken: mpsc::UnboundedSender<Uuid>) -> Self {
         let (events, events_out) = mpsc::channel(CAPACITY);
         let (deliveries, deliveries_out) = mpsc::channel(CAPACITY);
-        let in_flight: Arc<SyncMutex<HashSet<Uuid>>> = Arc::new(SyncMutex::new(HashSet::new()));
-        let marked = in_flight.clone();
-        let published = PublishedMarker::start(store, move |ids| {
-            let mut in_flight = marked.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            for id in ids {
-                in_flight.remove(id);
-            }
-        });
         Self {
-            in_flight,
             events,
             events_out: Mutex::new(Some(events_out)),
             deliveries,
             deliveries_out: Mutex::new(Some(deliveries_out)),
-            published,
+            taken,
+            in_flight: SyncMutex::new(HashSet::new()),
         }
     }
+
+    /// Forgets events whose published mark is written (or given up): until then the relay's hand-overs
+    /// of them are skipped, so none is handed over twice while it waits.
+    pub fn release(&self, ids: &[Uuid]) {
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for id in ids {
+            in_flight.remove(id);
+        }
+    }
+}
+
+/// An embedded event's settlement: acknowledging it hands its id over to be marked published.
+/// Requeueing or dead-lettering it does nothing (fan-out does neither with events): it stays unpublished
+/// in the store and in flight, so it is handed over again after a restart.
+#[derive(Debug)]
+struct Taken {
+    id: Uuid,
+    taken: mpsc::UnboundedSender<Uuid>,
+}
+
+#[async_trait]
+impl Settle for Taken {
+    async fn ack(self: Box<Self>) {
+        // Only fails once the marking task is gone (shutdown); the relay covers unmarked events.
+        let _ = self.taken.send(self.id);
+    }
+    async fn requeue(self: Box<Self>) {}
+    async fn dead_letter(self: Box<Self>) {}
 }
 
 #[async_trait]
@@ -64,8 +83,8 @@ impl Queue for EmbeddedQueue {
             if !in_flight.insert(event.id) {
                 continue;
             }
-            let acker = Acker::MarkPublished(event.id, self.published.clone());
-            if self.events.try_send(Received::new(event.clone(), acker, false)).is_err() {
+            let settle = Box::new(Taken { id: event.id, taken: self.taken.clone() });
+            if self.events.try_send(Received::new(event.clone(), settle, false)).is_err() {
                 // Full: the event is safe in the store and the relay will hand it over later.
                 in_flight.remove(&event.id);
                 return Err(QueueError::Unavailable("embedded event queue is full".into()));
@@ -77,7 +96,7 @@ impl Queue for EmbeddedQueue {
     async fn publish_deliveries(&self, tasks: &[DeliveryTask]) -> Result<(), QueueError> {
         for task in tasks {
             self.deliveries
-                .send(Received::new(task.clone(), Acker::Nothing, false))
+                .send(Received::new(task.clone(), Box::new(NothingToSettle), false))
                 .await
                 .map_err(|_| QueueError::Unavailable("embedded delivery queue is closed".into()))?;
         }
@@ -111,4 +130,46 @@ impl Queue for EmbeddedQueue {
     }
 
     async fn close(&self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    /// Hands `event` over and returns how many messages fan-out can take now.
+    async fn hand_over(
+        queue: &EmbeddedQueue,
+        consumer: &mut Consumer<EventMessage>,
+        event: &EventMessage,
+    ) -> usize {
+        queue.publish_events(std::slice::from_ref(event)).await.expect("the channel has room");
+        let mut ready = Vec::new();
+        consumer.drain_ready(&mut ready, 10);
+        ready.len()
+    }
+
+    #[tokio::test]
+    async fn an_event_is_handed_over_once_until_released() {
+        let (taken, mut taken_ids) = mpsc::unbounded_channel();
+        let queue = EmbeddedQueue::new(taken);
+        let mut consumer = queue.consume_events(1).await.expect("the one consumer");
+        let event = EventMessage {
+            id: Uuid::now_v7(),
+            organization_id: Uuid::now_v7(),
+            event_type: "item.created".into(),
+            payload: Bytes::from_static(b"{}"),
+            only_webhook: None,
+        };
+        queue.publish_events(std::slice::from_ref(&event)).await.expect("the channel has room");
+        let received = consumer.next().await.expect("handed over");
+        assert_eq!(received.message, event);
+        assert_eq!(hand_over(&queue, &mut consumer, &event).await, 0, "in flight: not handed over again");
+        received.ack().await;
+        assert_eq!(taken_ids.recv().await, Some(event.id), "acknowledging reports it taken");
+        assert_eq!(hand_over(&queue, &mut consumer, &event).await, 0, "in flight until its mark is written");
+        queue.release(&[event.id]);
+        assert_eq!(hand_over(&queue, &mut consumer, &event).await, 1, "released: the relay may hand it over");
+    }
 }

@@ -13,7 +13,6 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use crate::{config::Settings, store::DynStore};
 
 /// A shared handle on the queue.
 pub type DynQueue = Arc<dyn Queue>;
@@ -25,6 +24,8 @@ pub struct EventMessage {
     pub organization_id: Uuid,
     pub event_type: String,
     pub payload: Bytes,
+    /// Fan-out delivers this event to this webhook only (webhook.test); None: every subscriber.
+    pub only_webhook: Option<Uuid>,
 }
 
 /// One attempt to deliver an event to one webhook.
@@ -72,14 +73,6 @@ pub trait Queue: Send + Sync + std::fmt::Debug + 'static {
     async fn close(&self);
 }
 
-/// The queue the settings select: RabbitMQ when `queue.url` is set, else the embedded queue.
-pub async fn connect(settings: &Settings, store: &DynStore) -> anyhow::Result<DynQueue> {
-    Ok(match &settings.queue.url {
-        Some(url) => Arc::new(rabbitmq::RabbitQueue::connect(url.expose(), &settings.queue.prefix).await?),
-        None => Arc::new(embedded::EmbeddedQueue::new(store.clone())),
-    })
-}
-
 /// A stream of received messages.
 #[derive(Debug)]
 pub struct Consumer<T> {
@@ -114,53 +107,50 @@ pub struct Received<T> {
     pub message: T,
     /// The broker delivered it before without an acknowledgement (a consumer died holding it).
     pub redelivered: bool,
-    acker: Acker,
+    settle: Box<dyn Settle>,
 }
 
+/// Settles a received message with whatever delivered it: the broker's acknowledgement (RabbitMQ), or
+/// the embedded queue's own bookkeeping. Failures are logged, never returned: an unsettled message comes
+/// back (redelivered by the broker, or recovered from the store).
+#[async_trait]
+pub(crate) trait Settle: Send + Sync + std::fmt::Debug {
+    /// Done with: the outcome is recorded.
+    async fn ack(self: Box<Self>);
+    /// Hand it back for another consumer.
+    async fn requeue(self: Box<Self>);
+    /// Never to be handled: to the dead-letter queue.
+    async fn dead_letter(self: Box<Self>);
+}
+
+/// Settling changes nothing: the store already holds the outcome (embedded delivery tasks).
 #[derive(Debug)]
-pub(crate) enum Acker {
-    Amqp(lapin::Acker),
-    /// Embedded event: acknowledging marks it published (fan-out has it).
-    MarkPublished(Uuid, crate::outbox::PublishedMarker),
-    /// Embedded delivery task: the store already holds the outcome.
-    Nothing,
+pub(crate) struct NothingToSettle;
+
+#[async_trait]
+impl Settle for NothingToSettle {
+    async fn ack(self: Box<Self>) {}
+    async fn requeue(self: Box<Self>) {}
+    async fn dead_letter(self: Box<Self>) {}
 }
 
 impl<T> Received<T> {
-    pub(crate) fn new(message: T, acker: Acker, redelivered: bool) -> Self {
-        Self { message, redelivered, acker }
+    pub(crate) fn new(message: T, settle: Box<dyn Settle>, redelivered: bool) -> Self {
+        Self { message, redelivered, settle }
     }
 
     /// Done with: the outcome is recorded.
     pub async fn ack(self) {
-        match self.acker {
-            Acker::Amqp(acker) => {
-                if let Err(error) = acker.ack(lapin::options::BasicAckOptions::default()).await {
-                    tracing::warn!(%error, "ack failed; the broker will redeliver the message");
-                }
-            }
-            Acker::MarkPublished(id, marker) => marker.mark(id),
-            Acker::Nothing => {}
-        }
+        self.settle.ack().await;
     }
 
     /// Not handled, hand it back for another consumer (shutdown, or a transient failure).
     pub async fn requeue(self) {
-        if let Acker::Amqp(acker) = self.acker {
-            let options = lapin::options::BasicNackOptions { multiple: false, requeue: true };
-            if let Err(error) = acker.nack(options).await {
-                tracing::warn!(%error, "nack failed; the broker will redeliver the message");
-            }
-        }
+        self.settle.requeue().await;
     }
 
     /// Cannot ever be handled: send it to the dead-letter queue.
     pub async fn dead_letter(self) {
-        if let Acker::Amqp(acker) = self.acker {
-            let options = lapin::options::BasicRejectOptions { requeue: false };
-            if let Err(error) = acker.reject(options).await {
-                tracing::warn!(%error, "reject failed; the broker will redeliver the message");
-            }
-        }
+        self.settle.dead_letter().await;
     }
 }

@@ -129,7 +129,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::queue::Acker;
+    use crate::queue::NothingToSettle;
 
     fn task(webhook_id: Uuid) -> Received<DeliveryTask> {
         let message = DeliveryTask {
@@ -141,7 +141,7 @@ mod tests {
             event_type: "item.created".into(),
             payload: Bytes::from_static(b"{}"),
         };
-        Received::new(message, Acker::Nothing, false)
+        Received::new(message, Box::new(NothingToSettle), false)
     }
 
     #[test]

@@ -39,6 +39,7 @@ impl RetryPolicy {
     }
 
     /// Attempts in all.
+    #[cfg(test)]
     pub fn max_attempts(&self) -> u32 {
         u32::try_from(self.schedule.len()).unwrap_or(u32::MAX).saturating_add(1)
     }
