@@ -233,9 +233,10 @@ pub struct TestSent {
     delivery_id: Uuid,
 }
 
-/// Send a `webhook.test` event to this webhook only, through the normal path (outbox, fan-out, delivery);
-/// follow it with GET /deliveries/{delivery_id}, which exists once fan-out has taken the event (within
-/// milliseconds while the queue is up).
+/// Send a `webhook.test` event to this webhook only; follow it with GET /deliveries/{delivery_id}.
+///
+/// The event takes the normal path (outbox, fan-out, delivery); its one delivery has the event's id and
+/// exists once fan-out has taken the event (within milliseconds while the queue is up).
 #[utoipa::path(post, operation_id = "test_webhook", path = "/webhooks/{id}/test", tag = "deliveries", params(("id" = Uuid, Path)),
     responses((status = 202, body = TestSent), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]

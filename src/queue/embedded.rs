@@ -121,10 +121,6 @@ impl Queue for EmbeddedQueue {
         Ok(())
     }
 
-    fn confirms_publication(&self) -> bool {
-        false
-    }
-
     fn kind(&self) -> &'static str {
         "embedded"
     }

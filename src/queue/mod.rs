@@ -64,9 +64,6 @@ pub trait Queue: Send + Sync + std::fmt::Debug + 'static {
     async fn consume_deliveries(&self, prefetch: u16) -> Result<Consumer<DeliveryTask>, QueueError>;
     /// Whether the queue can take work now (readiness).
     async fn check(&self) -> Result<(), QueueError>;
-    /// `true` when a successful [`Queue::publish_events`] makes the events durable, so the publisher marks
-    /// them published; `false` when the queue marks them itself once fan-out has taken them (embedded).
-    fn confirms_publication(&self) -> bool;
     /// A short name for logs and readiness: `rabbitmq` or `embedded`.
     fn kind(&self) -> &'static str;
     /// Stops consuming and closes connections; unacknowledged messages go back to the broker.

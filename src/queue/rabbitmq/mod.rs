@@ -176,10 +176,6 @@ impl Queue for RabbitQueue {
         if self.supervisor.is_connected() { Ok(()) } else { Err(unavailable("not connected to RabbitMQ")) }
     }
 
-    fn confirms_publication(&self) -> bool {
-        true
-    }
-
     fn kind(&self) -> &'static str {
         "rabbitmq"
     }
