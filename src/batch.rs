@@ -137,10 +137,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_batch_fails_each_item() {
-        let batcher =
-            Batcher::spawn(4, |_items: Vec<u32>| async { Err::<Vec<u32>, _>(std::io::Error::other("disk full")) });
+        let batcher = Batcher::spawn(4, |_items: Vec<u32>| async {
+            Err::<Vec<u32>, _>(std::io::Error::other("disk full"))
+        });
         let error = batcher.submit(1).await.expect_err("fails");
         assert!(error.to_string().contains("disk full"));
-        assert!(matches!(error, BatchError::Failed(source) if source.kind() == std::io::ErrorKind::Other), "the error keeps its type");
+        assert!(
+            matches!(error, BatchError::Failed(source) if source.kind() == std::io::ErrorKind::Other),
+            "the error keeps its type"
+        );
     }
 }

@@ -68,9 +68,15 @@ mod tests {
     #[tokio::test]
     async fn transient_errors_are_retried_until_success() {
         let calls = AtomicU32::new(0);
-        let result = until_done("test", FAST, &CancellationToken::new(), |_: &String| true, || async {
-            if calls.fetch_add(1, Ordering::SeqCst) < 3 { Err("down".to_string()) } else { Ok(7) }
-        })
+        let result = until_done(
+            "test",
+            FAST,
+            &CancellationToken::new(),
+            |_: &String| true,
+            || async {
+                if calls.fetch_add(1, Ordering::SeqCst) < 3 { Err("down".to_string()) } else { Ok(7) }
+            },
+        )
         .await;
         assert_eq!(result, Ok(7));
         assert_eq!(calls.load(Ordering::SeqCst), 4);
@@ -79,12 +85,17 @@ mod tests {
     #[tokio::test]
     async fn a_permanent_error_is_returned_at_once() {
         let calls = AtomicU32::new(0);
-        let result: Result<(), _> =
-            until_done("test", FAST, &CancellationToken::new(), |e: &String| e == "down", || async {
+        let result: Result<(), _> = until_done(
+            "test",
+            FAST,
+            &CancellationToken::new(),
+            |e: &String| e == "down",
+            || async {
                 calls.fetch_add(1, Ordering::SeqCst);
                 Err("refused".to_string())
-            })
-            .await;
+            },
+        )
+        .await;
         assert_eq!(result, Err(GaveUp::Permanent("refused".to_string())));
         assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
@@ -94,13 +105,15 @@ mod tests {
         let shutdown = CancellationToken::new();
         shutdown.cancel();
         let result: Result<(), _> =
-            until_done("test", FAST, &shutdown, |_: &String| true, || async { Err("down".to_string()) }).await;
+            until_done("test", FAST, &shutdown, |_: &String| true, || async { Err("down".to_string()) })
+                .await;
         assert_eq!(result, Err(GaveUp::ShuttingDown));
     }
 
     #[test]
     fn delays_grow_and_stay_bounded() {
-        let waits: Vec<Duration> = delays(Duration::from_millis(100), Duration::from_secs(1)).take(20).collect();
+        let waits: Vec<Duration> =
+            delays(Duration::from_millis(100), Duration::from_secs(1)).take(20).collect();
         assert_eq!(waits.len(), 20, "without end");
         assert!(waits.iter().all(|wait| *wait <= Duration::from_secs(2)), "{waits:?}");
         assert!(waits[19] >= Duration::from_secs(1), "reaches the longest delay: {waits:?}");

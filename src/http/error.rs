@@ -113,7 +113,9 @@ impl From<BatchError<StoreError>> for ApiError {
         match error {
             BatchError::Failed(error) => ApiError::from_store_error(&error),
             BatchError::Miscounted { .. } => ApiError::internal(error),
-            BatchError::Closed => ApiError::unavailable("shutting_down", "Herald is shutting down; retry shortly"),
+            BatchError::Closed => {
+                ApiError::unavailable("shutting_down", "Herald is shutting down; retry shortly")
+            }
         }
     }
 }

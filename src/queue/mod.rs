@@ -13,7 +13,6 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-
 /// A shared handle on the queue.
 pub type DynQueue = Arc<dyn Queue>;
 

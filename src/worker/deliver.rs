@@ -289,9 +289,13 @@ impl Recorder {
         }
         let alone = std::slice::from_ref(&outcome);
         let transient = |error: &StoreError| matches!(error, StoreError::Unavailable(_));
-        let recorded = retrying::until_done("recording a delivery attempt", RECORD_RETRY_DELAYS, &self.shutdown, transient, || {
-            self.writer.write(alone)
-        })
+        let recorded = retrying::until_done(
+            "recording a delivery attempt",
+            RECORD_RETRY_DELAYS,
+            &self.shutdown,
+            transient,
+            || self.writer.write(alone),
+        )
         .await;
         match recorded {
             Ok(()) => true,
@@ -315,7 +319,8 @@ struct OutcomeWriter {
 impl OutcomeWriter {
     async fn write(&self, outcomes: &[AttemptOutcome]) -> Result<(), StoreError> {
         let rule = self.rule;
-        let decide = move |outcome: &AttemptOutcome, consecutive_dead: u32| rule.decide(outcome, consecutive_dead);
+        let decide =
+            move |outcome: &AttemptOutcome, consecutive_dead: u32| rule.decide(outcome, consecutive_dead);
         for disabled in self.store.record_outcomes(outcomes, &decide).await? {
             tracing::warn!(webhook_id = %disabled.webhook_id, reason = %disabled.reason, "webhook disabled");
             self.webhooks.forget(disabled.webhook_id, None);

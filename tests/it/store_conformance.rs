@@ -476,7 +476,13 @@ async fn outcomes_are_recorded_and_disable_failing_webhooks(store: DynStore) {
     let hook = webhook(&store, f.organization, "*").await;
     let (_, first) = deliver(&store, &hook, f.organization, 0).await;
     let retry = outcome(&first, 1, Some(500), NextStep::Retry(at(30)));
-    assert!(store.record_outcomes(std::slice::from_ref(&retry), &disable_after(2)).await.expect("record").is_empty());
+    assert!(
+        store
+            .record_outcomes(std::slice::from_ref(&retry), &disable_after(2))
+            .await
+            .expect("record")
+            .is_empty()
+    );
     let pending = store.get_delivery(first.id).await.expect("read").expect("exists");
     assert_eq!(
         (pending.status, pending.attempts, pending.next_attempt_at),
@@ -491,7 +497,10 @@ async fn outcomes_are_recorded_and_disable_failing_webhooks(store: DynStore) {
         DeliveryStatus::Pending
     );
     let dead = outcome(&first, 2, None, NextStep::Dead);
-    assert!(store.record_outcomes(&[dead], &disable_after(2)).await.expect("record").is_empty(), "one dead delivery of two");
+    assert!(
+        store.record_outcomes(&[dead], &disable_after(2)).await.expect("record").is_empty(),
+        "one dead delivery of two"
+    );
     let attempts = store.list_attempts(first.id).await.expect("attempts");
     assert_eq!(attempts.iter().map(|a| a.attempt_number).collect::<Vec<_>>(), vec![1, 1, 2]);
     assert_eq!(attempts[2].error.as_deref(), Some("connection refused"));
@@ -515,7 +524,10 @@ async fn outcomes_are_recorded_and_disable_failing_webhooks(store: DynStore) {
         .record_outcomes(&[outcome(&third, 1, Some(500), NextStep::Dead)], &disable_after(2))
         .await
         .expect("record");
-    store.record_outcomes(&[outcome(&fourth, 1, Some(200), NextStep::Succeeded)], &disable_after(2)).await.expect("record");
+    store
+        .record_outcomes(&[outcome(&fourth, 1, Some(200), NextStep::Succeeded)], &disable_after(2))
+        .await
+        .expect("record");
     assert_eq!(
         store.get_webhook(other.id).await.expect("read").expect("exists").consecutive_dead,
         0,
@@ -524,10 +536,7 @@ async fn outcomes_are_recorded_and_disable_failing_webhooks(store: DynStore) {
     let (_, gone) = deliver(&store, &other, f.organization, 400).await;
     let reason = "the endpoint answered 410 Gone".to_string();
     let disabled = store
-        .record_outcomes(
-            &[outcome(&gone, 1, Some(410), NextStep::Dead)],
-            &disable_after(0),
-        )
+        .record_outcomes(&[outcome(&gone, 1, Some(410), NextStep::Dead)], &disable_after(0))
         .await
         .expect("record");
     assert_eq!(disabled, vec![DisabledWebhook { webhook_id: other.id, reason }]);
@@ -582,7 +591,10 @@ async fn deliveries_can_be_redriven_and_replayed(store: DynStore) {
             .await
             .expect("r");
     }
-    store.record_outcomes(&[outcome(&failing, 1, Some(500), NextStep::Retry(at(9999)))], &disable_after(0)).await.expect("r");
+    store
+        .record_outcomes(&[outcome(&failing, 1, Some(500), NextStep::Retry(at(9999)))], &disable_after(0))
+        .await
+        .expect("r");
     let filter = ReplayFilter {
         organization_id: Some(f.organization),
         webhook_id: Some(hook.id),

@@ -4,6 +4,9 @@
 //! decodes the versions it knows and refuses the rest, which go to the dead-letter queue. The standard
 //! properties repeat the id (`message_id`) and event type (`type`, and the routing key of events) for
 //! routing and for whoever inspects the broker; decoding reads only the header.
+//!
+//! Messages published before the header existed (Herald 0.1: plain `x-herald-*` headers) still decode
+//! ([`legacy`]), so that an upgrade with messages in the broker loses none of them.
 
 use std::borrow::Cow;
 
@@ -102,8 +105,12 @@ pub(super) fn encode_task(task: &DeliveryTask) -> Outgoing<'_> {
 }
 
 pub(super) fn decode_event(properties: &BasicProperties, body: Vec<u8>) -> Result<EventMessage, DecodeError> {
+    let metadata = match header(properties) {
+        Err(DecodeError::MissingHeader) => return legacy::event(properties, body),
+        metadata => metadata?,
+    };
     let FanoutMessage::EventV1 { id, organization_id, event_type, only_webhook } =
-        serde_json::from_slice(header(properties)?)?;
+        serde_json::from_slice(metadata)?;
     Ok(EventMessage {
         id,
         organization_id,
@@ -114,8 +121,12 @@ pub(super) fn decode_event(properties: &BasicProperties, body: Vec<u8>) -> Resul
 }
 
 pub(super) fn decode_task(properties: &BasicProperties, body: Vec<u8>) -> Result<DeliveryTask, DecodeError> {
+    let metadata = match header(properties) {
+        Err(DecodeError::MissingHeader) => return legacy::task(properties, body),
+        metadata => metadata?,
+    };
     let TaskMessage::DeliveryV1 { delivery_id, event_id, webhook_id, organization_id, attempt, event_type } =
-        serde_json::from_slice(header(properties)?)?;
+        serde_json::from_slice(metadata)?;
     Ok(DeliveryTask {
         delivery_id,
         event_id,
@@ -150,6 +161,77 @@ fn header(properties: &BasicProperties) -> Result<&[u8], DecodeError> {
         AMQPValue::LongString(value) => Ok(value.as_bytes()),
         AMQPValue::ByteArray(value) => Ok(value.as_slice()),
         _ => Err(DecodeError::NotText),
+    }
+}
+
+/// The format of Herald 0.1: the id in `message_id`, the event type in `type`, the rest in one header
+/// each; tasks carry `x-herald-version: 1`. Only decoded, never written.
+mod legacy {
+    use bytes::Bytes;
+    use lapin::{BasicProperties, types::AMQPValue};
+    use uuid::Uuid;
+
+    use super::DecodeError;
+    use crate::queue::{DeliveryTask, EventMessage};
+
+    const ORGANIZATION: &str = "x-herald-organization-id";
+    const EVENT: &str = "x-herald-event-id";
+    const WEBHOOK: &str = "x-herald-webhook-id";
+    const ATTEMPT: &str = "x-herald-attempt";
+    const VERSION: &str = "x-herald-version";
+
+    pub(super) fn event(properties: &BasicProperties, body: Vec<u8>) -> Result<EventMessage, DecodeError> {
+        Ok(EventMessage {
+            id: message_id(properties)?,
+            organization_id: uuid(properties, ORGANIZATION)?,
+            event_type: event_type(properties)?,
+            payload: Bytes::from(body),
+            only_webhook: None,
+        })
+    }
+
+    pub(super) fn task(properties: &BasicProperties, body: Vec<u8>) -> Result<DeliveryTask, DecodeError> {
+        if integer(properties, VERSION) != Some(1) {
+            return Err(DecodeError::MissingHeader);
+        }
+        let attempt = integer(properties, ATTEMPT).and_then(|attempt| u32::try_from(attempt).ok());
+        Ok(DeliveryTask {
+            delivery_id: message_id(properties)?,
+            event_id: uuid(properties, EVENT)?,
+            webhook_id: uuid(properties, WEBHOOK)?,
+            organization_id: uuid(properties, ORGANIZATION)?,
+            attempt: attempt.ok_or(DecodeError::MissingHeader)?,
+            event_type: event_type(properties)?,
+            payload: Bytes::from(body),
+        })
+    }
+
+    fn message_id(properties: &BasicProperties) -> Result<Uuid, DecodeError> {
+        let id = properties.message_id().as_ref().ok_or(DecodeError::MissingHeader)?;
+        Uuid::parse_str(id.as_str()).map_err(|_| DecodeError::MissingHeader)
+    }
+
+    fn event_type(properties: &BasicProperties) -> Result<String, DecodeError> {
+        Ok(properties.kind().as_ref().ok_or(DecodeError::MissingHeader)?.as_str().to_string())
+    }
+
+    fn uuid(properties: &BasicProperties, name: &str) -> Result<Uuid, DecodeError> {
+        let text = match properties.headers().as_ref().and_then(|headers| headers.inner().get(name)) {
+            Some(AMQPValue::LongString(value)) => std::str::from_utf8(value.as_bytes()).ok(),
+            Some(AMQPValue::ShortString(value)) => Some(value.as_str()),
+            _ => None,
+        };
+        text.and_then(|text| Uuid::parse_str(text).ok()).ok_or(DecodeError::MissingHeader)
+    }
+
+    fn integer(properties: &BasicProperties, name: &str) -> Option<i64> {
+        match properties.headers().as_ref()?.inner().get(name)? {
+            AMQPValue::LongLongInt(value) => Some(*value),
+            AMQPValue::LongInt(value) => Some(i64::from(*value)),
+            AMQPValue::LongUInt(value) => Some(i64::from(*value)),
+            AMQPValue::ShortInt(value) => Some(i64::from(*value)),
+            _ => None,
+        }
     }
 }
 
@@ -233,6 +315,44 @@ mod tests {
         assert!(error.to_string().contains("delivery.v2"), "names the version: {error}");
         let error = decode_event(&outgoing.properties, b"{}".to_vec()).expect_err("a task is no event");
         assert!(matches!(error, DecodeError::Invalid(_)));
+    }
+
+    #[test]
+    fn messages_of_herald_0_1_still_decode() {
+        let (id, organization, event_id, webhook) =
+            (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let mut headers = FieldTable::default();
+        headers.insert(
+            "x-herald-organization-id".into(),
+            AMQPValue::LongString(organization.to_string().into()),
+        );
+        let old_event = BasicProperties::default()
+            .with_message_id(id.to_string().into())
+            .with_type("item.created".into())
+            .with_headers(headers.clone());
+        let decoded = decode_event(&old_event, b"{}".to_vec()).expect("an old event decodes");
+        assert_eq!(
+            (decoded.id, decoded.organization_id, decoded.event_type.as_str()),
+            (id, organization, "item.created")
+        );
+        assert_eq!(decoded.only_webhook, None);
+
+        headers.insert("x-herald-version".into(), AMQPValue::LongLongInt(1));
+        headers.insert("x-herald-event-id".into(), AMQPValue::LongString(event_id.to_string().into()));
+        headers.insert("x-herald-webhook-id".into(), AMQPValue::LongString(webhook.to_string().into()));
+        headers.insert("x-herald-attempt".into(), AMQPValue::LongLongInt(3));
+        let old_task = old_event.clone().with_headers(headers.clone());
+        let decoded = decode_task(&old_task, b"{}".to_vec()).expect("an old task decodes");
+        assert_eq!(
+            (decoded.delivery_id, decoded.event_id, decoded.webhook_id, decoded.attempt),
+            (id, event_id, webhook, 3)
+        );
+
+        headers.insert("x-herald-version".into(), AMQPValue::LongLongInt(2));
+        assert!(
+            decode_task(&old_event.with_headers(headers), Vec::new()).is_err(),
+            "an unknown old version is refused"
+        );
     }
 
     #[test]

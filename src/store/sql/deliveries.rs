@@ -7,8 +7,8 @@ use uuid::Uuid;
 
 use super::DB;
 use crate::store::{
-    Attempt, AttemptOutcome, Delivery, DeliveryQuery, DeliveryStatus, DeliveryStore, DisableDecision, DisabledWebhook,
-    DueDelivery, NewDelivery, NextStep, ReplayFilter, StoreResult,
+    Attempt, AttemptOutcome, Delivery, DeliveryQuery, DeliveryStatus, DeliveryStore, DisableDecision,
+    DisabledWebhook, DueDelivery, NewDelivery, NextStep, ReplayFilter, StoreResult,
     sql::{BATCH_ROWS, Backend, ResultExt, SqlStore, push_id_list},
 };
 
