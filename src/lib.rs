@@ -9,7 +9,6 @@
 pub mod app;
 pub mod auth;
 pub mod batch;
-pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod crypto;

@@ -3,18 +3,21 @@
 //! a [`Principal`]: an organization and an actor (a user with a role, or the service role). Every refusal
 //! is a 401 with its own `code`.
 //!
-//! Verified keys are cached for `auth.key_cache_ttl`, so the request path reads the database once per key
-//! per TTL and never writes: usage is counted in memory ([`usage`]). Revoking a key removes it from this
-//! instance's cache at once; other instances stop accepting it within the TTL.
+//! Verified keys (and JWT users) are cached for `auth.key_cache_ttl` in [`moka`] caches bounded to
+//! [`CACHE_CAPACITY`] entries, so the request path reads the database once per key per TTL (concurrent
+//! requests with an uncached key wait on one read) and never writes: usage is counted in memory
+//! ([`usage`]). A TTL of zero caches nothing. Revoking a key removes it from this instance's cache at
+//! once; other instances stop accepting it within the TTL.
 
 mod extract;
 pub mod jwt;
 mod rate_limit;
 pub mod usage;
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use chrono::Utc;
+use moka::future::Cache;
 use uuid::Uuid;
 
 pub use extract::{AdminAuth, Auth};
@@ -23,12 +26,14 @@ use rate_limit::RateLimiter;
 use usage::UsageRecorder;
 
 use crate::{
-    cache::TtlCache,
     config::Settings,
     domain::{ApiKeyError, ApiKeySecret, Role},
     http::ApiError,
-    store::{DynStore, KeyOwner, User},
+    store::{DynStore, KeyOwner, StoreError, User},
 };
+
+/// Entries each cache (keys, users) holds at most; moka evicts the least used first.
+const CACHE_CAPACITY: u64 = 100_000;
 
 /// An authenticated caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,8 +86,9 @@ type CachedUser = (User, bool);
 #[derive(Debug)]
 pub struct Authenticator {
     store: DynStore,
-    keys: TtlCache<Vec<u8>, KeyOwner>,
-    users: TtlCache<Uuid, CachedUser>,
+    /// Verified keys by hash.
+    keys: Cache<Vec<u8>, KeyOwner>,
+    users: Cache<Uuid, CachedUser>,
     usage: Arc<UsageRecorder>,
     limiter: RateLimiter,
     jwt: Option<JwtVerifier>,
@@ -97,8 +103,8 @@ impl Authenticator {
         let auth = &settings.auth;
         Self {
             store,
-            keys: TtlCache::new(auth.key_cache_ttl.get()),
-            users: TtlCache::new(auth.key_cache_ttl.get()),
+            keys: cache(auth.key_cache_ttl.get(), CACHE_CAPACITY),
+            users: cache(auth.key_cache_ttl.get(), CACHE_CAPACITY),
             usage: Arc::new(UsageRecorder::default()),
             limiter: RateLimiter::new(auth.rate_limit_per_second, auth.rate_limit_burst),
             jwt: auth.jwt_secret.as_ref().map(|secret| JwtVerifier::new(secret.expose(), &auth.jwt_audience)),
@@ -111,7 +117,7 @@ impl Authenticator {
 
     /// Forgets a revoked key at once on this instance.
     pub fn forget_key(&self, key_id: Uuid) {
-        self.keys.remove_where(|owner| owner.key.id == key_id);
+        forget_key(&self.keys, key_id);
     }
 
     /// Authenticates a bearer token (API key or JWT) or an `X-API-Key` value.
@@ -131,18 +137,15 @@ impl Authenticator {
             ApiKeyError::BadChecksum => unauthorized("api_key_checksum", &error.to_string()),
         })?;
         let hash = key.hash();
-        let owner = match self.keys.get(&hash) {
-            Some(owner) => owner,
-            None => {
-                let owner = self
-                    .store
-                    .find_key_by_hash(&hash)
-                    .await?
-                    .ok_or_else(|| unauthorized("api_key_invalid", "unknown API key"))?;
-                self.keys.insert(hash, owner.clone());
-                owner
-            }
-        };
+        // An unknown key is not cached (`NotFound` is an error, and errors are not).
+        let load = async { self.store.find_key_by_hash(&hash).await?.ok_or(StoreError::NotFound) };
+        let owner =
+            self.keys.try_get_with_by_ref(&hash, load).await.map_err(|error| {
+                match StoreError::from(error) {
+                    StoreError::NotFound => unauthorized("api_key_invalid", "unknown API key"),
+                    other => other.into(),
+                }
+            })?;
         let now = Utc::now();
         if owner.key.revoked_at.is_some() {
             return Err(unauthorized("api_key_revoked", "API key revoked"));
@@ -200,18 +203,17 @@ impl Authenticator {
     }
 
     async fn jwt_user(&self, user_id: Uuid) -> Result<CachedUser, ApiError> {
-        if let Some(cached) = self.users.get(&user_id) {
-            return Ok(cached);
-        }
-        let user = self
-            .store
-            .get_user(user_id)
-            .await?
-            .ok_or_else(|| unauthorized("jwt_unknown_user", "the JWT's subject is not a Herald user"))?;
-        let active =
-            self.store.get_organization(user.organization_id).await?.is_some_and(|org| org.is_active);
-        self.users.insert(user_id, (user.clone(), active));
-        Ok((user, active))
+        let load = async {
+            let user = self.store.get_user(user_id).await?.ok_or(StoreError::NotFound)?;
+            let organization = self.store.get_organization(user.organization_id).await?;
+            Ok::<_, StoreError>((user, organization.is_some_and(|org| org.is_active)))
+        };
+        self.users.try_get_with(user_id, load).await.map_err(|error| match StoreError::from(error) {
+            StoreError::NotFound => {
+                unauthorized("jwt_unknown_user", "the JWT's subject is not a Herald user")
+            }
+            other => other.into(),
+        })
     }
 
     /// A service-role token acts as an admin of the organization its `user_id` (or `organization_id`)
@@ -240,5 +242,23 @@ impl Authenticator {
             }
         };
         Ok(Principal { organization_id, actor: Actor::ServiceRole })
+    }
+}
+
+/// A cache of at most `capacity` entries, each kept for `ttl` (zero: nothing is kept, though concurrent
+/// loads of one key still share one read).
+fn cache<K, V>(ttl: Duration, capacity: u64) -> Cache<K, V>
+where
+    K: std::hash::Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    Cache::builder().max_capacity(capacity).time_to_live(ttl).support_invalidation_closures().build()
+}
+
+/// Drops every cached entry of the key `key_id`; later reads never see them.
+fn forget_key(keys: &Cache<Vec<u8>, KeyOwner>, key_id: Uuid) {
+    if keys.invalidate_entries_if(move |_, owner| owner.key.id == key_id).is_err() {
+        // Only without `support_invalidation_closures`, which `cache` always sets.
+        keys.invalidate_all();
     }
 }

@@ -15,7 +15,7 @@ use super::{
     endpoints::{Admission, Endpoints},
     retry::{Outcome, RetryPolicy, parse_retry_after},
     sender::{Exchange, Sender},
-    targets::{Target, Targets},
+    webhook_cache::{DeliveryTarget, WebhookCache, WebhookCacheError},
 };
 use crate::{
     batch::Batcher,
@@ -29,7 +29,7 @@ const RECORD_BATCH: usize = 512;
 
 #[derive(Debug)]
 pub struct Deliverer {
-    pub targets: Arc<Targets>,
+    pub webhooks: Arc<WebhookCache>,
     pub sender: Sender,
     pub policy: RetryPolicy,
     pub recorder: Recorder,
@@ -137,25 +137,25 @@ impl Deliverer {
     /// Loads the webhook and makes the attempt.
     #[tracing::instrument(level = "debug", skip_all, fields(delivery_id = %task.delivery_id, attempt = task.attempt))]
     async fn attempt_task(&self, task: &DeliveryTask) -> Settlement {
-        let target = match self.targets.target(task.webhook_id).await {
-            Ok(Some(target)) => target,
+        let started_at = crate::domain::now();
+        let attempt = match self.webhooks.target(task.webhook_id).await {
+            Ok(Some(target)) => self.attempt(&target, task).await,
             // The webhook was deleted, and its deliveries with it.
             Ok(None) => return Settlement::Ack,
-            Err(error) => {
-                tracing::warn!(
-                    error = format!("{error:#}"),
-                    "cannot load the webhook; the task goes back to the queue"
-                );
+            // No retry can open the secret: the delivery ends (replayable once the keys are fixed).
+            Err(error @ WebhookCacheError::Undecryptable { .. }) => Attempt::Skipped(error.to_string()),
+            Err(WebhookCacheError::Store(error)) => {
+                tracing::warn!(%error, "cannot load the webhook; the task goes back to the queue");
                 return Settlement::Requeue;
             }
         };
-        let started_at = crate::domain::now();
-        let (exchange, next) = match self.attempt(&target, task).await {
+        let (exchange, next) = match attempt {
             Attempt::Made(exchange, outcome) => {
                 let next = self.policy.next(task.attempt, &outcome, Utc::now());
                 (exchange, next)
             }
-            // Herald could not try (disabled webhook, unusable URL): the delivery ends, replayable later.
+            // Herald could not try (disabled webhook, unusable URL or secret): the delivery ends, replayable
+            // later.
             Attempt::Skipped(reason) => (
                 Exchange { error: Some(format!("not attempted: {reason}")), ..Exchange::default() },
                 NextStep::Dead { disable_webhook: None },
@@ -178,7 +178,7 @@ impl Deliverer {
     }
 
     /// Makes the HTTP attempt (unless the webhook cannot be delivered to) and classifies it.
-    async fn attempt(&self, target: &Target, task: &DeliveryTask) -> Attempt {
+    async fn attempt(&self, target: &DeliveryTarget, task: &DeliveryTask) -> Attempt {
         if !target.is_active {
             let reason = target.disabled_reason.as_deref().unwrap_or("disabled");
             return Attempt::Skipped(format!("the webhook is disabled ({reason})"));
@@ -217,7 +217,7 @@ enum Attempt {
 /// The headers of one attempt: content type, event type, `X-Signature` (and `X-Signature-Previous`
 /// during a secret rotation), and the Standard Webhooks trio.
 pub fn signed_headers(
-    target: &Target,
+    target: &DeliveryTarget,
     task: &DeliveryTask,
 ) -> Result<HeaderMap, reqwest::header::InvalidHeaderValue> {
     let now = Utc::now();
@@ -259,18 +259,18 @@ pub struct Recorder {
 impl Recorder {
     pub fn start(
         store: DynStore,
-        targets: Arc<Targets>,
+        webhooks: Arc<WebhookCache>,
         disable_after_dead: u32,
         shutdown: CancellationToken,
     ) -> Self {
         let batch_store = store.clone();
         let batcher = Batcher::spawn(RECORD_BATCH, move |outcomes: Vec<AttemptOutcome>| {
-            let (store, targets) = (batch_store.clone(), targets.clone());
+            let (store, webhooks) = (batch_store.clone(), webhooks.clone());
             async move {
                 let count = outcomes.len();
                 for disabled in store.record_outcomes(&outcomes, disable_after_dead).await? {
                     tracing::warn!(webhook_id = %disabled.webhook_id, reason = %disabled.reason, "webhook disabled");
-                    targets.forget(disabled.webhook_id, None);
+                    webhooks.forget(disabled.webhook_id, None).await;
                 }
                 Ok(vec![(); count])
             }

@@ -10,7 +10,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::targets::Targets;
+use super::webhook_cache::WebhookCache;
 use crate::{
     domain::TEST_EVENT,
     queue::{Consumer, DeliveryTask, DynQueue, EventMessage, Received},
@@ -27,7 +27,7 @@ const BATCHES_AT_ONCE: usize = 4;
 pub struct Fanout {
     pub store: DynStore,
     pub queue: DynQueue,
-    pub targets: Arc<Targets>,
+    pub webhooks: Arc<WebhookCache>,
     /// How long a delivery may stay queued before the sweeper hands it over again.
     pub lease: Duration,
 }
@@ -88,7 +88,7 @@ impl Fanout {
             if event.event_type == TEST_EVENT {
                 continue;
             }
-            let subscribers = self.targets.subscribers(event.organization_id).await?;
+            let subscribers = self.webhooks.subscribers(event.organization_id).await?;
             let before = deliveries.len();
             deliveries.extend(
                 subscribers.iter().filter(|(_, filter)| filter.matches(&event.event_type)).map(

@@ -8,7 +8,7 @@ pub mod fanout;
 pub mod retry;
 pub mod scheduler;
 pub mod sender;
-pub mod targets;
+pub mod webhook_cache;
 
 use std::sync::Arc;
 
@@ -42,7 +42,8 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let delivery = &settings.delivery;
     let secrets = Arc::new(SecretBox::from_settings(&settings)?);
-    let targets = Arc::new(targets::Targets::new(store.clone(), secrets, delivery.webhook_cache_ttl.get()));
+    let webhooks =
+        Arc::new(webhook_cache::WebhookCache::new(store.clone(), secrets, delivery.webhook_cache_ttl.get()));
     if !queue.confirms_publication() {
         // Embedded: the in-memory queue did not survive the restart, so whatever it held is due again.
         let requeued = store.requeue_all_queued(crate::domain::now()).await?;
@@ -56,7 +57,7 @@ pub async fn run(
         let fanout = fanout::Fanout {
             store: store.clone(),
             queue: queue.clone(),
-            targets: targets.clone(),
+            webhooks: webhooks.clone(),
             lease: delivery.stuck_after.get(),
         };
         stages.spawn(fanout.run(consumer, shutdown.clone()));
@@ -70,12 +71,12 @@ pub async fn run(
             Arc::new(TargetPolicy::new(delivery.allow_private_targets, delivery.allowed_cidrs.clone()));
         let recorder = deliver::Recorder::start(
             store.clone(),
-            targets.clone(),
+            webhooks.clone(),
             delivery.disable_after_dead,
             shutdown.clone(),
         );
         let deliverer = deliver::Deliverer {
-            targets,
+            webhooks,
             endpoints: endpoints::Endpoints::new(delivery.per_endpoint_concurrency),
             store: store.clone(),
             sender: sender::Sender::new(delivery, policy)?,
