@@ -262,3 +262,83 @@ fn forget_key(keys: &Cache<Vec<u8>, KeyOwner>, key_id: Uuid) {
         keys.invalidate_all();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::config::{HumanDuration, Secret};
+
+    /// An authenticator on a fresh SQLite store, its bootstrap admin's key, and that key's id.
+    async fn authenticator(ttl: Duration, dir: &tempfile::TempDir) -> (Authenticator, String, Uuid) {
+        let mut settings = Settings::defaults();
+        settings.database.url = Secret::new(format!("sqlite://{}", dir.path().join("herald.db").display()));
+        settings.auth.key_cache_ttl = HumanDuration(ttl);
+        let store = crate::store::connect(&settings).await.expect("store");
+        let (_, key) = crate::app::bootstrap(&store, "org", "admin@test.example", false)
+            .await
+            .expect("bootstrap")
+            .expect("new");
+        let owner = store.find_key_by_hash(&key.hash()).await.expect("read").expect("stored");
+        (Authenticator::new(&settings, store), key.expose().to_string(), owner.key.id)
+    }
+
+    async fn code(auth: &Authenticator, key: &str) -> Option<&'static str> {
+        auth.authenticate(key, ServiceTarget::default()).await.err().map(|error| error.code())
+    }
+
+    #[tokio::test]
+    async fn verified_keys_are_cached_for_the_ttl_and_forgotten_at_once() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (auth, key, key_id) = authenticator(Duration::from_millis(300), &dir).await;
+        assert_eq!(code(&auth, &key).await, None);
+        auth.store.revoke_api_key(key_id, crate::domain::now()).await.expect("revoke");
+        assert_eq!(code(&auth, &key).await, None, "cached: the store is not read again within the TTL");
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        assert_eq!(code(&auth, &key).await, Some("api_key_revoked"), "expired: the store is read again");
+
+        let dir = tempfile::tempdir().expect("dir");
+        let (auth, key, key_id) = authenticator(Duration::from_secs(600), &dir).await;
+        assert_eq!(code(&auth, &key).await, None);
+        auth.store.revoke_api_key(key_id, crate::domain::now()).await.expect("revoke");
+        auth.forget_key(key_id);
+        assert_eq!(
+            code(&auth, &key).await,
+            Some("api_key_revoked"),
+            "revocation on this instance is immediate"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_zero_ttl_caches_nothing() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (auth, key, key_id) = authenticator(Duration::ZERO, &dir).await;
+        assert_eq!(code(&auth, &key).await, None);
+        auth.store.revoke_api_key(key_id, crate::domain::now()).await.expect("revoke");
+        assert_eq!(code(&auth, &key).await, Some("api_key_revoked"));
+        let unknown = ApiKeySecret::generate();
+        assert_eq!(code(&auth, unknown.expose()).await, Some("api_key_invalid"));
+    }
+
+    #[tokio::test]
+    async fn capacity_is_bounded_and_concurrent_misses_load_once() {
+        let bounded = cache::<u32, u32>(Duration::from_secs(60), 3);
+        for i in 0..10 {
+            bounded.insert(i, i).await;
+        }
+        bounded.run_pending_tasks().await;
+        assert!(bounded.entry_count() <= 3, "{} entries", bounded.entry_count());
+
+        let shared = cache::<u32, u32>(Duration::from_secs(60), 3);
+        let loads = AtomicUsize::new(0);
+        let load = || async {
+            loads.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Ok::<_, StoreError>(7)
+        };
+        let results = futures_util::future::join_all((0..8).map(|_| shared.try_get_with(1, load()))).await;
+        assert!(results.iter().all(|result| matches!(result, Ok(7))));
+        assert_eq!(loads.load(Ordering::SeqCst), 1, "one load for eight concurrent misses");
+    }
+}

@@ -146,3 +146,143 @@ impl WebhookCache {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        config::{Secret, Settings, parse_secret_keys},
+        crypto::Sealed,
+        store::{NewWebhook, SecretRotation, WebhookChanges},
+    };
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        store: DynStore,
+        secrets: Arc<SecretBox>,
+        organization_id: Uuid,
+    }
+
+    async fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut settings = Settings::defaults();
+        settings.database.url = Secret::new(format!("sqlite://{}", dir.path().join("herald.db").display()));
+        let store = crate::store::connect(&settings).await.expect("store");
+        let (bootstrap, _) = crate::app::bootstrap(&store, "org", "admin@test.example", false)
+            .await
+            .expect("bootstrap")
+            .expect("new");
+        let keys = parse_secret_keys(&SecretBox::generate_key_text()).expect("key");
+        let secrets = Arc::new(SecretBox::from_keys(&keys));
+        Fixture { _dir: dir, store, secrets, organization_id: bootstrap.organization.id }
+    }
+
+    impl Fixture {
+        fn cache(&self, ttl: Duration) -> WebhookCache {
+            WebhookCache::new(self.store.clone(), self.secrets.clone(), ttl)
+        }
+
+        /// Stores a webhook whose secret is `seal(id)`.
+        async fn webhook(&self, seal: impl FnOnce(Uuid) -> Sealed) -> Uuid {
+            let id = Uuid::now_v7();
+            let webhook = NewWebhook {
+                id,
+                organization_id: self.organization_id,
+                url: "https://example.com/hook".into(),
+                events: "*".into(),
+                secret: seal(id),
+                description: None,
+                created_at: crate::domain::now(),
+            };
+            self.store.create_webhook(&webhook).await.expect("stored");
+            id
+        }
+
+        async fn sealed_webhook(&self) -> Uuid {
+            self.webhook(|id| self.secrets.seal("whsec_current", id.as_bytes())).await
+        }
+
+        async fn set_url(&self, id: Uuid, url: &str) {
+            let changes = WebhookChanges {
+                url: Some(url.into()),
+                updated_at: crate::domain::now(),
+                ..WebhookChanges::default()
+            };
+            self.store.update_webhook(id, &changes).await.expect("update").expect("exists");
+        }
+    }
+
+    async fn url_of(cache: &WebhookCache, id: Uuid) -> String {
+        let target = cache.target(id).await.expect("loads").expect("exists");
+        target.url.as_ref().map(Url::to_string).unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn webhooks_are_cached_for_the_ttl_and_forgotten_at_once() {
+        let fixture = fixture().await;
+        let cache = fixture.cache(Duration::from_millis(300));
+        let id = fixture.sealed_webhook().await;
+        assert_eq!(url_of(&cache, id).await, "https://example.com/hook");
+        assert_eq!(cache.subscribers(fixture.organization_id).await.expect("subscribers").len(), 1);
+        fixture.set_url(id, "https://example.com/v2").await;
+        fixture.sealed_webhook().await;
+        assert_eq!(url_of(&cache, id).await, "https://example.com/hook", "cached within the TTL");
+        assert_eq!(cache.subscribers(fixture.organization_id).await.expect("subscribers").len(), 1);
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        assert_eq!(url_of(&cache, id).await, "https://example.com/v2", "read again once expired");
+        fixture.set_url(id, "https://example.com/v3").await;
+        cache.forget(id, Some(fixture.organization_id)).await;
+        assert_eq!(url_of(&cache, id).await, "https://example.com/v3", "forgotten at once");
+        assert_eq!(cache.subscribers(fixture.organization_id).await.expect("subscribers").len(), 2);
+        let target = cache.target(id).await.expect("loads").expect("exists");
+        assert_eq!(target.signing_secrets(Utc::now()), ["whsec_current"]);
+        assert!(cache.target(Uuid::now_v7()).await.expect("loads").is_none(), "deleted or never was");
+    }
+
+    #[tokio::test]
+    async fn a_zero_ttl_caches_nothing() {
+        let fixture = fixture().await;
+        let cache = fixture.cache(Duration::ZERO);
+        let id = fixture.sealed_webhook().await;
+        assert_eq!(url_of(&cache, id).await, "https://example.com/hook");
+        fixture.set_url(id, "https://example.com/v2").await;
+        assert_eq!(url_of(&cache, id).await, "https://example.com/v2");
+    }
+
+    #[tokio::test]
+    async fn a_secret_the_configured_keys_cannot_open_is_undecryptable() {
+        let fixture = fixture().await;
+        let cache = fixture.cache(Duration::from_secs(60));
+        let unknown_key = fixture
+            .webhook(|id| Sealed {
+                key_id: "retired".into(),
+                ..fixture.secrets.seal("whsec_x", id.as_bytes())
+            })
+            .await;
+        // Sealed for another row: the configured key does not open it here.
+        let wrong_key = fixture.webhook(|_| fixture.secrets.seal("whsec_x", Uuid::now_v7().as_bytes())).await;
+        let configured = fixture.secrets.seal("x", b"").key_id;
+        for (id, key_id) in [(unknown_key, "retired"), (wrong_key, configured.as_str())] {
+            let error = cache.target(id).await.expect_err("undecryptable");
+            assert!(
+                matches!(&error, WebhookCacheError::Undecryptable { key_id: found } if found == key_id),
+                "{error:?}"
+            );
+            let message = error.to_string();
+            assert!(message.contains("cannot be decrypted") && message.contains(key_id), "{message}");
+            assert!(!message.contains("whsec"), "{message}");
+        }
+
+        // A previous secret whose grace period is over signs nothing: its key may be gone.
+        let rotated = fixture.sealed_webhook().await;
+        let rotation = SecretRotation {
+            secret: fixture.secrets.seal("whsec_new", rotated.as_bytes()),
+            previous: Sealed { key_id: "retired".into(), ciphertext: vec![0; 40] },
+            previous_expires_at: Utc::now() - chrono::Duration::seconds(1),
+            updated_at: crate::domain::now(),
+        };
+        fixture.store.rotate_webhook_secret(rotated, &rotation).await.expect("rotate").expect("exists");
+        let target = cache.target(rotated).await.expect("opens").expect("exists");
+        assert_eq!(target.signing_secrets(Utc::now()), ["whsec_new"]);
+    }
+}
