@@ -28,6 +28,7 @@ pub const SERVICE_ROLE: &str = "service_role";
 pub struct JwtVerifier {
     key: DecodingKey,
     validation: Validation,
+    audience: String,
 }
 
 /// The claims Herald reads.
@@ -37,9 +38,15 @@ pub struct Claims {
     pub role: Option<String>,
     pub exp: i64,
     pub nbf: Option<i64>,
-    /// Checked by jsonwebtoken when present; Herald only needs to know whether it is.
     #[serde(default)]
-    aud: Option<serde_json::Value>,
+    aud: Option<Audience>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+enum Audience {
+    One(String),
+    Many(Vec<String>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -63,13 +70,14 @@ impl JwtVerifier {
         // Fails only if a provider is installed already: Herald's own, by an earlier verifier.
         let _ = CryptoProvider::install_default(&HS256_ONLY);
         let mut validation = Validation::new(Algorithm::HS256);
-        // Times are checked below against the caller's clock, with Herald's leeway.
+        // Times are checked below against the caller's clock, with Herald's leeway, and then the
+        // audience (which only user tokens must carry), in that order, so each token gets one reason.
         validation.validate_exp = false;
         validation.validate_nbf = false;
-        validation.set_audience(&[audience]);
+        validation.validate_aud = false;
         let key = DecodingKey::from_secret(secret.as_bytes())
             .expect("auth.jwt_secret is validated to hold at least 16 characters");
-        Self { key, validation }
+        Self { key, validation, audience: audience.to_string() }
     }
 
     /// Verifies `token` at Unix time `now`.
@@ -83,7 +91,12 @@ impl JwtVerifier {
         if claims.nbf.is_some_and(|nbf| nbf - LEEWAY_SECONDS > now) {
             return Err(JwtError::NotYetValid);
         }
-        if claims.aud.is_none() && claims.role.as_deref() != Some(SERVICE_ROLE) {
+        let audience_ok = match &claims.aud {
+            Some(Audience::One(aud)) => *aud == self.audience,
+            Some(Audience::Many(auds)) => auds.contains(&self.audience),
+            None => claims.role.as_deref() == Some(SERVICE_ROLE),
+        };
+        if !audience_ok {
             return Err(JwtError::Audience);
         }
         Ok(claims)
@@ -96,7 +109,6 @@ fn classify(error: &Error, token: &str) -> JwtError {
     match error.kind() {
         ErrorKind::InvalidAlgorithm | ErrorKind::UnsupportedAlgorithm => JwtError::Algorithm,
         ErrorKind::InvalidSignature => JwtError::Signature,
-        ErrorKind::InvalidAudience => JwtError::Audience,
         ErrorKind::Json(_) if claims_another_algorithm(token) => JwtError::Algorithm,
         _ => JwtError::Malformed,
     }
