@@ -5,7 +5,7 @@
 //! may omit `aud` (Supabase issues them without one).
 //!
 //! jsonwebtoken's own crypto backends bring RSA, elliptic curves and EdDSA (`rust_crypto`) or a C library
-//! (`aws_lc_rs`); Herald needs HMAC-SHA256 alone, so it installs [`HS256_ONLY`], a provider on the `hmac`
+//! (`aws_lc_rs`); Herald needs HMAC-SHA256 alone, so it installs `HS256_ONLY`, a provider on the `hmac`
 //! and `sha2` crates it already uses for webhook signatures.
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};

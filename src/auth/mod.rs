@@ -4,7 +4,7 @@
 //! is a 401 with its own `code`.
 //!
 //! Verified keys (and JWT users) are cached for `auth.key_cache_ttl` in [`moka`] caches bounded to
-//! [`CACHE_CAPACITY`] entries, so the request path reads the database once per key per TTL (concurrent
+//! `CACHE_CAPACITY` entries, so the request path reads the database once per key per TTL (concurrent
 //! requests with an uncached key wait on one read) and never writes: usage is counted in memory
 //! ([`usage`]). A TTL of zero caches nothing. Revoking a key removes it from this instance's cache at
 //! once; other instances stop accepting it within the TTL.

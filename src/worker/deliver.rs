@@ -145,7 +145,10 @@ impl Deliverer {
             // No retry can open the secret: the delivery ends (replayable once the keys are fixed).
             Err(error @ WebhookCacheError::Undecryptable { .. }) => Attempt::Skipped(error.to_string()),
             Err(WebhookCacheError::Store(error)) => {
-                tracing::warn!(%error, "cannot load the webhook; the task goes back to the queue");
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "cannot load the webhook; the task goes back to the queue"
+                );
                 return Settlement::Requeue;
             }
         };

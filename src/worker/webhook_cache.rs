@@ -1,5 +1,5 @@
 //! Webhooks as the workers need them, cached for `delivery.webhook_cache_ttl` in [`moka`] caches bounded
-//! to [`CACHE_CAPACITY`] entries each (so a change made through the API is seen within that bound; a TTL
+//! to `CACHE_CAPACITY` entries each (so a change made through the API is seen within that bound; a TTL
 //! of zero caches nothing): each organization's active webhooks for fan-out, and each webhook's URL and
 //! decrypted signing secrets for delivery. Concurrent misses for one key share one database read.
 
