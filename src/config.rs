@@ -5,7 +5,10 @@
 
 use std::{fmt, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
 
+mod secret;
+
 use ipnet::IpNet;
+pub use secret::{Secret, SecretKey, parse_secret_keys, redact_url};
 use serde::{Deserialize, Deserializer, de};
 
 /// The compiled-in defaults, so the binary runs from any directory.
@@ -245,8 +248,7 @@ impl Settings {
             return Err(invalid("auth.jwt_secret", "must be at least 16 characters"));
         }
         if let Some(keys) = &self.secrets.keys {
-            crate::crypto::SecretBox::parse_keys(keys.expose())
-                .map_err(|message| invalid("secrets.keys", message))?;
+            parse_secret_keys(keys.expose()).map_err(|message| invalid("secrets.keys", message))?;
         }
         match self.log.level.parse::<tracing_subscriber::filter::EnvFilter>() {
             Ok(_) => Ok(()),
@@ -269,39 +271,6 @@ impl Settings {
                 message: "not a URL (expected sqlite://PATH or postgres://USER@HOST/DB)".into(),
             }),
         }
-    }
-}
-
-/// A value that must never be printed: `Debug` and `Display` show `[redacted]`.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Secret<T>(T);
-
-impl<T> Secret<T> {
-    pub fn new(value: T) -> Self {
-        Self(value)
-    }
-    /// The secret value itself; call sites are easy to audit by this name.
-    pub fn expose(&self) -> &T {
-        &self.0
-    }
-}
-
-impl<T> fmt::Debug for Secret<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-/// Removes the password from a URL so that it can be logged.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return "[unparseable url]".into() };
-    match rest.split_once('@') {
-        Some((credentials, host)) => match credentials.split_once(':') {
-            Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
-            None => format!("{scheme}://{credentials}@{host}"),
-        },
-        None => url.to_string(),
     }
 }
 

@@ -25,7 +25,6 @@
 pub mod app;
 pub(crate) mod auth;
 pub(crate) mod batch;
-pub(crate) mod cache;
 pub mod cli;
 pub mod config;
 pub mod crypto;

@@ -14,7 +14,7 @@ use crate::{
     outbox::PublishedMarker,
     queue::{DynQueue, embedded::EmbeddedQueue, rabbitmq::RabbitQueue},
     store::{self, DynStore},
-    worker::targets::Targets,
+    worker::webhook_cache::WebhookCache,
 };
 
 /// How Herald runs, as the settings select it: by the queue, since the queue decides which process does
@@ -57,7 +57,7 @@ pub struct Services {
     /// Which delivery targets are allowed (the SSRF policy).
     pub(crate) target_policy: Arc<TargetPolicy>,
     /// Webhooks as the workers need them (URL, decrypted secrets, subscriptions), cached.
-    pub(crate) webhooks: Arc<Targets>,
+    pub(crate) webhooks: Arc<WebhookCache>,
 }
 
 impl Services {
@@ -70,7 +70,7 @@ impl Services {
         let target_policy =
             Arc::new(TargetPolicy::new(delivery.allow_private_targets, delivery.allowed_cidrs.clone()));
         let webhooks =
-            Arc::new(Targets::new(store.clone(), secrets.clone(), delivery.webhook_cache_ttl.get()));
+            Arc::new(WebhookCache::new(store.clone(), secrets.clone(), delivery.webhook_cache_ttl.get()));
         let queue: DynQueue = match (mode, &settings.queue.url) {
             (Mode::Production, Some(url)) => {
                 Arc::new(RabbitQueue::connect(url.expose(), &settings.queue.prefix).await?)

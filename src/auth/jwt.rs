@@ -1,10 +1,21 @@
-//! HS256 JWT verification, Supabase-compatible: the algorithm is pinned (a token claiming any other `alg`,
-//! including `none`, is refused before its signature is looked at), the signature is checked in constant
-//! time, `exp` is required and `nbf` honoured (30 s leeway each), and `aud` must name the configured
-//! audience. Only `service_role` tokens may omit `aud` (Supabase issues them without one).
+//! HS256 JWT verification, Supabase-compatible, on [`jsonwebtoken`]: the algorithm is pinned (a token
+//! claiming any other `alg`, including `none`, is refused before its signature is looked at), the
+//! signature is checked in constant time, `exp` is required and `nbf` honoured (30 s leeway each, against
+//! the clock the caller passes), and `aud` must name the configured audience. Only `service_role` tokens
+//! may omit `aud` (Supabase issues them without one).
+//!
+//! jsonwebtoken's own crypto backends bring RSA, elliptic curves and EdDSA (`rust_crypto`) or a C library
+//! (`aws_lc_rs`); Herald needs HMAC-SHA256 alone, so it installs `HS256_ONLY`, a provider on the `hmac`
+//! and `sha2` crates it already uses for webhook signatures.
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use hmac::{Hmac, KeyInit, Mac};
+use jsonwebtoken::{
+    Algorithm, DecodingKey, EncodingKey, Validation,
+    crypto::{CryptoProvider, JwtSigner, KeyUtils},
+    errors::{Error, ErrorKind},
+    signature,
+};
 use serde::Deserialize;
 use sha2::Sha256;
 
@@ -15,7 +26,8 @@ pub const SERVICE_ROLE: &str = "service_role";
 
 #[derive(Debug, Clone)]
 pub struct JwtVerifier {
-    secret: Vec<u8>,
+    key: DecodingKey,
+    validation: Validation,
     audience: String,
 }
 
@@ -53,32 +65,26 @@ pub enum JwtError {
     Audience,
 }
 
-#[derive(Deserialize)]
-struct Header {
-    alg: String,
-}
-
 impl JwtVerifier {
     pub fn new(secret: &str, audience: &str) -> Self {
-        Self { secret: secret.as_bytes().to_vec(), audience: audience.to_string() }
+        // Fails only if a provider is installed already: Herald's own, by an earlier verifier.
+        let _ = CryptoProvider::install_default(&HS256_ONLY);
+        let mut validation = Validation::new(Algorithm::HS256);
+        // Times are checked below against the caller's clock, with Herald's leeway, and then the
+        // audience (which only user tokens must carry), in that order, so each token gets one reason.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.validate_aud = false;
+        let key = DecodingKey::from_secret(secret.as_bytes())
+            .expect("auth.jwt_secret is validated to hold at least 16 characters");
+        Self { key, validation, audience: audience.to_string() }
     }
 
     /// Verifies `token` at Unix time `now`.
     pub fn verify(&self, token: &str, now: i64) -> Result<Claims, JwtError> {
-        let (signing_input, signature) = token.rsplit_once('.').ok_or(JwtError::Malformed)?;
-        let (header, payload) = signing_input.split_once('.').ok_or(JwtError::Malformed)?;
-        if payload.contains('.') {
-            return Err(JwtError::Malformed);
-        }
-        let header: Header = decode_json(header)?;
-        if header.alg != "HS256" {
-            return Err(JwtError::Algorithm);
-        }
-        let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| JwtError::Malformed)?;
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.secret).expect("HMAC accepts any key length");
-        mac.update(signing_input.as_bytes());
-        mac.verify_slice(&signature).map_err(|_| JwtError::Signature)?;
-        let claims: Claims = decode_json(payload)?;
+        let claims = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
+            .map_err(|error| classify(&error, token))?
+            .claims;
         if claims.exp + LEEWAY_SECONDS <= now {
             return Err(JwtError::Expired);
         }
@@ -97,9 +103,68 @@ impl JwtVerifier {
     }
 }
 
-fn decode_json<T: serde::de::DeserializeOwned>(part: &str) -> Result<T, JwtError> {
-    let bytes = URL_SAFE_NO_PAD.decode(part).map_err(|_| JwtError::Malformed)?;
-    serde_json::from_slice(&bytes).map_err(|_| JwtError::Malformed)
+/// Herald's reason for jsonwebtoken's refusal. A header jsonwebtoken cannot read because its `alg` is
+/// unknown to it (`none`) is an algorithm error, not a malformed token.
+fn classify(error: &Error, token: &str) -> JwtError {
+    match error.kind() {
+        ErrorKind::InvalidAlgorithm | ErrorKind::UnsupportedAlgorithm => JwtError::Algorithm,
+        ErrorKind::InvalidSignature => JwtError::Signature,
+        ErrorKind::Json(_) if claims_another_algorithm(token) => JwtError::Algorithm,
+        _ => JwtError::Malformed,
+    }
+}
+
+fn claims_another_algorithm(token: &str) -> bool {
+    #[derive(Deserialize)]
+    struct Header {
+        alg: String,
+    }
+    let header = token.split('.').next().and_then(|part| URL_SAFE_NO_PAD.decode(part).ok());
+    header
+        .and_then(|bytes| serde_json::from_slice::<Header>(&bytes).ok())
+        .is_some_and(|header| header.alg != "HS256")
+}
+
+/// jsonwebtoken's cryptography for HS256 verification alone.
+static HS256_ONLY: CryptoProvider = CryptoProvider {
+    signer_factory: no_signer,
+    verifier_factory: hs256_verifier,
+    key_utils: KeyUtils::new_unimplemented(),
+};
+
+/// Herald verifies tokens and never issues any.
+fn no_signer(_: &Algorithm, _: &EncodingKey) -> jsonwebtoken::errors::Result<Box<dyn JwtSigner>> {
+    Err(ErrorKind::UnsupportedAlgorithm.into())
+}
+
+fn hs256_verifier(
+    algorithm: &Algorithm,
+    key: &DecodingKey,
+) -> jsonwebtoken::errors::Result<Box<dyn jsonwebtoken::crypto::JwtVerifier>> {
+    if *algorithm != Algorithm::HS256 {
+        return Err(ErrorKind::InvalidAlgorithm.into());
+    }
+    let mac =
+        Hmac::<Sha256>::new_from_slice(key.try_get_as_bytes()?).map_err(|_| ErrorKind::InvalidKeyFormat)?;
+    Ok(Box::new(Hs256(mac)))
+}
+
+/// An HMAC-SHA256 keyed with the JWT secret.
+struct Hs256(Hmac<Sha256>);
+
+impl signature::Verifier<Vec<u8>> for Hs256 {
+    fn verify(&self, message: &[u8], tag: &Vec<u8>) -> Result<(), signature::Error> {
+        let mut mac = self.0.clone();
+        mac.update(message);
+        // Constant-time comparison.
+        mac.verify_slice(tag).map_err(|_| signature::Error::new())
+    }
+}
+
+impl jsonwebtoken::crypto::JwtVerifier for Hs256 {
+    fn algorithm(&self) -> Algorithm {
+        Algorithm::HS256
+    }
 }
 
 #[cfg(test)]

@@ -3,18 +3,21 @@
 //! a [`Principal`]: an organization and an actor (a user with a role, or the service role). Every refusal
 //! is a 401 with its own `code`.
 //!
-//! Verified keys are cached for `auth.key_cache_ttl`, so the request path reads the database once per key
-//! per TTL and never writes: usage is counted in memory ([`usage`]). Revoking a key removes it from this
-//! instance's cache at once; other instances stop accepting it within the TTL.
+//! Verified keys (and JWT users) are cached for `auth.key_cache_ttl` in [`moka`] caches bounded to
+//! `CACHE_CAPACITY` entries, so the request path reads the database once per key per TTL (concurrent
+//! requests with an uncached key wait on one read) and never writes: usage is counted in memory
+//! ([`usage`]). A TTL of zero caches nothing. Revoking a key removes it from this instance's cache at
+//! once; other instances stop accepting it within the TTL.
 
 mod error;
 pub mod jwt;
 mod rate_limit;
 pub mod usage;
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use chrono::Utc;
+use moka::future::Cache;
 use uuid::Uuid;
 
 pub use error::AuthError;
@@ -23,11 +26,13 @@ use rate_limit::RateLimiter;
 use usage::UsageRecorder;
 
 use crate::{
-    cache::TtlCache,
     config::Settings,
     domain::{ApiKeyError, ApiKeySecret, Role},
-    store::{DynStore, KeyOwner, User},
+    store::{DynStore, KeyOwner, StoreError, User},
 };
+
+/// Entries each cache (keys, users) holds at most; moka evicts the least used first.
+const CACHE_CAPACITY: u64 = 100_000;
 
 /// An authenticated caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,8 +85,9 @@ type CachedUser = (User, bool);
 #[derive(Debug)]
 pub struct Authenticator {
     store: DynStore,
-    keys: TtlCache<Vec<u8>, KeyOwner>,
-    users: TtlCache<Uuid, CachedUser>,
+    /// Verified keys by hash.
+    keys: Cache<Vec<u8>, KeyOwner>,
+    users: Cache<Uuid, CachedUser>,
     usage: Arc<UsageRecorder>,
     limiter: RateLimiter,
     jwt: Option<JwtVerifier>,
@@ -96,8 +102,8 @@ impl Authenticator {
         let auth = &settings.auth;
         Self {
             store,
-            keys: TtlCache::new(auth.key_cache_ttl.get()),
-            users: TtlCache::new(auth.key_cache_ttl.get()),
+            keys: cache(auth.key_cache_ttl.get(), CACHE_CAPACITY),
+            users: cache(auth.key_cache_ttl.get(), CACHE_CAPACITY),
             usage: Arc::new(UsageRecorder::default()),
             limiter: RateLimiter::new(auth.rate_limit_per_second, auth.rate_limit_burst),
             jwt: auth.jwt_secret.as_ref().map(|secret| JwtVerifier::new(secret.expose(), &auth.jwt_audience)),
@@ -110,7 +116,7 @@ impl Authenticator {
 
     /// Forgets a revoked key at once on this instance.
     pub fn forget_key(&self, key_id: Uuid) {
-        self.keys.remove_where(|owner| owner.key.id == key_id);
+        forget_key(&self.keys, key_id);
     }
 
     /// Authenticates a bearer token (API key or JWT) or an `X-API-Key` value.
@@ -134,18 +140,15 @@ impl Authenticator {
             ApiKeyError::BadChecksum => unauthorized("api_key_checksum", &error.to_string()),
         })?;
         let hash = key.hash();
-        let owner = match self.keys.get(&hash) {
-            Some(owner) => owner,
-            None => {
-                let owner = self
-                    .store
-                    .find_key_by_hash(&hash)
-                    .await?
-                    .ok_or_else(|| unauthorized("api_key_invalid", "unknown API key"))?;
-                self.keys.insert(hash, owner.clone());
-                owner
-            }
-        };
+        // An unknown key is not cached (`NotFound` is an error, and errors are not).
+        let load = async { self.store.find_key_by_hash(&hash).await?.ok_or(StoreError::NotFound) };
+        let owner =
+            self.keys.try_get_with_by_ref(&hash, load).await.map_err(|error| {
+                match StoreError::from(error) {
+                    StoreError::NotFound => unauthorized("api_key_invalid", "unknown API key"),
+                    other => other.into(),
+                }
+            })?;
         let now = Utc::now();
         if owner.key.revoked_at.is_some() {
             return Err(unauthorized("api_key_revoked", "API key revoked"));
@@ -203,18 +206,17 @@ impl Authenticator {
     }
 
     async fn jwt_user(&self, user_id: Uuid) -> Result<CachedUser, AuthError> {
-        if let Some(cached) = self.users.get(&user_id) {
-            return Ok(cached);
-        }
-        let user = self
-            .store
-            .get_user(user_id)
-            .await?
-            .ok_or_else(|| unauthorized("jwt_unknown_user", "the JWT's subject is not a Herald user"))?;
-        let active =
-            self.store.get_organization(user.organization_id).await?.is_some_and(|org| org.is_active);
-        self.users.insert(user_id, (user.clone(), active));
-        Ok((user, active))
+        let load = async {
+            let user = self.store.get_user(user_id).await?.ok_or(StoreError::NotFound)?;
+            let organization = self.store.get_organization(user.organization_id).await?;
+            Ok::<_, StoreError>((user, organization.is_some_and(|org| org.is_active)))
+        };
+        self.users.try_get_with(user_id, load).await.map_err(|error| match StoreError::from(error) {
+            StoreError::NotFound => {
+                unauthorized("jwt_unknown_user", "the JWT's subject is not a Herald user")
+            }
+            other => other.into(),
+        })
     }
 
     /// A service-role token acts as an admin of the organization its `user_id` (or `organization_id`)
@@ -243,5 +245,106 @@ impl Authenticator {
             }
         };
         Ok(Principal { organization_id, actor: Actor::ServiceRole })
+    }
+}
+
+/// A cache of at most `capacity` entries, each kept for `ttl` (zero: nothing is kept, though concurrent
+/// loads of one key still share one read).
+fn cache<K, V>(ttl: Duration, capacity: u64) -> Cache<K, V>
+where
+    K: std::hash::Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    Cache::builder().max_capacity(capacity).time_to_live(ttl).support_invalidation_closures().build()
+}
+
+/// Drops every cached entry of the key `key_id`; later reads never see them.
+fn forget_key(keys: &Cache<Vec<u8>, KeyOwner>, key_id: Uuid) {
+    if keys.invalidate_entries_if(move |_, owner| owner.key.id == key_id).is_err() {
+        // Only without `support_invalidation_closures`, which `cache` always sets.
+        keys.invalidate_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::config::{HumanDuration, Secret};
+
+    /// An authenticator on a fresh SQLite store, its bootstrap admin's key, and that key's id.
+    async fn authenticator(ttl: Duration, dir: &tempfile::TempDir) -> (Authenticator, String, Uuid) {
+        let mut settings = Settings::defaults();
+        settings.database.url = Secret::new(format!("sqlite://{}", dir.path().join("herald.db").display()));
+        settings.auth.key_cache_ttl = HumanDuration(ttl);
+        let store = crate::store::connect(&settings).await.expect("store");
+        let (_, key) = crate::app::bootstrap(&store, "org", "admin@test.example", false)
+            .await
+            .expect("bootstrap")
+            .expect("new");
+        let owner = store.find_key_by_hash(&key.hash()).await.expect("read").expect("stored");
+        (Authenticator::new(&settings, store), key.expose().to_string(), owner.key.id)
+    }
+
+    async fn code(auth: &Authenticator, key: &str) -> Option<&'static str> {
+        auth.authenticate(key, ServiceTarget::default()).await.err().map(|error| match error {
+            AuthError::Unauthenticated { code, .. } => code,
+            other => panic!("expected a refused credential, got {other:?}"),
+        })
+    }
+
+    #[tokio::test]
+    async fn verified_keys_are_cached_for_the_ttl_and_forgotten_at_once() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (auth, key, key_id) = authenticator(Duration::from_millis(300), &dir).await;
+        assert_eq!(code(&auth, &key).await, None);
+        auth.store.revoke_api_key(key_id, crate::domain::now()).await.expect("revoke");
+        assert_eq!(code(&auth, &key).await, None, "cached: the store is not read again within the TTL");
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        assert_eq!(code(&auth, &key).await, Some("api_key_revoked"), "expired: the store is read again");
+
+        let dir = tempfile::tempdir().expect("dir");
+        let (auth, key, key_id) = authenticator(Duration::from_secs(600), &dir).await;
+        assert_eq!(code(&auth, &key).await, None);
+        auth.store.revoke_api_key(key_id, crate::domain::now()).await.expect("revoke");
+        auth.forget_key(key_id);
+        assert_eq!(
+            code(&auth, &key).await,
+            Some("api_key_revoked"),
+            "revocation on this instance is immediate"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_zero_ttl_caches_nothing() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (auth, key, key_id) = authenticator(Duration::ZERO, &dir).await;
+        assert_eq!(code(&auth, &key).await, None);
+        auth.store.revoke_api_key(key_id, crate::domain::now()).await.expect("revoke");
+        assert_eq!(code(&auth, &key).await, Some("api_key_revoked"));
+        let unknown = ApiKeySecret::generate();
+        assert_eq!(code(&auth, unknown.expose()).await, Some("api_key_invalid"));
+    }
+
+    #[tokio::test]
+    async fn capacity_is_bounded_and_concurrent_misses_load_once() {
+        let bounded = cache::<u32, u32>(Duration::from_secs(60), 3);
+        for i in 0..10 {
+            bounded.insert(i, i).await;
+        }
+        bounded.run_pending_tasks().await;
+        assert!(bounded.entry_count() <= 3, "{} entries", bounded.entry_count());
+
+        let shared = cache::<u32, u32>(Duration::from_secs(60), 3);
+        let loads = AtomicUsize::new(0);
+        let load = || async {
+            loads.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Ok::<_, StoreError>(7)
+        };
+        let results = futures_util::future::join_all((0..8).map(|_| shared.try_get_with(1, load()))).await;
+        assert!(results.iter().all(|result| matches!(result, Ok(7))));
+        assert_eq!(loads.load(Ordering::SeqCst), 1, "one load for eight concurrent misses");
     }
 }

@@ -1,43 +1,35 @@
-//! Per-key rate limiting: a token bucket per API key, refilled at `auth.rate_limit_per_second` up to
-//! `auth.rate_limit_burst`. A request finding the bucket empty is answered 429 with `Retry-After`.
+//! Per-key rate limiting: a GCRA bucket per API key ([`governor`], lock-free), refilled at
+//! `auth.rate_limit_per_second` up to `auth.rate_limit_burst`. A request finding the bucket empty is
+//! answered 429 with `Retry-After`.
 
-use std::{collections::HashMap, sync::Mutex, time::Instant};
+use std::num::NonZeroU32;
 
+use governor::{DefaultKeyedRateLimiter, Quota, clock::Clock};
 use uuid::Uuid;
 
 #[derive(Debug)]
 pub struct RateLimiter {
-    per_second: f64,
-    burst: f64,
-    buckets: Mutex<HashMap<Uuid, (f64, Instant)>>,
+    /// `None` when the limit is disabled.
+    limiter: Option<DefaultKeyedRateLimiter<Uuid>>,
 }
 
 impl RateLimiter {
-    /// `per_second == 0` disables the limit.
+    /// `per_second == 0` disables the limit (a burst of 0 counts as 1).
     pub fn new(per_second: u32, burst: u32) -> Self {
-        Self {
-            per_second: f64::from(per_second),
-            burst: f64::from(burst),
-            buckets: Mutex::new(HashMap::new()),
-        }
+        let limiter = NonZeroU32::new(per_second).map(|rate| {
+            let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+            DefaultKeyedRateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
+        });
+        Self { limiter }
     }
 
-    /// Takes one token for `key`, or says how many seconds until one is available.
+    /// Takes one token for `key`, or says how many seconds (at least 1) until one is available.
     pub fn check(&self, key: Uuid) -> Result<(), u64> {
-        if self.per_second <= 0.0 {
-            return Ok(());
-        }
-        let now = Instant::now();
-        let mut buckets = self.buckets.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (tokens, last) = buckets.entry(key).or_insert((self.burst, now));
-        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.per_second).min(self.burst);
-        *last = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(((1.0 - *tokens) / self.per_second).ceil() as u64)
-        }
+        let Some(limiter) = &self.limiter else { return Ok(()) };
+        limiter.check_key(&key).map_err(|not_until| {
+            let wait = not_until.wait_time_from(limiter.clock().now());
+            (wait.as_secs_f64().ceil() as u64).max(1)
+        })
     }
 }
 

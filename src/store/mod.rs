@@ -48,6 +48,19 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// A store error shared by every caller waiting on one cache load (moka hands each an `Arc`): the sole
+/// holder gets it back as it was; otherwise `Other` keeps its message chain.
+impl From<Arc<StoreError>> for StoreError {
+    fn from(shared: Arc<StoreError>) -> Self {
+        Arc::try_unwrap(shared).unwrap_or_else(|shared| match &*shared {
+            StoreError::NotFound => StoreError::NotFound,
+            StoreError::Conflict(what) => StoreError::Conflict(what.clone()),
+            StoreError::Unavailable(reason) => StoreError::Unavailable(reason.clone()),
+            StoreError::Other(source) => StoreError::Other(anyhow::anyhow!("{source:#}")),
+        })
+    }
+}
+
 /// Connects to the database the settings name, creating the SQLite file if needed, and runs migrations.
 pub async fn connect(settings: &Settings) -> anyhow::Result<DynStore> {
     let url = settings.database.url.expose();

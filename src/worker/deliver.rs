@@ -16,7 +16,7 @@ use super::{
     endpoints::{Admission, Endpoints},
     retry::{Outcome, RetryPolicy, parse_retry_after},
     sender::{Exchange, Sender},
-    targets::{Target, Targets},
+    webhook_cache::{DeliveryTarget, WebhookCache, WebhookCacheError},
 };
 use crate::{
     batch::Batcher,
@@ -33,7 +33,7 @@ const RECORD_RETRY_DELAYS: (Duration, Duration) = (Duration::from_millis(200), D
 
 #[derive(Debug)]
 pub struct Deliverer {
-    pub webhooks: Arc<Targets>,
+    pub webhooks: Arc<WebhookCache>,
     pub sender: Sender,
     pub retry_policy: RetryPolicy,
     pub recorder: Recorder,
@@ -141,11 +141,14 @@ impl Deliverer {
     /// Loads the webhook and makes the attempt.
     #[tracing::instrument(level = "debug", skip_all, fields(delivery_id = %task.delivery_id, attempt = task.attempt))]
     async fn attempt_task(&self, task: &DeliveryTask) -> Settlement {
-        let target = match self.webhooks.target(task.webhook_id).await {
-            Ok(Some(target)) => target,
+        let started_at = crate::domain::now();
+        let attempt = match self.webhooks.target(task.webhook_id).await {
+            Ok(Some(target)) => self.attempt(&target, task).await,
             // The webhook was deleted, and its deliveries with it.
             Ok(None) => return Settlement::Ack,
-            Err(error) => {
+            // No retry can open the secret: the delivery ends (replayable once the keys are fixed).
+            Err(error @ WebhookCacheError::Undecryptable { .. }) => Attempt::Skipped(error.to_string()),
+            Err(WebhookCacheError::Store(error)) => {
                 tracing::warn!(
                     error = format!("{error:#}"),
                     "cannot load the webhook; the task goes back to the queue"
@@ -153,13 +156,13 @@ impl Deliverer {
                 return Settlement::Requeue;
             }
         };
-        let started_at = crate::domain::now();
-        let (exchange, next) = match self.attempt(&target, task).await {
+        let (exchange, next) = match attempt {
             Attempt::Made(exchange, outcome) => {
                 let next = self.retry_policy.next(task.attempt, &outcome, Utc::now());
                 (exchange, next)
             }
-            // Herald could not try (disabled webhook, unusable URL): the delivery ends, replayable later.
+            // Herald could not try (disabled webhook, unusable URL or secret): the delivery ends, replayable
+            // later.
             Attempt::Skipped(reason) => (
                 Exchange { error: Some(format!("not attempted: {reason}")), ..Exchange::default() },
                 NextStep::Dead,
@@ -182,7 +185,7 @@ impl Deliverer {
     }
 
     /// Makes the HTTP attempt (unless the webhook cannot be delivered to) and classifies it.
-    async fn attempt(&self, target: &Target, task: &DeliveryTask) -> Attempt {
+    async fn attempt(&self, target: &DeliveryTarget, task: &DeliveryTask) -> Attempt {
         if !target.is_active {
             let reason = target.disabled_reason.as_deref().unwrap_or("disabled");
             return Attempt::Skipped(format!("the webhook is disabled ({reason})"));
@@ -221,7 +224,7 @@ enum Attempt {
 /// The headers of one attempt: content type, event type, `X-Signature` (and `X-Signature-Previous`
 /// during a secret rotation), and the Standard Webhooks trio.
 pub fn signed_headers(
-    target: &Target,
+    target: &DeliveryTarget,
     task: &DeliveryTask,
 ) -> Result<HeaderMap, reqwest::header::InvalidHeaderValue> {
     let now = Utc::now();
@@ -262,7 +265,7 @@ pub struct Recorder {
 impl Recorder {
     pub fn start(
         store: DynStore,
-        webhooks: Arc<Targets>,
+        webhooks: Arc<WebhookCache>,
         rule: DisableRule,
         shutdown: CancellationToken,
     ) -> Self {
@@ -312,7 +315,7 @@ impl Recorder {
 #[derive(Debug, Clone)]
 struct OutcomeWriter {
     store: DynStore,
-    webhooks: Arc<Targets>,
+    webhooks: Arc<WebhookCache>,
     rule: DisableRule,
 }
 
@@ -323,7 +326,7 @@ impl OutcomeWriter {
             move |outcome: &AttemptOutcome, consecutive_dead: u32| rule.decide(outcome, consecutive_dead);
         for disabled in self.store.record_outcomes(outcomes, &decide).await? {
             tracing::warn!(webhook_id = %disabled.webhook_id, reason = %disabled.reason, "webhook disabled");
-            self.webhooks.forget(disabled.webhook_id, None);
+            self.webhooks.forget(disabled.webhook_id, None).await;
         }
         Ok(())
     }

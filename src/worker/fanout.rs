@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::targets::Targets;
+use super::webhook_cache::WebhookCache;
 use crate::{
     domain::EventFilter,
     queue::{Consumer, DeliveryTask, DynQueue, EventMessage, Received},
@@ -32,7 +32,7 @@ const RETRY_DELAYS: (Duration, Duration) = (Duration::from_millis(500), Duration
 pub struct Fanout {
     pub store: DynStore,
     pub queue: DynQueue,
-    pub webhooks: Arc<Targets>,
+    pub webhooks: Arc<WebhookCache>,
     /// How long a delivery may stay queued before the sweeper hands it over again.
     pub lease: Duration,
 }

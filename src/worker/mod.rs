@@ -9,7 +9,7 @@ pub(crate) mod fanout;
 pub(crate) mod retry;
 pub(crate) mod scheduler;
 pub(crate) mod sender;
-pub(crate) mod targets;
+pub(crate) mod webhook_cache;
 
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;

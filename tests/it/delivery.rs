@@ -1,6 +1,7 @@
 //! The delivery pipeline end to end, against real receivers on 127.0.0.1: signed payloads to several
 //! endpoints, retries on the configured schedule, dead deliveries and their redrive and replay, 410,
-//! redirects, the SSRF guard, secret rotation, test events, and a slow endpoint beside a fast one.
+//! redirects, the SSRF guard, secret rotation, test events, a slow endpoint beside a fast one, and a
+//! secret the configured keys cannot open.
 
 use std::time::Duration;
 
@@ -29,6 +30,7 @@ in_both_modes!(
     a_slow_endpoint_does_not_hold_back_a_fast_one,
     consecutive_dead_deliveries_disable_a_webhook,
     deleting_a_webhook_mid_delivery_holds_nothing_back,
+    an_undecryptable_secret_ends_the_delivery_dead,
 );
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -386,4 +388,34 @@ async fn deleting_a_webhook_mid_delivery_holds_nothing_back(mode: Mode) {
     }
     steady.wait_for(6, Duration::from_secs(5)).await;
     assert!(started.elapsed() < Duration::from_secs(3), "deliveries kept flowing: {:?}", started.elapsed());
+}
+
+async fn an_undecryptable_secret_ends_the_delivery_dead(mode: Mode) {
+    let app = TestApp::spawn(mode).await;
+    let canary = Canary::start().await;
+    // Stored directly, as if sealed under a key since removed from secrets.keys: no retry can open it.
+    let id = Uuid::now_v7();
+    let sealed = app.state.secrets.seal("whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0IQ==", id.as_bytes());
+    let webhook = NewWebhook {
+        id,
+        organization_id: app.organization_id,
+        url: format!("http://127.0.0.1:{}/hook", canary.port),
+        events: "*".into(),
+        secret: herald::crypto::Sealed { key_id: "retired".into(), ..sealed },
+        description: None,
+        created_at: herald::domain::now(),
+    };
+    app.state.store.create_webhook(&webhook).await.expect("stored");
+    app.send_event("item.created", json!({})).await;
+    let delivery = app.wait_deliveries(id, 1).await[0]["id"].as_str().expect("id").to_string();
+    let done = app.wait_delivery(&delivery, WAIT, |d| d["status"] == "dead").await;
+    assert_eq!(done["attempts"], 1, "not retried: {done}");
+    let error = done["last_error"].as_str().expect("error");
+    assert!(
+        error.contains("signing secret cannot be decrypted with the configured secrets.keys")
+            && error.contains("retired"),
+        "{error}"
+    );
+    assert!(!error.contains("whsec"), "{error}");
+    assert_eq!(canary.connections(), 0, "nothing was sent unsigned");
 }
