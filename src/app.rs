@@ -1,6 +1,6 @@
-//! The API process: the shared state handlers take with `State<AppState>`, built from the
-//! [`Services`], and the API's background tasks (outbox publisher and relay, key usage flusher; in
-//! embedded mode also the workers), all stopped by one shutdown token and awaited before exit.
+//! The API process: the state request handlers share ([`AppState`]), built from the [`Services`], and
+//! the API's background tasks (outbox publisher and relay, key usage flusher; in embedded mode also the
+//! workers), all stopped by one shutdown token and awaited before exit.
 
 use std::sync::Arc;
 
@@ -9,31 +9,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     auth::Authenticator,
-    config::Settings,
-    crypto::SecretBox,
+    config::Mode,
     domain::{self, EventCatalog},
     emit::Emitter,
-    net_guard::TargetPolicy,
+    http::AppState,
     outbox::Outbox,
-    queue::DynQueue,
-    services::{Mode, Services},
+    services::Services,
     store::{Bootstrap, DynStore, NewApiKey, NewUser, Organization},
 };
-
-/// Cheap handles shared by every request.
-#[derive(Debug, Clone)]
-pub struct AppState {
-    pub settings: Arc<Settings>,
-    pub store: DynStore,
-    pub queue: DynQueue,
-    pub(crate) auth: Arc<Authenticator>,
-    /// The one way events enter Herald.
-    pub(crate) emitter: Emitter,
-    pub(crate) catalog: EventCatalog,
-    pub secrets: Arc<SecretBox>,
-    /// Which webhook URLs are allowed (the SSRF policy).
-    pub(crate) target_policy: Arc<TargetPolicy>,
-}
 
 /// The API process: its state and its background tasks.
 #[derive(Debug)]
@@ -48,7 +31,13 @@ impl App {
     /// include the workers.
     pub async fn start(services: Services, shutdown: CancellationToken) -> anyhow::Result<Self> {
         let settings = services.settings.clone();
-        let (outbox, outbox_task) = Outbox::start(&services, shutdown.clone());
+        let (outbox, outbox_task) = Outbox::start(
+            services.mode,
+            services.store.clone(),
+            services.queue.clone(),
+            &settings.events,
+            shutdown.clone(),
+        );
         let emitter =
             Emitter::start(services.store.clone(), outbox, settings.events.idempotency_window.get());
         let auth = Arc::new(Authenticator::new(&settings, services.store.clone()));

@@ -10,7 +10,7 @@ use crate::{
     app::{self, App},
     config::Settings,
     crypto::SecretBox,
-    services::{Mode, Services},
+    services::Services,
     store, telemetry,
 };
 
@@ -136,7 +136,7 @@ async fn serve(mut settings: Settings, bind: Option<SocketAddr>) -> anyhow::Resu
         settings.server.bind = bind;
     }
     let address = settings.server.bind;
-    let mode = Mode::of(&settings).describe(settings.database_kind()?);
+    let mode = settings.mode().describe(settings.database_kind()?);
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .map_err(|error| anyhow::anyhow!("server.bind: cannot listen on {address}: {error}"))?;

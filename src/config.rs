@@ -5,9 +5,11 @@
 
 use std::{fmt, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
 
+mod mode;
 mod secret;
 
 use ipnet::IpNet;
+pub use mode::Mode;
 pub use secret::{Secret, SecretKey, parse_secret_keys, redact_url};
 use serde::{Deserialize, Deserializer, de};
 

@@ -6,12 +6,13 @@
 //! # Layout
 //! Dependencies point down this list, never up:
 //! - [`cli`] and `herald-worker`'s `main`: parse arguments, load [`config`], start [`telemetry`].
-//! - [`services`]: the composition root: the running [`services::Mode`] and the handles every process
-//!   shares (store, queue, secret box, SSRF policy, webhook cache), built once.
+//! - [`services`]: the composition root: the handles every process shares (store, queue, secret box,
+//!   SSRF policy, webhook cache), built once for the running [`config::Mode`].
 //! - [`app`]: the API process (HTTP state and background tasks); `http`: the routes, extractors and
 //!   error answers; `auth`: API keys, JWTs, rate limits, usage counting.
 //! - `emit`: the one way an event enters (store commit + outbox); `outbox`: publisher and relay.
-//! - [`worker`]: fan-out, delivery (signing, sending, retry policy, the disable rule), the scheduler.
+//! - [`worker`]: fan-out, delivery (signing, sending, retry policy, the disable rule), the scheduler;
+//!   `webhook_cache`: webhooks as deliveries need them (URL, decrypted secrets, subscriptions), cached.
 //! - [`queue`]: moves work between stages (RabbitMQ or the embedded queue); [`store`]: everything
 //!   Herald keeps (SQLite or PostgreSQL), behind role-sized traits.
 //! - [`domain`] (parsed types: event types, URLs, secrets, API keys), [`crypto`] (sealed secrets),
@@ -40,6 +41,7 @@ pub mod shutdown;
 pub mod signature;
 pub mod store;
 pub mod telemetry;
+pub(crate) mod webhook_cache;
 pub mod worker;
 
 /// Installs the process-wide TLS crypto provider (rustls on ring) for outgoing HTTPS. Idempotent; every

@@ -14,8 +14,8 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::{
+    config::{EventSettings, Mode},
     queue::{DynQueue, EventMessage},
-    services::{Mode, Services},
     store::{DynStore, Event, NewEvent},
 };
 
@@ -40,18 +40,23 @@ pub struct Outbox {
 
 impl Outbox {
     /// Starts the publisher and relay; they stop at `shutdown` after a last relay pass.
-    pub fn start(services: &Services, shutdown: CancellationToken) -> (Self, tokio::task::JoinHandle<()>) {
+    pub fn start(
+        mode: Mode,
+        store: DynStore,
+        queue: DynQueue,
+        settings: &EventSettings,
+        shutdown: CancellationToken,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
         let (committed, incoming) = mpsc::channel(BACKLOG);
-        let settings = &services.settings;
         let publisher = Publisher {
-            mode: services.mode,
+            mode,
             // Production: the broker's confirm makes an event durable, so the publisher marks it. Embedded,
             // the queue's own marker does, once fan-out has taken the event (see `Services::connect`).
-            marker: PublishedMarker::start(services.store.clone(), |_| {}),
-            store: services.store.clone(),
-            queue: services.queue.clone(),
-            relay_after: settings.events.relay_after.get(),
-            idempotency_window: settings.events.idempotency_window.get(),
+            marker: PublishedMarker::start(store.clone(), |_| {}),
+            store,
+            queue,
+            relay_after: settings.relay_after.get(),
+            idempotency_window: settings.idempotency_window.get(),
         };
         let task = tokio::spawn(publisher.run(incoming, shutdown));
         (Self { committed }, task)

@@ -1,4 +1,4 @@
-//! The composition root: the running [`Mode`], derived once from the settings, and [`Services`], the one
+//! The composition root: [`Services`], the one
 //! place that builds what the API and the workers share (store, queue, secret box, SSRF policy, webhook
 //! cache). `herald serve` hands them to [`crate::app::App`] (and, in embedded
 //! mode, to the in-process workers); `herald-worker` hands them to [`crate::worker::run`].
@@ -8,42 +8,14 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use crate::{
-    config::{DatabaseKind, Settings},
+    config::{Mode, Settings},
     crypto::SecretBox,
     net_guard::TargetPolicy,
     outbox::PublishedMarker,
     queue::{DynQueue, embedded::EmbeddedQueue, rabbitmq::RabbitQueue},
     store::{self, DynStore},
-    worker::webhook_cache::WebhookCache,
+    webhook_cache::WebhookCache,
 };
-
-/// How Herald runs, as the settings select it: by the queue, since the queue decides which process does
-/// what.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// No `queue.url`: one `herald serve` process with an in-memory queue runs the API and the workers.
-    /// The store holds every event and delivery; the queue only moves work inside the process.
-    Embedded,
-    /// `queue.url` names RabbitMQ: `herald serve` is the API; `herald-worker` processes (any number)
-    /// consume, sign and deliver. The broker's publisher confirms make a published event durable.
-    Production,
-}
-
-impl Mode {
-    pub fn of(settings: &Settings) -> Self {
-        if settings.queue.url.is_some() { Mode::Production } else { Mode::Embedded }
-    }
-
-    /// For the start-up line: the mode with the store it runs on.
-    pub fn describe(self, database: DatabaseKind) -> &'static str {
-        match (self, database) {
-            (Mode::Embedded, DatabaseKind::Sqlite) => "embedded (SQLite, in-process queue)",
-            (Mode::Embedded, DatabaseKind::Postgres) => "embedded (PostgreSQL, in-process queue)",
-            (Mode::Production, DatabaseKind::Postgres) => "production (PostgreSQL, RabbitMQ)",
-            (Mode::Production, DatabaseKind::Sqlite) => "production (SQLite, RabbitMQ)",
-        }
-    }
-}
 
 /// Cheap handles on everything the API and the workers share. Built once per process by [`Services::connect`].
 #[derive(Debug, Clone)]
@@ -63,7 +35,7 @@ pub struct Services {
 impl Services {
     /// Connects the store (running migrations) and the queue the settings name.
     pub async fn connect(settings: Settings) -> anyhow::Result<Self> {
-        let mode = Mode::of(&settings);
+        let mode = settings.mode();
         let store = store::connect(&settings).await?;
         let secrets = Arc::new(SecretBox::from_settings(&settings)?);
         let delivery = &settings.delivery;

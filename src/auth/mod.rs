@@ -10,9 +10,9 @@
 //! once; other instances stop accepting it within the TTL.
 
 mod error;
-pub mod jwt;
+pub(crate) mod jwt;
 mod rate_limit;
-pub mod usage;
+pub(crate) mod usage;
 
 use std::{sync::Arc, time::Duration};
 

@@ -11,13 +11,12 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use super::{
-    ApiError, ApiResult, ErrorBody,
+    ApiError, ApiResult, AppState, ErrorBody,
     auth::Auth,
     extract::{Json, Path, Query},
     parse_time,
 };
 use crate::{
-    app::AppState,
     auth::{Actor, Principal},
     domain::{self, ApiKeySecret, KeyPurpose, Role},
     store::{ApiKey, ApiKeyQuery, NewApiKey, User},

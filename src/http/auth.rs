@@ -6,11 +6,8 @@
 use axum::{extract::FromRequestParts, http::request::Parts};
 use uuid::Uuid;
 
-use super::ApiError;
-use crate::{
-    app::AppState,
-    auth::{Principal, ServiceTarget},
-};
+use super::{ApiError, AppState};
+use crate::auth::{Principal, ServiceTarget};
 
 /// Any authenticated caller.
 #[derive(Debug, Clone, Copy)]

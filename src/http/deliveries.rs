@@ -9,14 +9,13 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use super::{
-    ApiError, ApiResult, ErrorBody,
+    ApiError, ApiResult, AppState, ErrorBody,
     auth::AdminAuth,
     events::page_limit,
     extract::{OptionalJson, Path, Query},
     webhooks::owned_webhook,
 };
 use crate::{
-    app::AppState,
     auth::Principal,
     domain::{self, TEST_EVENT},
     emit,

@@ -7,7 +7,7 @@ use axum::{Json, extract::State, http::StatusCode, response::IntoResponse};
 use serde::Serialize;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::app::AppState;
+use super::AppState;
 
 /// Longest a readiness probe waits on one dependency.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);

@@ -12,6 +12,7 @@ mod events;
 pub(crate) mod extract;
 mod health;
 pub mod openapi;
+mod state;
 mod users;
 mod webhooks;
 
@@ -34,8 +35,7 @@ use tower_http::{
 use utoipa_axum::router::OpenApiRouter;
 
 pub use error::{ApiError, ApiResult, ErrorBody};
-
-use crate::app::AppState;
+pub use state::AppState;
 
 /// Every documented route, on the document's frame.
 fn documented() -> OpenApiRouter<AppState> {

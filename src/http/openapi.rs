@@ -10,7 +10,7 @@ use utoipa::{
     openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme},
 };
 
-use crate::app::AppState;
+use super::AppState;
 
 #[derive(OpenApi)]
 #[openapi(

@@ -8,9 +8,8 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
-use super::{ApiError, ApiResult, ErrorBody, auth::AdminAuth, extract::Json};
+use super::{ApiError, ApiResult, AppState, ErrorBody, auth::AdminAuth, extract::Json};
 use crate::{
-    app::AppState,
     domain::{self, Role},
     emit,
     store::{NewUser, StoreError, User},

@@ -10,12 +10,11 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use super::{
-    ApiError, ApiResult, ErrorBody,
+    ApiError, ApiResult, AppState, ErrorBody,
     auth::AdminAuth,
     extract::{Json, OptionalJson, Path},
 };
 use crate::{
-    app::AppState,
     auth::Principal,
     domain::{self, EventFilter, UrlPolicy, WebhookSecret, WebhookUrl},
     store::{NewWebhook, SecretRotation, Webhook, WebhookChanges},

@@ -3,7 +3,7 @@
 //! publisher confirms, competing worker processes) and [`embedded`] (one process: in-memory channels, with
 //! the store as the durable copy). The store is always the source of truth; the queue only moves work.
 
-pub mod embedded;
+pub(crate) mod embedded;
 pub mod rabbitmq;
 
 use std::sync::Arc;

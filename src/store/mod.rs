@@ -6,9 +6,9 @@
 //! picks the backend once, from the URL scheme.
 
 mod model;
-pub mod postgres;
+pub(crate) mod postgres;
 mod sql;
-pub mod sqlite;
+pub(crate) mod sqlite;
 
 use std::sync::Arc;
 

@@ -16,7 +16,6 @@ use super::{
     endpoints::{Admission, Endpoints},
     retry::{Outcome, RetryPolicy, parse_retry_after},
     sender::{Exchange, Sender},
-    webhook_cache::{DeliveryTarget, WebhookCache, WebhookCacheError},
 };
 use crate::{
     batch::Batcher,
@@ -24,6 +23,7 @@ use crate::{
     retrying::{self, GaveUp},
     signature,
     store::{self, AttemptOutcome, DynStore, NextStep, StoreError},
+    webhook_cache::{DeliveryTarget, WebhookCache, WebhookCacheError},
 };
 
 /// Outcomes written per transaction at most.

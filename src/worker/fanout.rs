@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::webhook_cache::WebhookCache;
+use crate::webhook_cache::WebhookCache;
 use crate::{
     domain::EventFilter,
     queue::{Consumer, DeliveryTask, DynQueue, EventMessage, Received},

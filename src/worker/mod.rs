@@ -9,14 +9,13 @@ pub(crate) mod fanout;
 pub(crate) mod retry;
 pub(crate) mod scheduler;
 pub(crate) mod sender;
-pub(crate) mod webhook_cache;
 
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use disable::DisableRule;
 
-use crate::services::{Mode, Services};
+use crate::{config::Mode, services::Services};
 
 /// Events taken by fan-out at a time.
 const FANOUT_PREFETCH: u16 = 256;

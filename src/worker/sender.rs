@@ -30,12 +30,12 @@ pub struct Exchange {
 #[derive(Debug, Clone)]
 pub struct Sender {
     client: reqwest::Client,
-    policy: Arc<TargetPolicy>,
+    target_policy: Arc<TargetPolicy>,
     max_response_bytes: usize,
 }
 
 impl Sender {
-    pub fn new(settings: &DeliverySettings, policy: Arc<TargetPolicy>) -> anyhow::Result<Self> {
+    pub fn new(settings: &DeliverySettings, target_policy: Arc<TargetPolicy>) -> anyhow::Result<Self> {
         crate::install_tls_provider();
         let client = reqwest::Client::builder()
             .user_agent(concat!("Herald/", env!("CARGO_PKG_VERSION")))
@@ -45,9 +45,9 @@ impl Sender {
             .timeout(settings.timeout.get())
             .pool_max_idle_per_host(settings.concurrency)
             .tcp_nodelay(true)
-            .dns_resolver(GuardedResolver { policy: policy.clone() })
+            .dns_resolver(GuardedResolver { target_policy: target_policy.clone() })
             .build()?;
-        Ok(Self { client, policy, max_response_bytes: settings.max_response_bytes })
+        Ok(Self { client, target_policy, max_response_bytes: settings.max_response_bytes })
     }
 
     /// POSTs `body` to `url` with `headers`. Never fails: problems are described in the exchange.
@@ -65,7 +65,7 @@ impl Sender {
             _ => None,
         };
         if let Some(ip) = literal
-            && let Err(blocked) = self.policy.check(ip)
+            && let Err(blocked) = self.target_policy.check(ip)
         {
             return Exchange { error: Some(blocked.to_string()), ..Exchange::default() };
         }
@@ -133,7 +133,7 @@ fn describe(error: &reqwest::Error) -> String {
 /// Resolves names and drops every address the SSRF policy refuses; a name left with none fails.
 #[derive(Debug, Clone)]
 struct GuardedResolver {
-    policy: Arc<TargetPolicy>,
+    target_policy: Arc<TargetPolicy>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -145,14 +145,14 @@ struct AllBlocked {
 
 impl Resolve for GuardedResolver {
     fn resolve(&self, name: Name) -> Resolving {
-        let policy = self.policy.clone();
+        let target_policy = self.target_policy.clone();
         Box::pin(async move {
             let host = name.as_str().to_string();
             let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             let mut reason = String::new();
             let allowed: Vec<SocketAddr> = resolved
                 .into_iter()
-                .filter(|address| match policy.check(address.ip()) {
+                .filter(|address| match target_policy.check(address.ip()) {
                     Ok(()) => true,
                     Err(blocked) => {
                         reason = blocked.to_string();

@@ -54,7 +54,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         settings.delivery.concurrency = usize::from(concurrency);
     }
     herald::telemetry::init(&settings.log);
-    if herald::services::Mode::of(&settings) != herald::services::Mode::Production {
+    if settings.mode() != herald::config::Mode::Production {
         anyhow::bail!(
             "configuration: queue.url: herald-worker needs RabbitMQ (set HERALD__QUEUE__URL); in embedded mode `herald serve` runs the workers itself"
         );

@@ -6,7 +6,6 @@
 
 use std::{sync::Arc, time::Duration};
 
-use backon::BackoffBuilder;
 use futures_util::{StreamExt, future::BoxFuture};
 use lapin::{
     Channel, Connection, ConnectionProperties,
@@ -261,10 +260,5 @@ async fn consume(link: Arc<Link>, spec: Arc<ConsumerSpec>) {
 
 /// Reconnection delays: from 200 ms doubling to 10 s, jittered so that workers do not reconnect in step.
 fn backoff() -> impl Iterator<Item = Duration> {
-    backon::ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(200))
-        .with_max_delay(Duration::from_secs(10))
-        .with_jitter()
-        .without_max_times()
-        .build()
+    crate::retrying::delays(Duration::from_millis(200), Duration::from_secs(10))
 }

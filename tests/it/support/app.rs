@@ -3,10 +3,7 @@
 
 use std::time::Duration;
 
-use herald::{
-    app::{App, AppState},
-    config::Settings,
-};
+use herald::{app::App, config::Settings, http::AppState};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;

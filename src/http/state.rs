@@ -1,0 +1,24 @@
+//! The state every request handler takes with `State<AppState>`: cheap handles, built by
+//! [`crate::app::App::start`] from the shared services.
+
+use std::sync::Arc;
+
+use crate::{
+    auth::Authenticator, config::Settings, crypto::SecretBox, domain::EventCatalog, emit::Emitter,
+    net_guard::TargetPolicy, queue::DynQueue, store::DynStore,
+};
+
+/// Cheap handles shared by every request.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub store: DynStore,
+    pub queue: DynQueue,
+    pub(crate) auth: Arc<Authenticator>,
+    /// The one way events enter Herald.
+    pub(crate) emitter: Emitter,
+    pub(crate) catalog: EventCatalog,
+    pub secrets: Arc<SecretBox>,
+    /// Which webhook URLs are allowed (the SSRF policy).
+    pub(crate) target_policy: Arc<TargetPolicy>,
+}
