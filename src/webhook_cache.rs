@@ -13,7 +13,7 @@ use uuid::Uuid;
 use crate::{
     crypto::SecretBox,
     domain::EventFilter,
-    store::{DynStore, StoreError, StoreResult, Webhook},
+    store::{StoreError, StoreResult, Webhook, WebhookStore},
 };
 
 /// Entries each cache (webhooks, organizations) holds at most; moka evicts the least used first.
@@ -67,14 +67,14 @@ enum Entry {
 
 #[derive(Debug)]
 pub struct WebhookCache {
-    store: DynStore,
+    store: Arc<dyn WebhookStore>,
     secrets: Arc<SecretBox>,
     by_id: Cache<Uuid, Entry>,
     by_organization: Cache<Uuid, Subscribers>,
 }
 
 impl WebhookCache {
-    pub fn new(store: DynStore, secrets: Arc<SecretBox>, ttl: Duration) -> Self {
+    pub fn new(store: Arc<dyn WebhookStore>, secrets: Arc<SecretBox>, ttl: Duration) -> Self {
         let by_id = Cache::builder().max_capacity(CACHE_CAPACITY).time_to_live(ttl).build();
         let by_organization = Cache::builder().max_capacity(CACHE_CAPACITY).time_to_live(ttl).build();
         Self { store, secrets, by_id, by_organization }
@@ -156,7 +156,7 @@ mod tests {
 
     struct Fixture {
         _dir: tempfile::TempDir,
-        store: DynStore,
+        store: Arc<dyn WebhookStore>,
         secrets: Arc<SecretBox>,
         organization_id: Uuid,
     }

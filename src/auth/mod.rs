@@ -28,7 +28,7 @@ use usage::UsageRecorder;
 use crate::{
     config::Settings,
     domain::{ApiKeyError, ApiKeySecret, Role},
-    store::{DynStore, KeyOwner, StoreError, User},
+    store::{AccountStore, KeyOwner, StoreError, User},
 };
 
 /// Entries each cache (keys, users) holds at most; moka evicts the least used first.
@@ -84,7 +84,7 @@ type CachedUser = (User, bool);
 
 #[derive(Debug)]
 pub struct Authenticator {
-    store: DynStore,
+    store: Arc<dyn AccountStore>,
     /// Verified keys by hash.
     keys: Cache<Vec<u8>, KeyOwner>,
     users: Cache<Uuid, CachedUser>,
@@ -98,7 +98,7 @@ fn unauthorized(code: &'static str, message: &str) -> AuthError {
 }
 
 impl Authenticator {
-    pub fn new(settings: &Settings, store: DynStore) -> Self {
+    pub fn new(settings: &Settings, store: Arc<dyn AccountStore>) -> Self {
         let auth = &settings.auth;
         Self {
             store,

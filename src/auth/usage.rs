@@ -1,13 +1,17 @@
 //! Key usage (`last_used_at`, `total_requests`) counted in memory and written in batches: every
 //! `auth.usage_flush_interval` and once more at shutdown. Authenticating a request never writes.
 
-use std::{collections::HashMap, sync::Mutex, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::store::{DynStore, KeyUsage};
+use crate::store::{AccountStore, KeyUsage};
 
 #[derive(Debug, Default)]
 pub struct UsageRecorder {
@@ -38,7 +42,7 @@ impl UsageRecorder {
     }
 
     /// Writes what was counted. On failure the counts are put back, to be written next time.
-    pub async fn flush(&self, store: &DynStore) {
+    pub async fn flush(&self, store: &dyn AccountStore) {
         let usage = self.take();
         if usage.is_empty() {
             return;
@@ -55,15 +59,15 @@ impl UsageRecorder {
     }
 
     /// Flushes every `interval` until `shutdown`, then once more.
-    pub async fn run(&self, store: DynStore, interval: Duration, shutdown: CancellationToken) {
+    pub async fn run(&self, store: Arc<dyn AccountStore>, interval: Duration, shutdown: CancellationToken) {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
-                _ = ticker.tick() => self.flush(&store).await,
+                _ = ticker.tick() => self.flush(store.as_ref()).await,
             }
         }
-        self.flush(&store).await;
+        self.flush(store.as_ref()).await;
     }
 }

@@ -22,7 +22,7 @@ use crate::{
     queue::{Consumer, DeliveryTask, Received},
     retrying::{self, GaveUp},
     signature,
-    store::{self, AttemptOutcome, DynStore, NextStep, StoreError},
+    store::{self, AttemptOutcome, DeliveryStore, NextStep, StoreError},
     webhook_cache::{DeliveryTarget, WebhookCache, WebhookCacheError},
 };
 
@@ -38,7 +38,7 @@ pub struct Deliverer {
     pub retry_policy: RetryPolicy,
     pub recorder: Recorder,
     pub endpoints: Endpoints,
-    pub store: DynStore,
+    pub store: Arc<dyn DeliveryStore>,
     pub concurrency: usize,
     /// How long in-flight deliveries may take to finish at shutdown.
     pub grace: Duration,
@@ -264,7 +264,7 @@ pub struct Recorder {
 
 impl Recorder {
     pub fn start(
-        store: DynStore,
+        store: Arc<dyn DeliveryStore>,
         webhooks: Arc<WebhookCache>,
         rule: DisableRule,
         shutdown: CancellationToken,
@@ -314,7 +314,7 @@ impl Recorder {
 /// Records outcomes, and forgets the cached copy of every webhook they disabled.
 #[derive(Debug, Clone)]
 struct OutcomeWriter {
-    store: DynStore,
+    store: Arc<dyn DeliveryStore>,
     webhooks: Arc<WebhookCache>,
     rule: DisableRule,
 }

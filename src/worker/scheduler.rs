@@ -3,14 +3,14 @@
 //! or the broker lost them) and hands them to the queue. Claims are `FOR UPDATE SKIP LOCKED` on
 //! PostgreSQL, so every worker can run one. Retries wait in the store, never in the broker.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     queue::{DeliveryTask, DynQueue},
-    store::DynStore,
+    store::DeliveryStore,
 };
 
 /// Deliveries claimed per round.
@@ -18,7 +18,7 @@ const BATCH: i64 = 500;
 
 #[derive(Debug)]
 pub struct Scheduler {
-    pub store: DynStore,
+    pub store: Arc<dyn DeliveryStore>,
     pub queue: DynQueue,
     pub interval: Duration,
     /// How long a claimed delivery may stay queued before it is claimed again.
