@@ -5,6 +5,7 @@
 mod auth;
 mod cli;
 mod delivery;
+mod deploy_files;
 mod events;
 mod openapi;
 mod publishing;
