@@ -2,7 +2,8 @@
 //! Grafana dashboard (`deploy/grafana/herald.json`), of the alert rules (`deploy/prometheus/alerts.yml`)
 //! and every input series of their unit tests (`alerts.test.yml`) is scanned for metric names, which must
 //! be in the metric catalog (docs/operations.md, "Metrics"). A renamed metric then fails here instead of
-//! leaving an empty panel or an alert that can never fire.
+//! leaving an empty panel or an alert that can never fire. Every alert's `runbook_url`, and every link
+//! inside the runbook (docs/operations.md), must lead to one of its sections.
 
 use std::collections::BTreeSet;
 
@@ -178,4 +179,34 @@ fn the_alert_rules_and_their_tests_use_only_catalog_metrics() {
     let series = yaml_values(&read("deploy/prometheus/alerts.test.yml"), "series");
     assert!(!series.is_empty(), "the rule tests have input series");
     assert_eq!(unknown("alerts.test.yml", &series), BTreeSet::new(), "metrics not in the catalog");
+}
+
+/// The anchor GitHub gives a Markdown heading: lower case, spaces to `-`, other punctuation dropped.
+fn anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter_map(|c| match c {
+            ' ' => Some('-'),
+            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn every_runbook_link_and_runbook_anchor_exists() {
+    let runbook = read("docs/operations.md");
+    let anchors: BTreeSet<String> = runbook
+        .lines()
+        .filter_map(|line| line.strip_prefix('#').map(|rest| anchor(rest.trim_start_matches('#'))))
+        .collect();
+    let alerts = read("deploy/prometheus/alerts.yml");
+    let urls = yaml_values(&alerts, "runbook_url");
+    assert_eq!(urls.len(), yaml_values(&alerts, "alert").len(), "every alert has a runbook_url");
+    let links = urls.iter().map(|url| url.split_once("docs/operations.md#").expect("a runbook section").1);
+    let internal = runbook.split("](#").skip(1).map(|rest| rest.split(')').next().unwrap_or_default());
+    let missing: BTreeSet<&str> = links.chain(internal).filter(|target| !anchors.contains(*target)).collect();
+    assert_eq!(missing, BTreeSet::new(), "links to runbook sections that do not exist");
 }
