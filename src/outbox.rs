@@ -174,6 +174,7 @@ impl Publisher {
 
     /// Publishes. In production the broker's confirm makes the events durable, so they are marked
     /// published now; embedded, the queue marks them once fan-out has taken them.
+    #[tracing::instrument(name = "publish", skip_all, fields(count = events.len()))]
     async fn publish(&self, events: &[EventMessage]) -> bool {
         if let Err(error) = self.queue.publish_events(events).await {
             tracing::debug!(%error, count = events.len(), "publishing deferred to the relay");
