@@ -67,6 +67,20 @@ pub(crate) fn is_reported(error: &(dyn std::any::Any + 'static)) -> bool {
         || matches!(error.downcast_ref::<QueueError>(), Some(QueueError::Unavailable(_)))
 }
 
+/// `tracing::warn!(...)`, or `tracing::debug!(...)` when `$error` is an outage that a latch reports
+/// ([`is_reported`]): for the per-operation failures (a retry, a periodic job) that would otherwise log
+/// one line per operation for as long as the database or broker is gone.
+macro_rules! warn_unless_reported {
+    ($error:expr, $($line:tt)+) => {
+        if $crate::outage::is_reported($error) {
+            tracing::debug!($($line)+)
+        } else {
+            tracing::warn!($($line)+)
+        }
+    };
+}
+pub(crate) use warn_unless_reported;
+
 /// Runs `f` with a subscriber that writes every log line (debug and above, no colours) into a string,
 /// and returns that string: for tests that check what an operator would read.
 #[cfg(test)]

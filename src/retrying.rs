@@ -50,12 +50,8 @@ where
             Err(error) => return Err(GaveUp::Permanent(error)),
         };
         let wait = waits.next().unwrap_or(longest);
-        if crate::outage::is_reported(&error) {
-            // The database or broker outage is logged once by its latch, not once per retry.
-            tracing::debug!(error = format!("{error:#}"), retry_in = ?wait, "{what} failed; retrying");
-        } else {
-            tracing::warn!(error = format!("{error:#}"), retry_in = ?wait, "{what} failed; retrying");
-        }
+        // A database or broker outage is logged once by its latch, not once per retry.
+        crate::outage::warn_unless_reported!(&error, error = format!("{error:#}"), retry_in = ?wait, "{what} failed; retrying");
         tokio::select! {
             () = shutdown.cancelled() => return Err(GaveUp::ShuttingDown),
             () = tokio::time::sleep(wait) => {}

@@ -81,6 +81,8 @@ pub(crate) fn layer(settings: &TelemetrySettings) -> (Option<BoxedLayer>, TraceE
         return (None, TraceExport::default());
     };
     let endpoint = traces_url(endpoint);
+    // The exporter's reqwest client, like the delivery client, runs rustls on the process's provider.
+    crate::install_tls_provider();
     let service_name = settings.service_name.clone().unwrap_or_else(binary_name);
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()

@@ -118,7 +118,7 @@ impl Deliverer {
         match self.store.defer_deliveries(&deferral, crate::domain::now()).await {
             Ok(()) => received.ack().await,
             Err(error) => {
-                tracing::warn!(%error, "cannot defer a delivery; it goes back to the queue");
+                crate::outage::warn_unless_reported!(&error, delivery_id = %received.message.delivery_id, %error, "cannot defer a delivery; it goes back to the queue");
                 received.requeue().await;
             }
         }
@@ -155,15 +155,12 @@ impl Deliverer {
             // No retry can open the secret: the delivery ends (replayable once the keys are fixed).
             Err(error @ WebhookCacheError::Undecryptable { .. }) => Attempt::Skipped(error.to_string()),
             Err(WebhookCacheError::Store(error)) => {
-                if crate::outage::is_reported(&error) {
-                    tracing::debug!(%error, "cannot load the webhook; the task goes back to the queue");
-                } else {
-                    tracing::warn!(
-                        webhook_id = %task.webhook_id,
-                        error = format!("{error:#}"),
-                        "cannot load the webhook; the task goes back to the queue"
-                    );
-                }
+                crate::outage::warn_unless_reported!(
+                    &error,
+                    webhook_id = %task.webhook_id,
+                    error = format!("{error:#}"),
+                    "cannot load the webhook; the task goes back to the queue"
+                );
                 return Settlement::Requeue;
             }
         };

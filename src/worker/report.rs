@@ -33,30 +33,39 @@ fn next_name(next: &NextStep) -> &'static str {
     }
 }
 
+/// One failure line at `$level`: the ids, the attempt, the status or error class, then `$rest`.
+macro_rules! attempt_failed {
+    ($level:ident, $task:expr, $exchange:expr, $($rest:tt)+) => {
+        tracing::$level!(
+            webhook_id = %$task.webhook_id,
+            delivery_id = %$task.delivery_id,
+            event_id = %$task.event_id,
+            attempt = $task.attempt,
+            status = $exchange.status,
+            error = $exchange.status.is_none().then(|| $exchange.error_class.unwrap_or("error")),
+            $($rest)+
+        )
+    };
+}
+
 fn log_failure(task: &DeliveryTask, exchange: &Exchange, next: &NextStep) {
-    let status = exchange.status;
-    let error = exchange.status.is_none().then(|| exchange.error_class.unwrap_or("error"));
     match next {
         NextStep::Succeeded => {}
-        NextStep::Retry(at) => tracing::info!(
-            webhook_id = %task.webhook_id,
-            delivery_id = %task.delivery_id,
-            event_id = %task.event_id,
-            attempt = task.attempt,
-            status,
-            error,
+        NextStep::Retry(at) => attempt_failed!(
+            info,
+            task,
+            exchange,
             next_attempt_at = %at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             "delivery attempt failed; will retry"
         ),
-        NextStep::Dead => tracing::warn!(
-            webhook_id = %task.webhook_id,
-            delivery_id = %task.delivery_id,
-            event_id = %task.event_id,
-            attempt = task.attempt,
-            status,
-            error,
-            "delivery attempt failed; the delivery is dead (replayable)"
-        ),
+        NextStep::Dead => {
+            attempt_failed!(
+                warn,
+                task,
+                exchange,
+                "delivery attempt failed; the delivery is dead (replayable)"
+            )
+        }
     }
 }
 
@@ -70,15 +79,19 @@ mod tests {
 
     const PAYLOAD: &str = r#"{"data":{"card":"PAYLOAD-MARKER-4242"}}"#;
 
+    /// A task whose payload holds a marker that no log line may show.
     fn task() -> DeliveryTask {
+        let id = Uuid::now_v7;
+        let payload = Bytes::from_static(PAYLOAD.as_bytes());
+        let (delivery_id, event_id, webhook_id, organization_id) = (id(), id(), id(), id());
         DeliveryTask {
-            delivery_id: Uuid::now_v7(),
-            event_id: Uuid::now_v7(),
-            webhook_id: Uuid::now_v7(),
-            organization_id: Uuid::now_v7(),
             attempt: 2,
             event_type: "item.created".into(),
-            payload: Bytes::from_static(PAYLOAD.as_bytes()),
+            payload,
+            delivery_id,
+            event_id,
+            webhook_id,
+            organization_id,
         }
     }
 
