@@ -146,6 +146,22 @@ mod tests {
     }
 
     #[test]
+    fn the_endpoint_is_read_from_the_environment_and_checked() {
+        let environment = |value: &str| {
+            let variables = [("HERALD__TELEMETRY__OTLP_ENDPOINT".to_string(), value.to_string())];
+            config::Environment::default().source(Some(variables.into_iter().collect()))
+        };
+        let nowhere = std::path::Path::new("/nonexistent");
+        let settings = crate::config::Settings::load_from(nowhere, None, environment("http://otel:4318"))
+            .expect("a valid endpoint");
+        assert_eq!(settings.telemetry.otlp_endpoint.as_deref(), Some("http://otel:4318"));
+        assert_eq!(settings.telemetry.service_name, None);
+        let error = crate::config::Settings::load_from(nowhere, None, environment("otel:4318"))
+            .expect_err("not a URL");
+        assert!(error.to_string().contains("telemetry.otlp_endpoint"), "{error}");
+    }
+
+    #[test]
     fn no_endpoint_no_layer_and_nothing_to_say() {
         let (layer, export) = layer(&TelemetrySettings::default());
         assert!(layer.is_none());
