@@ -99,7 +99,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         _ => {}
     }
     let settings = Settings::load(&cli.config_dir)?;
-    telemetry::init(&settings.log);
+    let _trace_export = telemetry::init(&settings.log, &settings.telemetry);
     match cli.command {
         Command::Serve { bind } => serve(settings, bind).await,
         Command::Migrate => {

@@ -28,6 +28,9 @@ pub struct Settings {
     pub events: EventSettings,
     pub delivery: DeliverySettings,
     pub log: LogSettings,
+    /// Optional in configuration files: every key in it is.
+    #[serde(default)]
+    pub telemetry: TelemetrySettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -126,6 +129,16 @@ pub struct DeliverySettings {
 pub struct LogSettings {
     pub format: LogFormat,
     pub level: String,
+}
+
+/// Trace export (`telemetry_otlp`; needs a build with the `otlp` feature).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySettings {
+    /// OTLP/HTTP collector URL (`http://HOST:4318`; spans go to `/v1/traces` under it); `None`: no export.
+    pub otlp_endpoint: Option<String>,
+    /// The exported `service.name`; `None`: the binary's name (`herald`, `herald-worker`).
+    pub service_name: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -251,6 +264,11 @@ impl Settings {
         }
         if let Some(keys) = &self.secrets.keys {
             parse_secret_keys(keys.expose()).map_err(|message| invalid("secrets.keys", message))?;
+        }
+        if let Some(endpoint) = &self.telemetry.otlp_endpoint
+            && !url::Url::parse(endpoint).is_ok_and(|url| matches!(url.scheme(), "http" | "https"))
+        {
+            return Err(invalid("telemetry.otlp_endpoint", "must be an http:// or https:// URL"));
         }
         match self.log.level.parse::<tracing_subscriber::filter::EnvFilter>() {
             Ok(_) => Ok(()),

@@ -69,9 +69,20 @@ impl Emitter {
 
     /// Commits one event (with others, if they arrive together) and hands it to the outbox; returns once
     /// it is committed. An event whose idempotency key was seen within the window is not written: the
-    /// outcome names the first event.
+    /// outcome names the first event. Its `ingest` span is at debug (one per event, see "Traces and
+    /// logs" in docs/architecture.md).
+    #[tracing::instrument(name = "ingest", level = "debug", skip_all, fields(
+        event_id = %event.id, event_type = %event.event_type, duplicate = tracing::field::Empty,
+    ))]
     pub async fn emit(&self, event: NewEvent) -> Result<IngestOutcome, BatchError<StoreError>> {
-        self.writer.submit(event).await
+        let outcome = self.writer.submit(event).await?;
+        if outcome.duplicate {
+            // The idempotency key names an earlier event: that one is the event this request is about.
+            tracing::Span::current()
+                .record("duplicate", true)
+                .record("event_id", tracing::field::display(outcome.id));
+        }
+        Ok(outcome)
     }
 
     /// Hands over an event that the caller committed in its own transaction.

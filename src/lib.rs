@@ -17,7 +17,8 @@
 //!   Herald keeps (SQLite or PostgreSQL), behind role-sized traits.
 //! - [`domain`] (parsed types: event types, URLs, secrets, API keys), [`crypto`] (sealed secrets),
 //!   [`signature`] (the public signing functions), and the small tools `batch` (group commit),
-//!   `retrying` (backoff for transient failures), `net_guard` (SSRF policy), [`shutdown`].
+//!   `retrying` (backoff for transient failures), `outage` (a lost database or broker logged once),
+//!   `net_guard` (SSRF policy), [`shutdown`]; `telemetry_otlp` (the optional trace exporter).
 //!
 //! `docs/architecture.md` walks an event's journey through them.
 
@@ -33,6 +34,7 @@ pub mod domain;
 pub(crate) mod emit;
 pub mod http;
 pub(crate) mod net_guard;
+pub(crate) mod outage;
 pub(crate) mod outbox;
 pub mod queue;
 pub(crate) mod retrying;
@@ -41,6 +43,7 @@ pub mod shutdown;
 pub mod signature;
 pub mod store;
 pub mod telemetry;
+pub(crate) mod telemetry_otlp;
 pub(crate) mod webhook_cache;
 pub mod worker;
 

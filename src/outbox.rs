@@ -5,7 +5,13 @@
 //! relay after `events.relay_after` and published again, so an accepted event is never lost. The same
 //! task expires idempotency keys older than `events.idempotency_window`.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use bytes::Bytes;
 use chrono::Utc;
@@ -57,6 +63,7 @@ impl Outbox {
             queue,
             relay_after: settings.relay_after.get(),
             idempotency_window: settings.idempotency_window.get(),
+            relay_failing: AtomicBool::new(false),
         };
         let task = tokio::spawn(publisher.run(incoming, shutdown));
         (Self { committed }, task)
@@ -116,7 +123,7 @@ impl PublishedMarker {
             let mut batch = Vec::with_capacity(MARK_BATCH);
             while marks.recv_many(&mut batch, MARK_BATCH).await > 0 {
                 if let Err(error) = store.mark_events_published(&batch, crate::domain::now()).await {
-                    tracing::warn!(%error, count = batch.len(), "could not mark events published");
+                    crate::outage::warn_unless_reported!(&error, %error, count = batch.len(), "could not mark events published");
                 }
                 after_marking(&batch);
                 batch.clear();
@@ -137,6 +144,8 @@ struct Publisher {
     marker: PublishedMarker,
     relay_after: Duration,
     idempotency_window: Duration,
+    /// The relay's last publish failed (its warning is logged once per run of failures).
+    relay_failing: AtomicBool,
 }
 
 impl Publisher {
@@ -174,6 +183,7 @@ impl Publisher {
 
     /// Publishes. In production the broker's confirm makes the events durable, so they are marked
     /// published now; embedded, the queue marks them once fan-out has taken them.
+    #[tracing::instrument(name = "publish", skip_all, fields(count = events.len()))]
     async fn publish(&self, events: &[EventMessage]) -> bool {
         if let Err(error) = self.queue.publish_events(events).await {
             tracing::debug!(%error, count = events.len(), "publishing deferred to the relay");
@@ -194,7 +204,7 @@ impl Publisher {
             let events = match self.store.unpublished_events(cutoff, BATCH as i64).await {
                 Ok(events) => events,
                 Err(error) => {
-                    tracing::warn!(%error, "relay could not read unpublished events");
+                    crate::outage::warn_unless_reported!(&error, %error, "relay could not read unpublished events");
                     return;
                 }
             };
@@ -205,9 +215,15 @@ impl Publisher {
             let count = events.len();
             let messages: Vec<EventMessage> = events.into_iter().map(message_of).collect();
             if !self.publish(&messages).await {
-                tracing::warn!(count, "relay could not publish unpublished events; will retry");
+                // Once per run of failures (the broker's outage has its own line); every second after.
+                if self.relay_failing.swap(true, Ordering::Relaxed) {
+                    tracing::debug!(count, "relay could not publish unpublished events; will retry");
+                } else {
+                    tracing::warn!(count, "relay could not publish unpublished events; will retry");
+                }
                 return;
             }
+            self.relay_failing.store(false, Ordering::Relaxed);
             tracing::info!(count, "relay published events left unpublished");
             // Embedded, the events just handed over stay unpublished until fan-out takes them: reading
             // again now would find them, so the next batch waits for the next relay pass.

@@ -28,7 +28,8 @@ pub fn delays(first: Duration, longest: Duration) -> impl Iterator<Item = Durati
 }
 
 /// Runs `operation` until it succeeds. After an error for which `transient` is true, waits (see
-/// [`delays`]) and logs a warning naming `what`; any other error is returned at once.
+/// [`delays`]) and logs a warning naming `what` (at `debug` for an outage that a latch of
+/// [`crate::outage`] reports once); any other error is returned at once.
 pub async fn until_done<T, E, F, Fut>(
     what: &'static str,
     (first, longest): (Duration, Duration),
@@ -37,7 +38,7 @@ pub async fn until_done<T, E, F, Fut>(
     mut operation: F,
 ) -> Result<T, GaveUp<E>>
 where
-    E: std::fmt::Display,
+    E: std::fmt::Display + 'static,
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
@@ -49,7 +50,8 @@ where
             Err(error) => return Err(GaveUp::Permanent(error)),
         };
         let wait = waits.next().unwrap_or(longest);
-        tracing::warn!(error = format!("{error:#}"), retry_in = ?wait, "{what} failed; retrying");
+        // A database or broker outage is logged once by its latch, not once per retry.
+        crate::outage::warn_unless_reported!(&error, error = format!("{error:#}"), retry_in = ?wait, "{what} failed; retrying");
         tokio::select! {
             () = shutdown.cancelled() => return Err(GaveUp::ShuttingDown),
             () = tokio::time::sleep(wait) => {}

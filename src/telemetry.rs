@@ -1,27 +1,39 @@
 //! Logging: human-readable lines by default, one JSON object per line with `log.format = "json"`.
 //! Logs go to standard error, so standard output carries only what a command prints on purpose (such as
-//! the key `herald bootstrap` creates). `RUST_LOG`, when set, overrides `log.level`.
+//! the key `herald bootstrap` creates). `RUST_LOG`, when set, overrides `log.level`. Beside the log layer,
+//! the trace exporter's layer when `telemetry.otlp_endpoint` is set (`telemetry_otlp`), with its own filter.
 
 use std::io::IsTerminal;
 
-use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+use tracing_subscriber::{EnvFilter, Layer, fmt, prelude::*};
 
-use crate::config::{LogFormat, LogSettings};
+use crate::config::{LogFormat, LogSettings, TelemetrySettings};
+pub use crate::telemetry_otlp::TraceExport;
 
-/// Installs the global subscriber; later calls (tests) are ignored.
-pub fn init(settings: &LogSettings) {
+/// Installs the global subscriber; later calls (tests) are ignored. Hold the returned [`TraceExport`]
+/// until the process ends: dropping it flushes the last traces.
+pub fn init(settings: &LogSettings, telemetry: &TelemetrySettings) -> TraceExport {
     let filter = std::env::var("RUST_LOG")
         .ok()
         .and_then(|directives| EnvFilter::try_new(directives).ok())
         .unwrap_or_else(|| EnvFilter::new(&settings.level));
-    let registry = tracing_subscriber::registry().with(filter);
-    let result = match settings.format {
-        LogFormat::Json => {
-            registry.with(fmt::layer().json().with_current_span(true).with_writer(std::io::stderr)).try_init()
-        }
-        LogFormat::Text => registry
-            .with(fmt::layer().with_ansi(std::io::stderr().is_terminal()).with_writer(std::io::stderr))
-            .try_init(),
+    let logs = match settings.format {
+        LogFormat::Json => fmt::layer()
+            .json()
+            .with_current_span(true)
+            .with_writer(std::io::stderr)
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Text => fmt::layer()
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+            .with_filter(filter)
+            .boxed(),
     };
-    drop(result);
+    let (traces, export) = crate::telemetry_otlp::layer(telemetry);
+    let layers: Vec<_> = std::iter::once(logs).chain(traces).collect();
+    if tracing_subscriber::registry().with(layers).try_init().is_ok() {
+        export.report();
+    }
+    export
 }

@@ -48,7 +48,7 @@ impl UsageRecorder {
             return;
         }
         if let Err(error) = store.record_key_usage(&usage).await {
-            tracing::warn!(%error, keys = usage.len(), "could not write key usage; will retry");
+            crate::outage::warn_unless_reported!(&error, %error, keys = usage.len(), "could not write key usage; will retry");
             let mut pending = self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             for entry in usage {
                 let slot = pending.entry(entry.key_id).or_insert((0, entry.last_used_at));

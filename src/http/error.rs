@@ -128,7 +128,8 @@ impl ApiError {
                 ApiError::conflict("conflict", format!("conflicts with an existing record ({what})"))
             }
             StoreError::Unavailable(reason) => {
-                tracing::warn!(%reason, "database unavailable");
+                // The outage itself is logged once (`outage::DATABASE`), not once per request.
+                tracing::debug!(%reason, "database unavailable");
                 ApiError::unavailable("database_unavailable", "the database is unavailable; retry shortly")
             }
             StoreError::Other(source) => ApiError::internal(anyhow::anyhow!("{source:#}")),
@@ -157,6 +158,10 @@ impl IntoResponse for ApiError {
             match &self.source {
                 Some(source) => {
                     tracing::error!(code = self.code, error = format!("{source:#}"), "request failed")
+                }
+                // 503s (database down, shutting down) come in floods and are reported elsewhere.
+                None if self.status == StatusCode::SERVICE_UNAVAILABLE => {
+                    tracing::debug!(code = self.code, message = %self.message, "request failed")
                 }
                 None => tracing::warn!(code = self.code, message = %self.message, "request failed"),
             }

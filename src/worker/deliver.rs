@@ -14,6 +14,7 @@ use uuid::Uuid;
 use super::{
     disable::DisableRule,
     endpoints::{Admission, Endpoints},
+    report,
     retry::{Outcome, RetryPolicy, parse_retry_after},
     sender::{Exchange, Sender},
 };
@@ -117,7 +118,7 @@ impl Deliverer {
         match self.store.defer_deliveries(&deferral, crate::domain::now()).await {
             Ok(()) => received.ack().await,
             Err(error) => {
-                tracing::warn!(%error, "cannot defer a delivery; it goes back to the queue");
+                crate::outage::warn_unless_reported!(&error, delivery_id = %received.message.delivery_id, %error, "cannot defer a delivery; it goes back to the queue");
                 received.requeue().await;
             }
         }
@@ -138,8 +139,13 @@ impl Deliverer {
         }
     }
 
-    /// Loads the webhook and makes the attempt.
-    #[tracing::instrument(level = "debug", skip_all, fields(delivery_id = %task.delivery_id, attempt = task.attempt))]
+    /// Loads the webhook and makes the attempt. The span is at debug: one per delivery attempt, see
+    /// "Traces and logs" in docs/architecture.md; `outcome` is the status code or the error's class.
+    #[tracing::instrument(name = "attempt", level = "debug", skip_all, fields(
+        delivery_id = %task.delivery_id, event_id = %task.event_id, webhook_id = %task.webhook_id,
+        attempt = task.attempt, outcome = tracing::field::Empty, duration_ms = tracing::field::Empty,
+        next = tracing::field::Empty,
+    ))]
     async fn attempt_task(&self, task: &DeliveryTask) -> Settlement {
         let started_at = crate::domain::now();
         let attempt = match self.webhooks.target(task.webhook_id).await {
@@ -149,7 +155,9 @@ impl Deliverer {
             // No retry can open the secret: the delivery ends (replayable once the keys are fixed).
             Err(error @ WebhookCacheError::Undecryptable { .. }) => Attempt::Skipped(error.to_string()),
             Err(WebhookCacheError::Store(error)) => {
-                tracing::warn!(
+                crate::outage::warn_unless_reported!(
+                    &error,
+                    webhook_id = %task.webhook_id,
                     error = format!("{error:#}"),
                     "cannot load the webhook; the task goes back to the queue"
                 );
@@ -164,10 +172,15 @@ impl Deliverer {
             // Herald could not try (disabled webhook, unusable URL or secret): the delivery ends, replayable
             // later.
             Attempt::Skipped(reason) => (
-                Exchange { error: Some(format!("not attempted: {reason}")), ..Exchange::default() },
+                Exchange {
+                    error: Some(format!("not attempted: {reason}")),
+                    error_class: Some(report::NOT_ATTEMPTED),
+                    ..Exchange::default()
+                },
                 NextStep::Dead,
             ),
         };
+        report::attempted(task, &exchange, &next);
         Settlement::Record(AttemptOutcome {
             attempt: store::Attempt {
                 id: Uuid::now_v7(),
@@ -320,11 +333,16 @@ struct OutcomeWriter {
 }
 
 impl OutcomeWriter {
+    #[tracing::instrument(name = "record", skip_all, fields(count = outcomes.len(), disabled = tracing::field::Empty))]
     async fn write(&self, outcomes: &[AttemptOutcome]) -> Result<(), StoreError> {
         let rule = self.rule;
         let decide =
             move |outcome: &AttemptOutcome, consecutive_dead: u32| rule.decide(outcome, consecutive_dead);
-        for disabled in self.store.record_outcomes(outcomes, &decide).await? {
+        let disabled_webhooks = self.store.record_outcomes(outcomes, &decide).await?;
+        if !disabled_webhooks.is_empty() {
+            tracing::Span::current().record("disabled", disabled_webhooks.len());
+        }
+        for disabled in disabled_webhooks {
             tracing::warn!(webhook_id = %disabled.webhook_id, reason = %disabled.reason, "webhook disabled");
             self.webhooks.forget(disabled.webhook_id, None).await;
         }

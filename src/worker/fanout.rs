@@ -10,6 +10,7 @@ use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::webhook_cache::WebhookCache;
@@ -77,6 +78,11 @@ impl Fanout {
         }
     }
 
+    /// Its `fan_out` span (info: one per batch) counts the batch's events, the deliveries it calls for
+    /// and those it created; a debug span per event gives the event's id and its delivery count.
+    #[tracing::instrument(name = "fan_out", skip_all, fields(
+        events = batch.len(), deliveries = tracing::field::Empty, created = tracing::field::Empty,
+    ))]
     async fn fan_out(&self, batch: &[Received<EventMessage>]) -> anyhow::Result<()> {
         let now = crate::domain::now();
         let lease_until =
@@ -85,7 +91,10 @@ impl Fanout {
         let mut expected = Vec::with_capacity(batch.len());
         for received in batch {
             let event = &received.message;
-            let subscribers = self.webhooks.subscribers(event.organization_id).await?;
+            let span = tracing::debug_span!("fan_out_event", event_id = %event.id, event_type = %event.event_type,
+                deliveries = tracing::field::Empty);
+            let subscribers =
+                self.webhooks.subscribers(event.organization_id).instrument(span.clone()).await?;
             let before = deliveries.len();
             deliveries.extend(subscribers.iter().filter(|(id, filter)| receives(event, *id, filter)).map(
                 |(webhook_id, _)| NewDelivery {
@@ -99,12 +108,16 @@ impl Fanout {
                     lease_until,
                 },
             ));
+            span.record("deliveries", deliveries.len() - before);
             expected.push((received, deliveries.len() - before));
         }
+        let span = tracing::Span::current();
+        span.record("deliveries", deliveries.len());
         if deliveries.is_empty() {
             return Ok(());
         }
         let inserted: HashSet<Uuid> = self.store.create_deliveries(&deliveries).await?.into_iter().collect();
+        span.record("created", inserted.len());
         let events: std::collections::HashMap<Uuid, &EventMessage> =
             batch.iter().map(|received| (received.message.id, &received.message)).collect();
         let mut tasks: Vec<DeliveryTask> = deliveries

@@ -6,6 +6,7 @@ pub(crate) mod deliver;
 pub(crate) mod disable;
 pub(crate) mod endpoints;
 pub(crate) mod fanout;
+mod report;
 pub(crate) mod retry;
 pub(crate) mod scheduler;
 pub(crate) mod sender;

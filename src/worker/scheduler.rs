@@ -46,7 +46,7 @@ impl Scheduler {
             let due = match self.store.claim_due_deliveries(now, lease_until, BATCH).await {
                 Ok(due) => due,
                 Err(error) => {
-                    tracing::warn!(%error, "cannot claim due deliveries");
+                    crate::outage::warn_unless_reported!(&error, %error, "cannot claim due deliveries");
                     return;
                 }
             };
@@ -68,7 +68,7 @@ impl Scheduler {
                 })
                 .collect();
             if let Err(error) = self.queue.publish_deliveries(&tasks).await {
-                tracing::warn!(%error, count = claimed, "cannot hand due deliveries to the queue; will retry");
+                crate::outage::warn_unless_reported!(&error, %error, count = claimed, "cannot hand due deliveries to the queue; will retry");
                 if let Err(error) = self.store.release_deliveries(&ids, now).await {
                     tracing::warn!(%error, "cannot release claimed deliveries; the sweeper will take them later");
                 }

@@ -23,6 +23,9 @@ pub struct Exchange {
     pub body: Option<String>,
     /// Why there is no status (connection refused, blocked address, timeout...).
     pub error: Option<String>,
+    /// The kind of `error` in one word (`blocked`, `timeout`, `connect`, `request`, `response`), for logs
+    /// and traces: unlike `error`, it never holds a host name or a URL.
+    pub error_class: Option<&'static str>,
     pub timed_out: bool,
     pub duration_ms: i64,
 }
@@ -67,7 +70,11 @@ impl Sender {
         if let Some(ip) = literal
             && let Err(blocked) = self.target_policy.check(ip)
         {
-            return Exchange { error: Some(blocked.to_string()), ..Exchange::default() };
+            return Exchange {
+                error: Some(blocked.to_string()),
+                error_class: Some("blocked"),
+                ..Exchange::default()
+            };
         }
         let sent = self.client.post(url.clone()).headers(headers).body(body).send().await;
         let mut response = match sent {
@@ -76,6 +83,7 @@ impl Sender {
                 return Exchange {
                     timed_out: error.is_timeout(),
                     error: Some(describe(&error)),
+                    error_class: Some(classify(&error)),
                     ..Exchange::default()
                 };
             }
@@ -100,6 +108,7 @@ impl Sender {
                 Err(error) => {
                     exchange.timed_out = error.is_timeout();
                     exchange.error = Some(format!("reading the response: {}", describe(&error)));
+                    exchange.error_class = Some(if error.is_timeout() { "timeout" } else { "response" });
                     break;
                 }
             }
@@ -110,6 +119,24 @@ impl Sender {
         }
         exchange.body = (!body.is_empty()).then(|| String::from_utf8_lossy(&body).into_owned());
         exchange
+    }
+}
+
+/// The class of an error that left no status.
+fn classify(error: &reqwest::Error) -> &'static str {
+    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if cause.is::<AllBlocked>() {
+            return "blocked";
+        }
+        source = cause.source();
+    }
+    if error.is_timeout() {
+        "timeout"
+    } else if error.is_connect() {
+        "connect"
+    } else {
+        "request"
     }
 }
 

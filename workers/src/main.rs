@@ -53,7 +53,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(concurrency) = args.concurrency {
         settings.delivery.concurrency = usize::from(concurrency);
     }
-    herald::telemetry::init(&settings.log);
+    let _trace_export = herald::telemetry::init(&settings.log, &settings.telemetry);
     if settings.mode() != herald::config::Mode::Production {
         anyhow::bail!(
             "configuration: queue.url: herald-worker needs RabbitMQ (set HERALD__QUEUE__URL); in embedded mode `herald serve` runs the workers itself"

@@ -16,7 +16,7 @@ use tokio::sync::{Mutex, Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::topology::{self, Names};
-use crate::{config::redact_url, queue::QueueError};
+use crate::{config::redact_url, outage::Outage, queue::QueueError};
 
 /// How long a publisher waits for a connection before giving up (the work stays in the store).
 const PUBLISH_WAIT: Duration = Duration::from_secs(2);
@@ -133,6 +133,9 @@ async fn establish(url: &str, names: &Names) -> Result<Link, lapin::Error> {
 /// Owns the connection: keeps one up, with its consumers, until shutdown.
 async fn supervise(this: Arc<Supervisor>, url: String) {
     let mut delays = backoff();
+    // "RabbitMQ unavailable" once when the connection is lost, "RabbitMQ back" once it is up again; the
+    // failed reconnection attempts in between are logged at debug.
+    let broker = Outage::new("RabbitMQ");
     loop {
         let current = this.link.borrow().clone();
         let link = match current {
@@ -145,7 +148,7 @@ async fn supervise(this: Arc<Supervisor>, url: String) {
                 };
                 match attempt {
                     Ok(link) => {
-                        tracing::info!("connected to RabbitMQ");
+                        broker.succeeded();
                         delays = backoff();
                         let link = Arc::new(link);
                         this.link.send_replace(Some(link.clone()));
@@ -153,7 +156,8 @@ async fn supervise(this: Arc<Supervisor>, url: String) {
                     }
                     Err(error) => {
                         let delay = delays.next().unwrap_or(Duration::from_secs(10));
-                        tracing::warn!(%error, retry_in = ?delay, "RabbitMQ unreachable");
+                        broker.failed(&error);
+                        tracing::debug!(%error, retry_in = ?delay, "RabbitMQ unreachable");
                         tokio::select! {
                             () = this.shutdown.cancelled() => break,
                             () = tokio::time::sleep(delay) => continue,
@@ -169,7 +173,7 @@ async fn supervise(this: Arc<Supervisor>, url: String) {
         if this.shutdown.is_cancelled() {
             break;
         }
-        tracing::warn!("lost the RabbitMQ connection; reconnecting");
+        broker.failed(&"lost the connection; reconnecting");
     }
     if let Some(link) = this.link.send_replace(None) {
         link.broken.cancel();

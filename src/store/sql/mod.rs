@@ -115,9 +115,20 @@ pub(super) trait ResultExt<T> {
     fn store(self) -> StoreResult<T>;
 }
 
+/// Every query's result passes here, so this is where the database outage latch
+/// ([`crate::outage::DATABASE`]) learns that the database went away and came back.
 impl<T> ResultExt<T> for Result<T, sqlx::Error> {
     fn store(self) -> StoreResult<T> {
-        self.map_err(db_error)
+        let result = self.map_err(db_error);
+        match &result {
+            Err(StoreError::Unavailable(reason)) => crate::outage::DATABASE.failed(reason),
+            // An answer, even a refusal, means the database is reachable.
+            Ok(_) | Err(StoreError::NotFound | StoreError::Conflict(_)) => {
+                crate::outage::DATABASE.succeeded()
+            }
+            Err(StoreError::Other(_)) => {}
+        }
+        result
     }
 }
 

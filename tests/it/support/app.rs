@@ -104,7 +104,7 @@ impl TestApp {
         settings.server.shutdown_grace = herald::config::HumanDuration(Duration::from_secs(5));
         settings.log.level = "warn".into();
         configure(&mut settings);
-        herald::telemetry::init(&settings.log);
+        drop(herald::telemetry::init(&settings.log, &settings.telemetry));
         let shutdown = CancellationToken::new();
         let services = herald::services::Services::connect(settings).await.expect("Herald connects");
         let app = App::start(services.clone(), shutdown.clone()).await.expect("Herald starts");
