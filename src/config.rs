@@ -28,6 +28,25 @@ pub struct Settings {
     pub events: EventSettings,
     pub delivery: DeliverySettings,
     pub log: LogSettings,
+    pub admin: AdminSettings,
+}
+
+/// The admin listener (`/metrics`, `/healthz`, `/readyz`) every process serves beside its work.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    /// Its address; unset: [`AdminSettings::API_BIND`] for `herald serve`, [`AdminSettings::WORKER_BIND`]
+    /// for `herald-worker` (two ports, so both run on one machine).
+    pub bind: Option<SocketAddr>,
+    /// Also serve `GET /metrics` on the public API port.
+    pub public_metrics: bool,
+}
+
+impl AdminSettings {
+    pub const API_BIND: SocketAddr =
+        SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9464);
+    pub const WORKER_BIND: SocketAddr =
+        SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9465);
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -35,6 +35,7 @@ pub mod http;
 pub(crate) mod net_guard;
 pub(crate) mod outbox;
 pub mod queue;
+pub mod readiness;
 pub(crate) mod retrying;
 pub mod services;
 pub mod shutdown;

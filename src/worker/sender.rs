@@ -24,7 +24,24 @@ pub struct Exchange {
     /// Why there is no status (connection refused, blocked address, timeout...).
     pub error: Option<String>,
     pub timed_out: bool,
+    /// The SSRF policy refused the target's address.
+    pub refused: bool,
     pub duration_ms: i64,
+}
+
+impl Exchange {
+    /// The attempt's outcome class, as `herald_attempts_total` labels it.
+    pub fn outcome_class(&self) -> &'static str {
+        match self.status {
+            Some(200..=299) => "2xx",
+            Some(300..=399) => "3xx",
+            Some(400..=499) => "4xx",
+            Some(_) => "5xx",
+            None if self.timed_out => "timeout",
+            None if self.refused => "ssrf_refused",
+            None => "connect_error",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -67,7 +84,7 @@ impl Sender {
         if let Some(ip) = literal
             && let Err(blocked) = self.target_policy.check(ip)
         {
-            return Exchange { error: Some(blocked.to_string()), ..Exchange::default() };
+            return Exchange { error: Some(blocked.to_string()), refused: true, ..Exchange::default() };
         }
         let sent = self.client.post(url.clone()).headers(headers).body(body).send().await;
         let mut response = match sent {
@@ -75,6 +92,7 @@ impl Sender {
             Err(error) => {
                 return Exchange {
                     timed_out: error.is_timeout(),
+                    refused: blocked(&error),
                     error: Some(describe(&error)),
                     ..Exchange::default()
                 };
@@ -128,6 +146,18 @@ fn describe(error: &reqwest::Error) -> String {
         source = cause.source();
     }
     if text.is_empty() { error.to_string() } else { text }
+}
+
+/// Whether the error comes from the resolver refusing every address of the name.
+fn blocked(error: &reqwest::Error) -> bool {
+    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if cause.is::<AllBlocked>() {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// Resolves names and drops every address the SSRF policy refuses; a name left with none fails.

@@ -8,6 +8,7 @@ fn herald(args: &[&str], env: &[(&str, &str)], dir: &std::path::Path) -> Output 
         .args(args)
         .current_dir(dir)
         .env_remove("RUST_LOG")
+        .env("HERALD__ADMIN__BIND", "127.0.0.1:0")
         .env("HERALD_CONFIG_DIR", dir.join("no-config"));
     for (name, value) in env {
         command.env(name, value);
@@ -82,6 +83,7 @@ fn first_serve_bootstraps_and_answers() {
         .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
         .current_dir(dir.path())
         .env("HERALD_CONFIG_DIR", dir.path().join("no-config"))
+        .env("HERALD__ADMIN__BIND", "127.0.0.1:0")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

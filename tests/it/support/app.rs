@@ -216,6 +216,7 @@ impl TestApp {
             ("HERALD__DELIVERY__WEBHOOK_CACHE_TTL".into(), duration(d.webhook_cache_ttl)),
             ("HERALD__SERVER__SHUTDOWN_GRACE".into(), duration(s.server.shutdown_grace)),
             ("HERALD__LOG__LEVEL".into(), "warn".into()),
+            ("HERALD__ADMIN__BIND".into(), "127.0.0.1:0".into()),
         ]
     }
 
