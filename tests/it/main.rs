@@ -6,6 +6,7 @@ mod auth;
 mod cli;
 mod delivery;
 mod events;
+mod metrics;
 mod openapi;
 mod publishing;
 mod receivers_doc;
