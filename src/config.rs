@@ -428,6 +428,10 @@ mod tests {
         assert_eq!(settings.server.bind.to_string(), "127.0.0.1:8080");
         assert_eq!(settings.delivery.retry_schedule.max_attempts(), 9);
         assert_eq!(settings.database_kind().ok(), Some(DatabaseKind::Sqlite));
+        assert!(
+            settings.admin.bind.is_none() && !settings.admin.public_metrics,
+            "each binary picks its port"
+        );
     }
 
     #[test]
@@ -457,6 +461,8 @@ mod tests {
         assert!(error.to_string().contains("bind"), "{error}");
         let error = load(&[("HERALD__DELIVERY__TIMEOUT", "5 parsecs")]).expect_err("bad unit");
         assert!(error.to_string().contains("parsecs"), "{error}");
+        let error = load(&[("HERALD__ADMIN__BIND", "localhost")]).expect_err("bad admin address");
+        assert!(error.to_string().contains("admin.bind"), "{error}");
         let error = load(&[("HERALD__QUEUE__URL", "http://x")]).expect_err("bad queue");
         assert!(error.to_string().contains("queue.url"), "{error}");
         let error = load(&[("HERALD__SERVER__NO_SUCH_KEY", "1")]).expect_err("unknown key");

@@ -8,9 +8,10 @@
 //! recording costs a map lookup and an atomic add, without allocating.
 
 use std::{
-    collections::{HashMap, HashSet},
+    borrow::Borrow,
+    collections::HashMap,
     hash::Hash,
-    sync::{OnceLock, RwLock},
+    sync::{OnceLock, PoisonError, RwLock},
 };
 
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
@@ -109,21 +110,11 @@ fn describe() {
     describe_counter!(ATTEMPTS, "HTTP delivery attempts by outcome class.");
     describe_histogram!(ATTEMPT_DURATION, Unit::Seconds, "Duration of one HTTP delivery attempt.");
     describe_counter!(DELIVERIES_ENDED, "Deliveries reaching a final state: succeeded, dead or dropped.");
-    describe_histogram!(
-        END_TO_END_LATENCY,
-        Unit::Seconds,
-        "From an event's acceptance to a delivery's success."
-    );
+    describe_histogram!(END_TO_END_LATENCY, Unit::Seconds, "Event accepted to delivery succeeded.");
     describe_counter!(WEBHOOKS_DISABLED, "Webhooks Herald disabled by itself, by reason.");
     describe_counter!(RETRIES_SCHEDULED, "Failed attempts given a next attempt time.");
-    describe_counter!(
-        RETRIES_DUE,
-        "Deliveries the scheduler claimed and handed to the queue (retries, redrives, swept)."
-    );
-    describe_counter!(
-        ENDPOINT_DEFERRALS,
-        "Delivery tasks deferred to the store because their endpoint was saturated."
-    );
+    describe_counter!(RETRIES_DUE, "Deliveries the scheduler handed over (retries, redrives, swept).");
+    describe_counter!(ENDPOINT_DEFERRALS, "Tasks deferred to the store: their endpoint was saturated.");
     describe_gauge!(DELIVERIES_IN_FLIGHT, "HTTP delivery attempts in progress in this process.");
     describe_gauge!(QUEUE_DEPTH, "Messages waiting in each queue (sampled every 5 s).");
     describe_histogram!(BATCH_SIZE, "Items per group-committed transaction, by batcher.");
@@ -131,11 +122,7 @@ fn describe() {
     describe_gauge!(DB_POOL_MAX_CONNECTIONS, "Configured database pool size.");
     describe_gauge!(BROKER_CONNECTED, "1 while connected to RabbitMQ, 0 otherwise.");
     describe_counter!(HTTP_REQUESTS, "API requests by route template, method and status.");
-    describe_histogram!(
-        HTTP_REQUEST_DURATION,
-        Unit::Seconds,
-        "API request latency by route template and method."
-    );
+    describe_histogram!(HTTP_REQUEST_DURATION, Unit::Seconds, "API latency by route template and method.");
     describe_gauge!(READY, "1 while /readyz answers 200.");
     describe_counter!(STAGE_FAILURES, "Supervised stages that ended unexpectedly, by stage.");
     describe_counter!(PROCESS_CPU_SECONDS, Unit::Seconds, "CPU time used by this process (user + system).");
@@ -146,18 +133,30 @@ fn describe() {
 /// The same text as `value`, for the life of the process. Only for values from a bounded set (route
 /// templates, event types of the catalog, status codes): each distinct value is kept once.
 pub fn intern(value: &str) -> &'static str {
-    static INTERNED: OnceLock<RwLock<HashSet<&'static str>>> = OnceLock::new();
-    let interned = INTERNED.get_or_init(Default::default);
-    if let Some(found) = interned.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(value) {
-        return found;
+    static INTERNED: OnceLock<RwLock<HashMap<&'static str, &'static str>>> = OnceLock::new();
+    get_or_insert(INTERNED.get_or_init(Default::default), value, || {
+        let leaked: &'static str = Box::leak(value.to_owned().into_boxed_str());
+        (leaked, leaked)
+    })
+}
+
+/// The value of `key` in `map` (a read lock), or the entry `make` builds, inserted once.
+fn get_or_insert<K, Q, V>(map: &RwLock<HashMap<K, V>>, key: &Q, make: impl FnOnce() -> (K, V)) -> V
+where
+    K: Borrow<Q> + Hash + Eq,
+    Q: Hash + Eq + ?Sized,
+    V: Clone,
+{
+    if let Some(found) = map.read().unwrap_or_else(PoisonError::into_inner).get(key) {
+        return found.clone();
     }
-    let mut writable = interned.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some(found) = writable.get(value) {
-        return found;
+    let mut writable = map.write().unwrap_or_else(PoisonError::into_inner);
+    if let Some(found) = writable.get(key) {
+        return found.clone();
     }
-    let leaked: &'static str = Box::leak(value.to_owned().into_boxed_str());
-    writable.insert(leaked);
-    leaked
+    let (key, value) = make();
+    writable.insert(key, value.clone());
+    value
 }
 
 /// Metric handles by label values known only at run time, registered on first use: recording is then a
@@ -180,12 +179,7 @@ impl<K: Hash + Eq + Copy, M: Clone> Cached<K, M> {
     }
 
     pub fn get(&self, key: K) -> M {
-        let handles = self.handles.get_or_init(Default::default);
-        if let Some(handle) = handles.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(&key) {
-            return handle.clone();
-        }
-        let mut writable = handles.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-        writable.entry(key).or_insert_with(|| (self.register)(&key)).clone()
+        get_or_insert(self.handles.get_or_init(Default::default), &key, || (key, (self.register)(&key)))
     }
 }
 

@@ -48,6 +48,19 @@ fn bad_settings_name_their_key() {
 }
 
 #[test]
+fn a_taken_admin_address_fails_with_one_line() {
+    let dir = tempfile::tempdir().expect("dir");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+    let address = taken.local_addr().expect("addr").to_string();
+    let output =
+        herald(&["serve", "--bind", "127.0.0.1:0"], &[("HERALD__ADMIN__BIND", &address)], dir.path());
+    assert_eq!(output.status.code(), Some(1));
+    let lines = stderr_lines(&output);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("admin.bind") && lines[0].contains(&address), "{lines:?}");
+}
+
+#[test]
 fn bootstrap_prints_the_admin_key_on_its_own_line() {
     let dir = tempfile::tempdir().expect("dir");
     let output = herald(&["bootstrap", "--org", "Acme", "--email", "Ops@Acme.test"], &[], dir.path());

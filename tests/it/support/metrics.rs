@@ -17,6 +17,9 @@ pub fn client() -> reqwest::Client {
     reqwest::Client::new()
 }
 
+/// Label names and values a sample must have.
+type Labels = &'static [(&'static str, &'static str)];
+
 /// Where a process's metrics are read.
 #[derive(Debug, Clone, Copy)]
 pub enum Source {
@@ -187,7 +190,7 @@ pub async fn deliveries_are_counted_exactly(base: &str, key: &str, processes: &[
     }
     // Nothing more is coming: give a stray count the time to show before checking.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let expected: &[(&str, &[(&str, &str)], f64)] = &[
+    let expected: &[(&str, Labels, f64)] = &[
         ("herald_events_accepted_total", &[("type", "item.created")], 3.0),
         ("herald_events_accepted_total", &[("type", "item.updated")], 1.0),
         ("herald_events_accepted_total", &[("type", "comment.created")], 1.0),
