@@ -1,8 +1,8 @@
 //! The HTTP API. Each resource module exports `router()`, an `OpenApiRouter` whose routes are declared once
 //! for both axum and the OpenAPI document; this module merges them (under `/api/v1`, health at the root),
 //! splits off the document it serves, adds the cross-cutting layers (request ids, tracing, timeout, body
-//! limit, panics as JSON 500s) and the JSON fallbacks for unknown routes and methods, and serves the result
-//! with graceful shutdown.
+//! limit, panics as JSON 500s, request metrics by route template) and the JSON fallbacks for unknown routes
+//! and methods, and serves the result with graceful shutdown. [`admin`] is the separate admin listener.
 
 pub mod admin;
 mod api_keys;
