@@ -191,3 +191,16 @@ async fn a_broker_outage_shows_in_the_outbox_gauges_and_readiness() {
     drop(api);
     delete_queues(amqp.as_str(), &prefix);
 }
+
+/// `admin.public_metrics` adds `GET /metrics` to the API port; without it the API has no such route.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_metrics_are_served_on_the_api_port_only_when_asked() {
+    use crate::support::app::TestApp;
+    let private = TestApp::spawn(Mode::Embedded).await;
+    assert_eq!(client().get(private.url("/metrics")).send().await.expect("get").status().as_u16(), 404);
+    let public = TestApp::spawn_with(Mode::Embedded, |settings| settings.admin.public_metrics = true).await;
+    let response = client().get(public.url("/metrics")).send().await.expect("get");
+    assert_eq!(response.status().as_u16(), 200);
+    let samples = parse_exposition(&response.text().await.expect("body"));
+    assert!(samples.iter().any(|s| s.name == "herald_http_requests_total"), "the API's own requests count");
+}
