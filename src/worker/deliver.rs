@@ -45,6 +45,23 @@ fn since_accepted(event_id: Uuid) -> Option<f64> {
     std::time::SystemTime::now().duration_since(accepted).ok().map(|elapsed| elapsed.as_secs_f64())
 }
 
+/// One HTTP attempt counted in `herald_deliveries_in_flight` while it lives (also if it is cancelled).
+struct InFlight(metrics::Gauge);
+
+impl InFlight {
+    fn start() -> Self {
+        let gauge = metrics::gauge!(names::DELIVERIES_IN_FLIGHT);
+        gauge.increment(1.0);
+        Self(gauge)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
 /// Outcomes written per transaction at most.
 const RECORD_BATCH: usize = 512;
 /// First and longest wait before an outcome the store could not take is written again.
@@ -227,10 +244,9 @@ impl Deliverer {
             Ok(headers) => headers,
             Err(error) => return Attempt::Skipped(format!("cannot build the request headers: {error}")),
         };
-        let in_flight = metrics::gauge!(names::DELIVERIES_IN_FLIGHT);
-        in_flight.increment(1.0);
+        let in_flight = InFlight::start();
         let exchange = self.sender.post(url, headers, task.payload.clone()).await;
-        in_flight.decrement(1.0);
+        drop(in_flight);
         ATTEMPTS.get(exchange.outcome_class()).increment(1);
         metrics::histogram!(names::ATTEMPT_DURATION).record(exchange.duration_ms as f64 / 1000.0);
         let retry_after = exchange
