@@ -1,9 +1,11 @@
 //! The API process: the state request handlers share ([`AppState`]), built from the [`Services`], and
-//! the API's background tasks (outbox publisher and relay, key usage flusher; in embedded mode also the
-//! workers), all stopped by one shutdown token and awaited before exit.
+//! the API's background tasks (outbox publisher and relay, key usage flusher, the metrics sampler; in
+//! embedded mode also the workers), all stopped by one shutdown token and awaited before exit. The admin
+//! listener ([`App::serve_admin`]) is stopped by the same token.
 
 use std::sync::Arc;
 
+use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
@@ -14,14 +16,18 @@ use crate::{
     emit::Emitter,
     http::AppState,
     outbox::Outbox,
+    readiness::Readiness,
     services::Services,
     store::{Bootstrap, DynStore, NewApiKey, NewUser, Organization},
+    telemetry::{metrics, sampler::Sampler},
 };
 
 /// The API process: its state and its background tasks.
 #[derive(Debug)]
 pub struct App {
     pub state: AppState,
+    /// What `/metrics` renders (the process-wide recorder).
+    pub metrics: PrometheusHandle,
     shutdown: CancellationToken,
     background: Vec<JoinHandle<()>>,
 }
@@ -31,6 +37,7 @@ impl App {
     /// include the workers.
     pub async fn start(services: Services, shutdown: CancellationToken) -> anyhow::Result<Self> {
         let settings = services.settings.clone();
+        let metrics = metrics::install("api");
         let (outbox, outbox_task) = Outbox::start(
             services.mode,
             services.store.clone(),
@@ -46,7 +53,15 @@ impl App {
             let interval = settings.auth.usage_flush_interval.get();
             tokio::spawn(async move { usage.run(store, interval, token).await })
         };
-        let mut background = vec![outbox_task, usage_task];
+        let readiness = Readiness::new(services.store.clone(), services.queue.clone());
+        let sampler = Sampler {
+            store: services.store.clone(),
+            queue: services.queue.clone(),
+            readiness: readiness.clone(),
+            handle: metrics.clone(),
+            outbox: true,
+        };
+        let mut background = vec![outbox_task, usage_task, sampler.spawn(shutdown.clone())];
         if services.mode == Mode::Embedded {
             // This process is also the worker.
             let (workers, token) = (services.clone(), shutdown.clone());
@@ -65,8 +80,15 @@ impl App {
             emitter,
             secrets: services.secrets,
             target_policy: services.target_policy,
+            readiness,
         };
-        Ok(Self { state, shutdown, background })
+        Ok(Self { state, metrics, shutdown, background })
+    }
+
+    /// Serves the admin listener (`/metrics`, `/healthz`, `/readyz`) on `listener` until shutdown.
+    pub fn serve_admin(&self, listener: TcpListener) -> JoinHandle<std::io::Result<()>> {
+        let (handle, readiness) = (self.metrics.clone(), self.state.readiness.clone());
+        tokio::spawn(crate::http::admin::serve_admin(listener, handle, readiness, self.shutdown.clone()))
     }
 
     /// Serves the API until shutdown, lets in-flight requests finish (up to `server.shutdown_grace`),

@@ -55,16 +55,19 @@ impl<T, R, E> std::fmt::Debug for Batcher<T, R, E> {
 
 impl<T: Send + 'static, R: Send + 'static, E: Send + Sync + 'static> Batcher<T, R, E> {
     /// Starts the background task. `handler` gets up to `max_batch` items and must return one result
-    /// per item, in order. The task ends when every handle is dropped, after the last batch.
-    pub fn spawn<F, Fut>(max_batch: usize, mut handler: F) -> Self
+    /// per item, in order. The task ends when every handle is dropped, after the last batch. Batch sizes
+    /// go to `herald_group_commit_batch_size` labelled `batcher` = `name`.
+    pub fn spawn<F, Fut>(name: &'static str, max_batch: usize, mut handler: F) -> Self
     where
         F: FnMut(Vec<T>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<Vec<R>, E>> + Send,
     {
         let (jobs, mut queue) = mpsc::channel::<Job<T, R, E>>(max_batch * 4);
+        let sizes = metrics::histogram!(crate::telemetry::metrics::names::BATCH_SIZE, "batcher" => name);
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(max_batch);
             while queue.recv_many(&mut batch, max_batch).await > 0 {
+                sizes.record(batch.len() as f64);
                 let (items, replies): (Vec<T>, Vec<_>) =
                     batch.drain(..).map(|job| (job.item, job.reply)).unzip();
                 let expected = items.len();
@@ -108,7 +111,7 @@ mod tests {
     async fn concurrent_items_share_batches_and_get_their_own_results() {
         let sizes = Arc::new(std::sync::Mutex::new(Vec::new()));
         let seen = sizes.clone();
-        let batcher = Batcher::spawn(8, move |items: Vec<u32>| {
+        let batcher = Batcher::spawn("test", 8, move |items: Vec<u32>| {
             seen.lock().expect("lock").push(items.len());
             async move {
                 tokio::time::sleep(std::time::Duration::from_millis(5)).await;
@@ -137,7 +140,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_batch_fails_each_item() {
-        let batcher = Batcher::spawn(4, |_items: Vec<u32>| async {
+        let batcher = Batcher::spawn("test", 4, |_items: Vec<u32>| async {
             Err::<Vec<u32>, _>(std::io::Error::other("disk full"))
         });
         let error = batcher.submit(1).await.expect_err("fails");

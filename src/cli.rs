@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 
 use crate::{
     app::{self, App},
-    config::Settings,
+    config::{AdminSettings, Settings},
     crypto::SecretBox,
     services::Services,
     store, telemetry,
@@ -100,6 +100,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let settings = Settings::load(&cli.config_dir)?;
     let _trace_export = telemetry::init(&settings.log, &settings.telemetry);
+    if matches!(cli.command, Command::Serve { .. }) {
+        telemetry::metrics::install("api");
+    }
     match cli.command {
         Command::Serve { bind } => serve(settings, bind).await,
         Command::Migrate => {
@@ -141,12 +144,15 @@ async fn serve(mut settings: Settings, bind: Option<SocketAddr>) -> anyhow::Resu
         .await
         .map_err(|error| anyhow::anyhow!("server.bind: cannot listen on {address}: {error}"))?;
     let local = listener.local_addr()?;
+    let admin = crate::http::admin::bind(settings.admin.bind.unwrap_or(AdminSettings::API_BIND)).await?;
+    let admin_address = admin.local_addr()?;
     let app = App::start(Services::connect(settings).await?, crate::shutdown::on_signal()).await?;
+    drop(app.serve_admin(admin));
     if let Some((created, key)) = app::bootstrap(&app.state.store, "default", "admin@localhost", true).await?
     {
         print_first_start(&created.admin.email, key.expose(), local)?;
     }
-    tracing::info!(address = %local, mode, "Herald is listening");
+    tracing::info!(address = %local, admin = %admin_address, mode, "Herald is listening");
     app.serve(listener).await
 }
 

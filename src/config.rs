@@ -31,6 +31,25 @@ pub struct Settings {
     /// Optional in configuration files: every key in it is.
     #[serde(default)]
     pub telemetry: TelemetrySettings,
+    pub admin: AdminSettings,
+}
+
+/// The admin listener (`/metrics`, `/healthz`, `/readyz`) every process serves beside its work.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    /// Its address; unset: [`AdminSettings::API_BIND`] for `herald serve`, [`AdminSettings::WORKER_BIND`]
+    /// for `herald-worker` (two ports, so both run on one machine).
+    pub bind: Option<SocketAddr>,
+    /// Also serve `GET /metrics` on the public API port.
+    pub public_metrics: bool,
+}
+
+impl AdminSettings {
+    pub const API_BIND: SocketAddr =
+        SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9464);
+    pub const WORKER_BIND: SocketAddr =
+        SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9465);
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -427,6 +446,10 @@ mod tests {
         assert_eq!(settings.server.bind.to_string(), "127.0.0.1:8080");
         assert_eq!(settings.delivery.retry_schedule.max_attempts(), 9);
         assert_eq!(settings.database_kind().ok(), Some(DatabaseKind::Sqlite));
+        assert!(
+            settings.admin.bind.is_none() && !settings.admin.public_metrics,
+            "each binary picks its port"
+        );
     }
 
     #[test]
@@ -456,6 +479,8 @@ mod tests {
         assert!(error.to_string().contains("bind"), "{error}");
         let error = load(&[("HERALD__DELIVERY__TIMEOUT", "5 parsecs")]).expect_err("bad unit");
         assert!(error.to_string().contains("parsecs"), "{error}");
+        let error = load(&[("HERALD__ADMIN__BIND", "localhost")]).expect_err("bad admin address");
+        assert!(error.to_string().contains("admin.bind"), "{error}");
         let error = load(&[("HERALD__QUEUE__URL", "http://x")]).expect_err("bad queue");
         assert!(error.to_string().contains("queue.url"), "{error}");
         let error = load(&[("HERALD__SERVER__NO_SUCH_KEY", "1")]).expect_err("unknown key");

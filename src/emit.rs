@@ -18,6 +18,7 @@ use crate::{
     domain,
     outbox::Outbox,
     store::{EventStore, IngestOutcome, NewEvent, StoreError},
+    telemetry::metrics::{Cached, intern, names},
 };
 
 /// Events written per transaction at most.
@@ -55,12 +56,12 @@ impl Emitter {
     pub fn start(store: Arc<dyn EventStore>, outbox: Outbox, idempotency_window: Duration) -> Self {
         let window = chrono::Duration::from_std(idempotency_window).unwrap_or(chrono::Duration::days(1));
         let committed = outbox.clone();
-        let writer = Batcher::spawn(MAX_BATCH, move |events: Vec<NewEvent>| {
+        let writer = Batcher::spawn("events", MAX_BATCH, move |events: Vec<NewEvent>| {
             let (store, outbox) = (store.clone(), committed.clone());
             async move {
                 let outcomes = store.insert_events(&events, chrono::Utc::now() - window).await?;
                 let fresh = events.into_iter().zip(&outcomes).filter(|(_, outcome)| !outcome.duplicate);
-                outbox.committed(fresh.map(|(event, _)| event));
+                outbox.committed(fresh.map(|(event, _)| accepted(event)));
                 Ok(outcomes)
             }
         });
@@ -87,6 +88,14 @@ impl Emitter {
 
     /// Hands over an event that the caller committed in its own transaction.
     pub fn committed(&self, event: NewEvent) {
-        self.outbox.committed([event]);
+        self.outbox.committed([accepted(event)]);
     }
+}
+
+/// Counts a committed event in `herald_events_accepted_total` (its type is one of the catalog's).
+fn accepted(event: NewEvent) -> NewEvent {
+    static ACCEPTED: Cached<&str, metrics::Counter> =
+        Cached::new(|event_type| metrics::counter!(names::EVENTS_ACCEPTED, "type" => *event_type));
+    ACCEPTED.get(intern(&event.event_type)).increment(1);
+    event
 }

@@ -5,11 +5,13 @@
 //!
 //! # Layout
 //! Dependencies point down this list, never up:
-//! - [`cli`] and `herald-worker`'s `main`: parse arguments, load [`config`], start [`telemetry`].
+//! - [`cli`] and `herald-worker`'s `main`: parse arguments, load [`config`], start [`telemetry`] (logs,
+//!   the metrics recorder and the sampled gauges) and the admin listener ([`http::admin`]).
 //! - [`services`]: the composition root: the handles every process shares (store, queue, secret box,
 //!   SSRF policy, webhook cache), built once for the running [`config::Mode`].
 //! - [`app`]: the API process (HTTP state and background tasks); `http`: the routes, extractors and
-//!   error answers; `auth`: API keys, JWTs, rate limits, usage counting.
+//!   error answers, and the admin listener; `auth`: API keys, JWTs, rate limits, usage counting;
+//!   [`readiness`]: what `/readyz` checks.
 //! - `emit`: the one way an event enters (store commit + outbox); `outbox`: publisher and relay.
 //! - [`worker`]: fan-out, delivery (signing, sending, retry policy, the disable rule), the scheduler;
 //!   `webhook_cache`: webhooks as deliveries need them (URL, decrypted secrets, subscriptions), cached.
@@ -37,6 +39,7 @@ pub(crate) mod net_guard;
 pub(crate) mod outage;
 pub(crate) mod outbox;
 pub mod queue;
+pub mod readiness;
 pub(crate) mod retrying;
 pub mod services;
 pub mod shutdown;

@@ -23,6 +23,7 @@ use crate::{
     config::{EventSettings, Mode},
     queue::{DynQueue, EventMessage},
     store::{DynStore, Event, NewEvent},
+    telemetry::metrics::names,
 };
 
 /// Events published per batch.
@@ -190,6 +191,8 @@ impl Publisher {
             return false;
         }
         if self.mode == Mode::Production {
+            // Embedded, an event counts as published once fan-out takes it (the queue counts it).
+            metrics::counter!(names::EVENTS_PUBLISHED).increment(events.len() as u64);
             for event in events {
                 self.marker.mark(event.id);
             }

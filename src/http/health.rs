@@ -1,16 +1,20 @@
 //! Liveness and readiness. `/healthz` answers while the process runs; `/readyz` answers 200 only when
-//! the store (and the broker, in RabbitMQ mode) can be reached, and 503 naming the failing dependency.
+//! the store (and the broker, in RabbitMQ mode) can be reached and the process's other checks pass
+//! ([`crate::readiness::Readiness`]), and 503 naming the failing dependency.
 
-use std::time::Duration;
+use std::collections::BTreeMap;
 
-use axum::{Json, extract::State, http::StatusCode, response::IntoResponse};
+use axum::{
+    Json,
+    extract::State,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
 use serde::Serialize;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::AppState;
-
-/// Longest a readiness probe waits on one dependency.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+use crate::readiness::Report;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::default().routes(routes!(healthz)).routes(routes!(readyz))
@@ -46,6 +50,9 @@ pub struct Readiness {
 pub struct Checks {
     database: String,
     queue: String,
+    /// The process's other checks (its stages), by name.
+    #[serde(flatten)]
+    other: BTreeMap<&'static str, String>,
 }
 
 /// The store and the queue can be reached.
@@ -53,30 +60,34 @@ pub struct Checks {
     (status = 200, body = Readiness),
     (status = 503, body = Readiness, description = "a dependency is unreachable; `error` names it"),
 ))]
-pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    let database = match tokio::time::timeout(PROBE_TIMEOUT, state.store.ping()).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(error)) => Err(format!("database unreachable: {error}")),
-        Err(_) => Err("database did not answer within 2s".to_string()),
-    };
-    let queue = match tokio::time::timeout(PROBE_TIMEOUT, state.queue.check()).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(error)) => Err(format!("{} {error}", state.queue.kind())),
-        Err(_) => Err(format!("{} did not answer within 2s", state.queue.kind())),
-    };
-    let describe = |result: &Result<(), String>| match result {
-        Ok(()) => "ok".to_string(),
-        Err(error) => error.clone(),
-    };
-    let checks = Checks { database: describe(&database), queue: describe(&queue) };
-    let failures: Vec<String> = [database, queue].into_iter().filter_map(Result::err).collect();
-    if failures.is_empty() {
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    readiness_response(&state.readiness.check().await)
+}
+
+/// `/readyz`'s answer for a report: 200 `{"status":"ready","checks":{...}}`, or 503 naming what failed
+/// (the API and the admin listener answer alike).
+pub(crate) fn readiness_response(report: &Report) -> Response {
+    let mut checks = Checks { database: String::new(), queue: String::new(), other: BTreeMap::new() };
+    for (name, result) in &report.checks {
+        let text = match result {
+            Ok(()) => "ok".to_string(),
+            Err(error) => error.clone(),
+        };
+        match *name {
+            "database" => checks.database = text,
+            "queue" => checks.queue = text,
+            other => drop(checks.other.insert(other, text)),
+        }
+    }
+    if report.is_ready() {
         (StatusCode::OK, Json(Readiness { status: Some("ready"), error: None, code: None, checks }))
+            .into_response()
     } else {
-        let error = Some(format!("not ready: {}", failures.join("; ")));
+        let error = Some(format!("not ready: {}", report.failures()));
         (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(Readiness { status: None, error, code: Some("not_ready"), checks }),
         )
+            .into_response()
     }
 }

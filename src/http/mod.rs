@@ -1,9 +1,10 @@
 //! The HTTP API. Each resource module exports `router()`, an `OpenApiRouter` whose routes are declared once
 //! for both axum and the OpenAPI document; this module merges them (under `/api/v1`, health at the root),
 //! splits off the document it serves, adds the cross-cutting layers (request ids, tracing, timeout, body
-//! limit, panics as JSON 500s) and the JSON fallbacks for unknown routes and methods, and serves the result
-//! with graceful shutdown.
+//! limit, panics as JSON 500s, request metrics by route template) and the JSON fallbacks for unknown routes
+//! and methods, and serves the result with graceful shutdown. [`admin`] is the separate admin listener.
 
+pub mod admin;
 mod api_keys;
 mod auth;
 mod deliveries;
@@ -20,7 +21,7 @@ use std::{any::Any, time::Duration};
 
 use axum::{
     Router,
-    extract::{DefaultBodyLimit, Request},
+    extract::{DefaultBodyLimit, MatchedPath, Request},
     http::{Method, Uri},
     middleware::{self, Next},
     response::{IntoResponse, Response},
@@ -33,6 +34,8 @@ use tower_http::{
     trace::TraceLayer,
 };
 use utoipa_axum::router::OpenApiRouter;
+
+use crate::telemetry::metrics::{Cached, intern, names};
 
 pub use error::{ApiError, ApiResult, ErrorBody};
 pub use state::AppState;
@@ -53,8 +56,11 @@ pub fn router(state: AppState) -> Router {
     let settings = state.settings.clone();
     let (documented, document) = documented().split_for_parts();
     let timeout = settings.server.request_timeout.get();
+    let mut documented = documented.nest("/api/v1", openapi::router(document));
+    if settings.admin.public_metrics {
+        documented = documented.merge(admin::metrics_route(crate::telemetry::metrics::install("api")));
+    }
     documented
-        .nest("/api/v1", openapi::router(document))
         .fallback(unknown_route)
         .method_not_allowed_fallback(unknown_method)
         .layer(DefaultBodyLimit::max(settings.server.max_body_bytes))
@@ -72,7 +78,41 @@ pub fn router(state: AppState) -> Router {
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .layer(CatchPanicLayer::custom(panic_response))
+        .layer(middleware::from_fn(record_request))
         .with_state(state)
+}
+
+/// `herald_http_requests_total` and `herald_http_request_duration_seconds` by route template (or
+/// `unmatched`), method and status.
+async fn record_request(request: Request, next: Next) -> Response {
+    static REQUESTS: Cached<(&str, &str, u16), metrics::Counter> = Cached::new(|&(route, method, status)| {
+        let status = intern(&status.to_string());
+        metrics::counter!(names::HTTP_REQUESTS, "route" => route, "method" => method, "status" => status)
+    });
+    static DURATIONS: Cached<(&str, &str), metrics::Histogram> = Cached::new(
+        |&(route, method)| metrics::histogram!(names::HTTP_REQUEST_DURATION, "route" => route, "method" => method),
+    );
+    let started = std::time::Instant::now();
+    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |path| intern(path.as_str()));
+    let method = method_label(request.method());
+    let response = next.run(request).await;
+    REQUESTS.get((route, method, response.status().as_u16())).increment(1);
+    DURATIONS.get((route, method)).record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// The standard methods by name; any other is `other` (the label's values stay a bounded set).
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
 }
 
 /// Serves until `shutdown` is cancelled, then lets in-flight requests finish.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::{
     auth::Authenticator, config::Settings, crypto::SecretBox, domain::EventCatalog, emit::Emitter,
-    net_guard::TargetPolicy, queue::DynQueue, store::DynStore,
+    net_guard::TargetPolicy, queue::DynQueue, readiness::Readiness, store::DynStore,
 };
 
 /// Cheap handles shared by every request.
@@ -21,4 +21,6 @@ pub struct AppState {
     pub secrets: Arc<SecretBox>,
     /// Which webhook URLs are allowed (the SSRF policy).
     pub(crate) target_policy: Arc<TargetPolicy>,
+    /// What `/readyz` checks (also served by the admin listener).
+    pub readiness: Readiness,
 }

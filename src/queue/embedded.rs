@@ -68,6 +68,7 @@ struct Taken {
 #[async_trait]
 impl Settle for Taken {
     async fn ack(self: Box<Self>) {
+        metrics::counter!(crate::telemetry::metrics::names::EVENTS_PUBLISHED).increment(1);
         // Only fails once the marking task is gone (shutdown); the relay covers unmarked events.
         let _ = self.taken.send(self.id);
     }
@@ -119,6 +120,14 @@ impl Queue for EmbeddedQueue {
 
     async fn check(&self) -> Result<(), QueueError> {
         Ok(())
+    }
+
+    async fn depths(&self) -> Vec<(&'static str, u64)> {
+        let waiting = |max: usize, room: usize| u64::try_from(max.saturating_sub(room)).unwrap_or(u64::MAX);
+        vec![
+            ("embedded_events", waiting(self.events.max_capacity(), self.events.capacity())),
+            ("embedded_deliveries", waiting(self.deliveries.max_capacity(), self.deliveries.capacity())),
+        ]
     }
 
     fn kind(&self) -> &'static str {

@@ -63,6 +63,10 @@ pub trait Queue: Send + Sync + std::fmt::Debug + 'static {
     async fn consume_deliveries(&self, prefetch: u16) -> Result<Consumer<DeliveryTask>, QueueError>;
     /// Whether the queue can take work now (readiness).
     async fn check(&self) -> Result<(), QueueError>;
+    /// Messages waiting in each queue, named as in the `herald_queue_depth_messages` metric (`fanout`,
+    /// `deliveries`, `dead_letter`; embedded: `embedded_events`, `embedded_deliveries`). Empty when the
+    /// broker cannot be asked right now.
+    async fn depths(&self) -> Vec<(&'static str, u64)>;
     /// A short name for logs and readiness: `rabbitmq` or `embedded`.
     fn kind(&self) -> &'static str;
     /// Stops consuming and closes connections; unacknowledged messages go back to the broker.

@@ -83,6 +83,18 @@ pub trait Store: AccountStore + WebhookStore + EventStore + DeliveryStore {
     /// How many write transactions can usefully run at once: 1 for SQLite (one writer), more for
     /// PostgreSQL. Stages that could write in parallel size themselves by it.
     fn write_parallelism(&self) -> usize;
+
+    /// The connection pools' state right now (metrics); no database round trip.
+    fn pool_stats(&self) -> PoolStats;
+}
+
+/// Connections of the store's pools (both of SQLite's: readers and the writer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PoolStats {
+    pub idle: u32,
+    pub in_use: u32,
+    /// The configured size.
+    pub max: u32,
 }
 
 /// Organizations, users and API keys: used by bootstrap (`herald serve`, the CLI), authentication (key
@@ -152,6 +164,9 @@ pub trait EventStore: Send + Sync + std::fmt::Debug + 'static {
     /// Events not yet published and created at or before `created_before`, oldest first (the relay).
     async fn unpublished_events(&self, created_before: DateTime<Utc>, limit: i64) -> StoreResult<Vec<Event>>;
     async fn mark_events_published(&self, ids: &[Uuid], at: DateTime<Utc>) -> StoreResult<()>;
+    /// How many events are unpublished, and when the oldest of them was created (metrics; cheap: the
+    /// partial index on unpublished events).
+    async fn outbox_backlog(&self) -> StoreResult<(u64, Option<DateTime<Utc>>)>;
     /// Forgets idempotency keys of events created before `before`; returns how many.
     async fn expire_idempotency_keys(&self, before: DateTime<Utc>) -> StoreResult<u64>;
 }

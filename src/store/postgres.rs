@@ -28,6 +28,7 @@ impl Backend for Postgres {
     const BEGIN_WRITE: &'static str = "BEGIN";
     const BOOTSTRAP_LOCK_SQL: Option<&'static str> = Some("SELECT pg_advisory_xact_lock(7236417)");
     const WRITE_PARALLELISM: usize = 4;
+    const SEPARATE_WRITE_POOL: bool = false;
     const OUTCOMES_IN_ONE_STATEMENT: bool = true;
 
     fn rows_affected(result: &Self::QueryResult) -> u64 {

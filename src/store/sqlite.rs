@@ -33,6 +33,7 @@ impl Backend for Sqlite {
     const BEGIN_WRITE: &'static str = "BEGIN IMMEDIATE";
     const BOOTSTRAP_LOCK_SQL: Option<&'static str> = None;
     const WRITE_PARALLELISM: usize = 1;
+    const SEPARATE_WRITE_POOL: bool = true;
     const OUTCOMES_IN_ONE_STATEMENT: bool = false;
 
     fn rows_affected(result: &Self::QueryResult) -> u64 {

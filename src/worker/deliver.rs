@@ -24,8 +24,44 @@ use crate::{
     retrying::{self, GaveUp},
     signature,
     store::{self, AttemptOutcome, DeliveryStore, NextStep, StoreError},
+    telemetry::metrics::{Cached, names},
     webhook_cache::{DeliveryTarget, WebhookCache, WebhookCacheError},
 };
+
+/// `herald_attempts_total` by outcome class.
+static ATTEMPTS: Cached<&str, metrics::Counter> =
+    Cached::new(|outcome| metrics::counter!(names::ATTEMPTS, "outcome" => *outcome));
+
+/// Counts a delivery reaching a final state: `succeeded`, `dead` or `dropped`.
+fn ended(result: &'static str, count: u64) {
+    static ENDED: Cached<&str, metrics::Counter> =
+        Cached::new(|result| metrics::counter!(names::DELIVERIES_ENDED, "result" => *result));
+    ENDED.get(result).increment(count);
+}
+
+/// The time from the event's acceptance (its id is a UUIDv7: its timestamp is the creation time).
+fn since_accepted(event_id: Uuid) -> Option<f64> {
+    let (seconds, nanos) = event_id.get_timestamp()?.to_unix();
+    let accepted = std::time::UNIX_EPOCH + Duration::new(seconds, nanos);
+    std::time::SystemTime::now().duration_since(accepted).ok().map(|elapsed| elapsed.as_secs_f64())
+}
+
+/// One HTTP attempt counted in `herald_deliveries_in_flight` while it lives (also if it is cancelled).
+struct InFlight(metrics::Gauge);
+
+impl InFlight {
+    fn start() -> Self {
+        let gauge = metrics::gauge!(names::DELIVERIES_IN_FLIGHT);
+        gauge.increment(1.0);
+        Self(gauge)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
 
 /// Outcomes written per transaction at most.
 const RECORD_BATCH: usize = 512;
@@ -151,7 +187,10 @@ impl Deliverer {
         let attempt = match self.webhooks.target(task.webhook_id).await {
             Ok(Some(target)) => self.attempt(&target, task).await,
             // The webhook was deleted, and its deliveries with it.
-            Ok(None) => return Settlement::Ack,
+            Ok(None) => {
+                ended("dropped", 1);
+                return Settlement::Ack;
+            }
             // No retry can open the secret: the delivery ends (replayable once the keys are fixed).
             Err(error @ WebhookCacheError::Undecryptable { .. }) => Attempt::Skipped(error.to_string()),
             Err(WebhookCacheError::Store(error)) => {
@@ -167,18 +206,26 @@ impl Deliverer {
         let (exchange, next) = match attempt {
             Attempt::Made(exchange, outcome) => {
                 let next = self.retry_policy.next(task.attempt, &outcome, Utc::now());
+                if next == NextStep::Succeeded
+                    && let Some(latency) = since_accepted(task.event_id)
+                {
+                    metrics::histogram!(names::END_TO_END_LATENCY).record(latency);
+                }
                 (exchange, next)
             }
             // Herald could not try (disabled webhook, unusable URL or secret): the delivery ends, replayable
             // later.
-            Attempt::Skipped(reason) => (
-                Exchange {
-                    error: Some(format!("not attempted: {reason}")),
-                    error_class: Some(report::NOT_ATTEMPTED),
-                    ..Exchange::default()
-                },
-                NextStep::Dead,
-            ),
+            Attempt::Skipped(reason) => {
+                ATTEMPTS.get("not_attempted").increment(1);
+                (
+                    Exchange {
+                        error: Some(format!("not attempted: {reason}")),
+                        error_class: Some(report::NOT_ATTEMPTED),
+                        ..Exchange::default()
+                    },
+                    NextStep::Dead,
+                )
+            }
         };
         report::attempted(task, &exchange, &next);
         Settlement::Record(AttemptOutcome {
@@ -210,7 +257,11 @@ impl Deliverer {
             Ok(headers) => headers,
             Err(error) => return Attempt::Skipped(format!("cannot build the request headers: {error}")),
         };
+        let in_flight = InFlight::start();
         let exchange = self.sender.post(url, headers, task.payload.clone()).await;
+        drop(in_flight);
+        ATTEMPTS.get(exchange.outcome_class()).increment(1);
+        metrics::histogram!(names::ATTEMPT_DURATION).record(exchange.duration_ms as f64 / 1000.0);
         let retry_after = exchange
             .headers
             .get(reqwest::header::RETRY_AFTER)
@@ -284,7 +335,7 @@ impl Recorder {
     ) -> Self {
         let writer = OutcomeWriter { store, webhooks, rule };
         let batch_writer = writer.clone();
-        let batcher = Batcher::spawn(RECORD_BATCH, move |outcomes: Vec<AttemptOutcome>| {
+        let batcher = Batcher::spawn("outcomes", RECORD_BATCH, move |outcomes: Vec<AttemptOutcome>| {
             let writer = batch_writer.clone();
             async move {
                 writer.write(&outcomes).await?;
@@ -318,6 +369,7 @@ impl Recorder {
             Err(GaveUp::ShuttingDown) => false,
             Err(GaveUp::Permanent(error)) => {
                 tracing::error!(%error, delivery_id = %outcome.attempt.delivery_id, "a delivery attempt cannot be recorded; dropped");
+                ended("dropped", 1);
                 true
             }
         }
@@ -342,8 +394,22 @@ impl OutcomeWriter {
         if !disabled_webhooks.is_empty() {
             tracing::Span::current().record("disabled", disabled_webhooks.len());
         }
+        let (mut succeeded, mut dead, mut retried) = (0, 0, 0);
+        for outcome in outcomes {
+            match outcome.next {
+                NextStep::Succeeded => succeeded += 1,
+                NextStep::Dead => dead += 1,
+                NextStep::Retry(_) => retried += 1,
+            }
+        }
+        ended("succeeded", succeeded);
+        ended("dead", dead);
+        metrics::counter!(names::RETRIES_SCHEDULED).increment(retried);
         for disabled in disabled_webhooks {
             tracing::warn!(webhook_id = %disabled.webhook_id, reason = %disabled.reason, "webhook disabled");
+            static DISABLED: Cached<&str, metrics::Counter> =
+                Cached::new(|reason| metrics::counter!(names::WEBHOOKS_DISABLED, "reason" => *reason));
+            DISABLED.get(DisableRule::metric_reason(&disabled.reason)).increment(1);
             self.webhooks.forget(disabled.webhook_id, None).await;
         }
         Ok(())

@@ -5,6 +5,9 @@
 
 use crate::store::{AttemptOutcome, NextStep};
 
+/// The reason recorded when an endpoint answered `410 Gone`.
+const GONE: &str = "the endpoint answered 410 Gone";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DisableRule {
     /// Consecutive dead deliveries that disable a webhook; 0 never.
@@ -23,10 +26,16 @@ impl DisableRule {
             return None;
         }
         if outcome.attempt.status_code == Some(410) {
-            return Some("the endpoint answered 410 Gone".into());
+            return Some(GONE.into());
         }
         (self.after_dead > 0 && consecutive_dead >= self.after_dead)
             .then(|| format!("disabled after {consecutive_dead} consecutive dead deliveries"))
+    }
+
+    /// The `reason` label of `herald_webhooks_disabled_total` for a reason [`Self::decide`] gave:
+    /// `gone` or `consecutive_dead`.
+    pub fn metric_reason(reason: &str) -> &'static str {
+        if reason == GONE { "gone" } else { "consecutive_dead" }
     }
 }
 
@@ -57,7 +66,8 @@ mod tests {
     #[test]
     fn gone_disables_at_once() {
         let reason = DisableRule::new(5).decide(&outcome(Some(410), NextStep::Dead), 1);
-        assert!(reason.is_some_and(|reason| reason.contains("410")));
+        assert!(reason.as_ref().is_some_and(|reason| reason.contains("410")));
+        assert_eq!(reason.as_deref().map(DisableRule::metric_reason), Some("gone"));
     }
 
     #[test]
@@ -66,6 +76,10 @@ mod tests {
         let dead = outcome(Some(500), NextStep::Dead);
         assert_eq!(rule.decide(&dead, 2), None);
         assert_eq!(rule.decide(&dead, 3).as_deref(), Some("disabled after 3 consecutive dead deliveries"));
+        assert_eq!(
+            rule.decide(&dead, 3).as_deref().map(DisableRule::metric_reason),
+            Some("consecutive_dead")
+        );
         assert_eq!(DisableRule::new(0).decide(&dead, 1_000), None, "0 never disables");
     }
 

@@ -85,6 +85,7 @@ impl Endpoints {
         let due = endpoint.next_due.map_or(earliest, |next| next.max(earliest));
         endpoint.next_due =
             Some(due + chrono::Duration::from_std(Duration::from_secs_f64(pace)).unwrap_or_default());
+        metrics::counter!(crate::telemetry::metrics::names::ENDPOINT_DEFERRALS).increment(1);
         Admission::Defer(received, due)
     }
 

@@ -19,6 +19,7 @@ use crate::{
     queue::{Consumer, DeliveryTask, DynQueue, EventMessage, Received},
     retrying,
     store::{DynStore, NewDelivery},
+    telemetry::metrics::names,
 };
 
 /// Events taken per batch.
@@ -118,6 +119,7 @@ impl Fanout {
         }
         let inserted: HashSet<Uuid> = self.store.create_deliveries(&deliveries).await?.into_iter().collect();
         span.record("created", inserted.len());
+        metrics::counter!(names::DELIVERIES_CREATED).increment(inserted.len() as u64);
         let events: std::collections::HashMap<Uuid, &EventMessage> =
             batch.iter().map(|received| (received.message.id, &received.message)).collect();
         let mut tasks: Vec<DeliveryTask> = deliveries

@@ -75,6 +75,7 @@ impl Scheduler {
                 return;
             }
             tracing::debug!(count = claimed, "handed due deliveries to the queue");
+            metrics::counter!(crate::telemetry::metrics::names::RETRIES_DUE).increment(claimed as u64);
             if (claimed as i64) < BATCH {
                 return;
             }

@@ -27,7 +27,24 @@ pub struct Exchange {
     /// and traces: unlike `error`, it never holds a host name or a URL.
     pub error_class: Option<&'static str>,
     pub timed_out: bool,
+    /// The SSRF policy refused the target's address.
+    pub refused: bool,
     pub duration_ms: i64,
+}
+
+impl Exchange {
+    /// The attempt's outcome class, as `herald_attempts_total` labels it.
+    pub fn outcome_class(&self) -> &'static str {
+        match self.status {
+            Some(200..=299) => "2xx",
+            Some(300..=399) => "3xx",
+            Some(400..=499) => "4xx",
+            Some(_) => "5xx",
+            None if self.timed_out => "timeout",
+            None if self.refused => "ssrf_refused",
+            None => "connect_error",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -73,6 +90,7 @@ impl Sender {
             return Exchange {
                 error: Some(blocked.to_string()),
                 error_class: Some("blocked"),
+                refused: true,
                 ..Exchange::default()
             };
         }
@@ -82,6 +100,7 @@ impl Sender {
             Err(error) => {
                 return Exchange {
                     timed_out: error.is_timeout(),
+                    refused: blocked(&error),
                     error: Some(describe(&error)),
                     error_class: Some(classify(&error)),
                     ..Exchange::default()
@@ -155,6 +174,18 @@ fn describe(error: &reqwest::Error) -> String {
         source = cause.source();
     }
     if text.is_empty() { error.to_string() } else { text }
+}
+
+/// Whether the error comes from the resolver refusing every address of the name.
+fn blocked(error: &reqwest::Error) -> bool {
+    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if cause.is::<AllBlocked>() {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// Resolves names and drops every address the SSRF policy refuses; a name left with none fails.

@@ -8,6 +8,7 @@ fn herald(args: &[&str], env: &[(&str, &str)], dir: &std::path::Path) -> Output 
         .args(args)
         .current_dir(dir)
         .env_remove("RUST_LOG")
+        .env("HERALD__ADMIN__BIND", "127.0.0.1:0")
         .env("HERALD_CONFIG_DIR", dir.join("no-config"));
     for (name, value) in env {
         command.env(name, value);
@@ -47,6 +48,19 @@ fn bad_settings_name_their_key() {
 }
 
 #[test]
+fn a_taken_admin_address_fails_with_one_line() {
+    let dir = tempfile::tempdir().expect("dir");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+    let address = taken.local_addr().expect("addr").to_string();
+    let output =
+        herald(&["serve", "--bind", "127.0.0.1:0"], &[("HERALD__ADMIN__BIND", &address)], dir.path());
+    assert_eq!(output.status.code(), Some(1));
+    let lines = stderr_lines(&output);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("admin.bind") && lines[0].contains(&address), "{lines:?}");
+}
+
+#[test]
 fn bootstrap_prints_the_admin_key_on_its_own_line() {
     let dir = tempfile::tempdir().expect("dir");
     let output = herald(&["bootstrap", "--org", "Acme", "--email", "Ops@Acme.test"], &[], dir.path());
@@ -82,6 +96,7 @@ fn first_serve_bootstraps_and_answers() {
         .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
         .current_dir(dir.path())
         .env("HERALD_CONFIG_DIR", dir.path().join("no-config"))
+        .env("HERALD__ADMIN__BIND", "127.0.0.1:0")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

@@ -42,6 +42,7 @@ conformance!(
     events_are_written_in_batches_with_idempotency,
     events_are_listed_newest_first_with_a_cursor,
     unpublished_events_are_found_and_marked,
+    the_outbox_backlog_counts_unpublished_events,
     an_event_for_one_webhook_keeps_its_webhook,
     deliveries_are_created_once_and_claimed_when_due,
     outcomes_are_recorded_and_disable_failing_webhooks,
@@ -343,6 +344,25 @@ async fn unpublished_events_are_found_and_marked(store: DynStore) {
     assert!(store.unpublished_events(at(1000), 10).await.expect("unpublished").is_empty());
     assert_eq!(store.get_event(old.id).await.expect("read").expect("exists").published_at, Some(at(101)));
     store.mark_events_published(&[], at(0)).await.expect("empty");
+}
+
+async fn the_outbox_backlog_counts_unpublished_events(store: DynStore) {
+    let f = fixture(&store).await;
+    let earlier: Vec<Uuid> = store
+        .unpublished_events(at(1_000_000_000), 1000)
+        .await
+        .expect("unpublished")
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    store.mark_events_published(&earlier, at(0)).await.expect("mark");
+    assert_eq!(store.outbox_backlog().await.expect("backlog"), (0, None), "nothing unpublished");
+    let old = new_event(f.organization, "item.created", None, at(0));
+    let recent = new_event(f.organization, "item.created", None, at(100));
+    store.insert_events(&[recent.clone(), old.clone()], at(0)).await.expect("insert");
+    assert_eq!(store.outbox_backlog().await.expect("backlog"), (2, Some(at(0))));
+    store.mark_events_published(&[old.id], at(101)).await.expect("mark");
+    assert_eq!(store.outbox_backlog().await.expect("backlog"), (1, Some(at(100))), "the oldest left");
 }
 
 async fn an_event_for_one_webhook_keeps_its_webhook(store: DynStore) {

@@ -1,5 +1,6 @@
 //! `herald-worker`: the worker process of production mode. It connects to the store and RabbitMQ and runs
-//! the fan-out and delivery roles (both by default) until SIGTERM or Ctrl-C.
+//! the fan-out and delivery roles (both by default) until SIGTERM or Ctrl-C, with its admin listener
+//! (`admin.bind`, default 127.0.0.1:9465: `/metrics`, `/healthz`, `/readyz`).
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -59,15 +60,32 @@ async fn run(args: Args) -> anyhow::Result<()> {
             "configuration: queue.url: herald-worker needs RabbitMQ (set HERALD__QUEUE__URL); in embedded mode `herald serve` runs the workers itself"
         );
     }
+    let metrics = herald::telemetry::metrics::install("worker");
+    let admin_bind = settings.admin.bind.unwrap_or(herald::config::AdminSettings::WORKER_BIND);
+    let admin = herald::http::admin::bind(admin_bind).await?;
+    let admin_address = admin.local_addr()?;
     let services = herald::services::Services::connect(settings).await?;
     let queue = services.queue.clone();
+    let readiness = herald::readiness::Readiness::new(services.store.clone(), queue.clone());
     let roles = match args.role {
         Role::All => herald::worker::Roles::ALL,
         Role::Fanout => herald::worker::Roles { fanout: true, deliver: false },
         Role::Deliver => herald::worker::Roles { fanout: false, deliver: true },
     };
     let shutdown = herald::shutdown::on_signal();
+    let sampler = herald::telemetry::sampler::Sampler {
+        store: services.store.clone(),
+        queue: queue.clone(),
+        readiness: readiness.clone(),
+        handle: metrics.clone(),
+        outbox: false,
+    };
+    let sampling = sampler.spawn(shutdown.clone());
+    let admin = tokio::spawn(herald::http::admin::serve_admin(admin, metrics, readiness, shutdown.clone()));
+    tracing::info!(admin = %admin_address, "admin listener up");
     herald::worker::run(services, roles, shutdown).await?;
+    drop(sampling.await);
+    drop(admin.await);
     queue.close().await;
     tracing::info!("worker stopped");
     Ok(())

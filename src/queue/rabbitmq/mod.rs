@@ -176,6 +176,16 @@ impl Queue for RabbitQueue {
         if self.supervisor.is_connected() { Ok(()) } else { Err(unavailable("not connected to RabbitMQ")) }
     }
 
+    async fn depths(&self) -> Vec<(&'static str, u64)> {
+        match self.supervisor.depths().await {
+            Ok(depths) => depths,
+            Err(error) => {
+                tracing::debug!(%error, "cannot read the queue depths");
+                Vec::new()
+            }
+        }
+    }
+
     fn kind(&self) -> &'static str {
         "rabbitmq"
     }

@@ -9,14 +9,14 @@ use std::{sync::Arc, time::Duration};
 use futures_util::{StreamExt, future::BoxFuture};
 use lapin::{
     Channel, Connection, ConnectionProperties,
-    options::{BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions},
+    options::{BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions, QueueDeclareOptions},
     types::FieldTable,
 };
 use tokio::sync::{Mutex, Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::topology::{self, Names};
-use crate::{config::redact_url, outage::Outage, queue::QueueError};
+use crate::{config::redact_url, outage::Outage, queue::QueueError, telemetry::metrics::names};
 
 /// How long a publisher waits for a connection before giving up (the work stays in the store).
 const PUBLISH_WAIT: Duration = Duration::from_secs(2);
@@ -73,6 +73,7 @@ impl Supervisor {
             consumers_changed: Notify::new(),
             shutdown: CancellationToken::new(),
         });
+        metrics::gauge!(names::BROKER_CONNECTED).set(1.0);
         tokio::spawn(supervise(this.clone(), url.to_string()));
         Ok(this)
     }
@@ -93,6 +94,27 @@ impl Supervisor {
             .borrow()
             .as_ref()
             .is_some_and(|link| !link.broken.is_cancelled() && link.connection.status().connected())
+    }
+
+    /// Messages waiting in Herald's queues, by passive declarations on a short-lived channel of the
+    /// current connection (a channel of its own: a failed declaration closes the channel it ran on).
+    pub async fn depths(&self) -> Result<Vec<(&'static str, u64)>, lapin::Error> {
+        let Some(link) = self.link.borrow().clone() else { return Ok(Vec::new()) };
+        let channel = link.connection.create_channel().await?;
+        // Passive: only asks; a queue that is missing is an error, not created with other arguments.
+        let options = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
+        let mut depths = Vec::with_capacity(3);
+        for (label, queue) in [
+            ("fanout", &self.names.fanout_queue),
+            ("deliveries", &self.names.deliveries_queue),
+            ("dead_letter", &self.names.dead_queue),
+        ] {
+            let declared =
+                channel.queue_declare(queue.as_str().into(), options, FieldTable::default()).await?;
+            depths.push((label, u64::from(declared.message_count())));
+        }
+        drop(channel.close(200, "depths read".into()).await);
+        Ok(depths)
     }
 
     /// Adds a consumer, started on the current connection and on every later one.
@@ -152,6 +174,7 @@ async fn supervise(this: Arc<Supervisor>, url: String) {
                         delays = backoff();
                         let link = Arc::new(link);
                         this.link.send_replace(Some(link.clone()));
+                        metrics::gauge!(names::BROKER_CONNECTED).set(1.0);
                         link
                     }
                     Err(error) => {
@@ -169,12 +192,14 @@ async fn supervise(this: Arc<Supervisor>, url: String) {
         run_link(&this, &link).await;
         link.broken.cancel();
         this.link.send_replace(None);
+        metrics::gauge!(names::BROKER_CONNECTED).set(0.0);
         drop(link.connection.close(200, "reconnecting".into()).await);
         if this.shutdown.is_cancelled() {
             break;
         }
         broker.failed(&"lost the connection; reconnecting");
     }
+    metrics::gauge!(names::BROKER_CONNECTED).set(0.0);
     if let Some(link) = this.link.send_replace(None) {
         link.broken.cancel();
         drop(link.connection.close(200, "shutting down".into()).await);

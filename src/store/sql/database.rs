@@ -4,7 +4,7 @@ use async_trait::async_trait;
 
 use super::DB;
 use crate::store::{
-    Store, StoreResult,
+    PoolStats, Store, StoreResult,
     sql::{Backend, ResultExt, SqlStore},
 };
 
@@ -12,6 +12,21 @@ use crate::store::{
 impl Store for SqlStore<DB> {
     fn write_parallelism(&self) -> usize {
         DB::WRITE_PARALLELISM
+    }
+
+    fn pool_stats(&self) -> PoolStats {
+        let mut pools = vec![&self.read];
+        if DB::SEPARATE_WRITE_POOL {
+            pools.push(&self.write);
+        }
+        pools.into_iter().fold(PoolStats::default(), |stats, pool| {
+            let (size, idle) = (pool.size(), u32::try_from(pool.num_idle()).unwrap_or(u32::MAX));
+            PoolStats {
+                idle: stats.idle + idle,
+                in_use: stats.in_use + size.saturating_sub(idle),
+                max: stats.max + pool.options().get_max_connections(),
+            }
+        })
     }
 
     async fn ping(&self) -> StoreResult<()> {

@@ -142,6 +142,23 @@ impl EventStore for SqlStore<DB> {
         DB::mark_published(&mut conn, ids, at).await
     }
 
+    async fn outbox_backlog(&self) -> StoreResult<(u64, Option<DateTime<Utc>>)> {
+        let (count,) = sqlx::query_as::<DB, (i64,)>("SELECT COUNT(*) FROM events WHERE published_at IS NULL")
+            .fetch_one(&self.read)
+            .await
+            .store()?;
+        if count == 0 {
+            return Ok((0, None));
+        }
+        let oldest = sqlx::query_scalar::<DB, DateTime<Utc>>(
+            "SELECT created_at FROM events WHERE published_at IS NULL ORDER BY created_at LIMIT 1",
+        )
+        .fetch_optional(&self.read)
+        .await
+        .store()?;
+        Ok((u64::try_from(count).unwrap_or_default(), oldest))
+    }
+
     async fn expire_idempotency_keys(&self, before: DateTime<Utc>) -> StoreResult<u64> {
         let result = sqlx::query::<DB>(
             "UPDATE events SET idempotency_key = NULL WHERE idempotency_key IS NOT NULL AND created_at < $1",

@@ -33,6 +33,8 @@ pub trait Backend: Database {
     const BOOTSTRAP_LOCK_SQL: Option<&'static str>;
     /// See [`Store::write_parallelism`](super::Store::write_parallelism).
     const WRITE_PARALLELISM: usize;
+    /// Whether writes have a pool of their own (SQLite), counted beside the readers' in pool metrics.
+    const SEPARATE_WRITE_POOL: bool;
     /// Whether [`Backend::apply_outcomes`] is one statement (atomic in autocommit); otherwise callers
     /// run it inside a transaction.
     const OUTCOMES_IN_ONE_STATEMENT: bool;

@@ -216,6 +216,7 @@ impl TestApp {
             ("HERALD__DELIVERY__WEBHOOK_CACHE_TTL".into(), duration(d.webhook_cache_ttl)),
             ("HERALD__SERVER__SHUTDOWN_GRACE".into(), duration(s.server.shutdown_grace)),
             ("HERALD__LOG__LEVEL".into(), "warn".into()),
+            ("HERALD__ADMIN__BIND".into(), "127.0.0.1:0".into()),
         ]
     }
 
@@ -320,27 +321,31 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
         let Some((amqp, prefix)) = self.queue_prefix.take() else { return };
-        // Remove this test's exchanges and queues from the shared broker.
-        let cleanup = std::thread::spawn(move || {
-            let runtime =
-                tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-            runtime.block_on(async {
-                let Ok(connection) =
-                    lapin::Connection::connect(&amqp, lapin::ConnectionProperties::default()).await
-                else {
-                    return;
-                };
-                let Ok(channel) = connection.create_channel().await else { return };
-                let names = herald::queue::rabbitmq::Names::new(&prefix);
-                for queue in [&names.fanout_queue, &names.deliveries_queue, &names.dead_queue] {
-                    drop(channel.queue_delete(queue.as_str().into(), Default::default()).await);
-                }
-                for exchange in [&names.events_exchange, &names.deliveries_exchange, &names.dead_exchange] {
-                    drop(channel.exchange_delete(exchange.as_str().into(), Default::default()).await);
-                }
-                drop(connection.close(200, "test done".into()).await);
-            });
-        });
-        drop(cleanup.join());
+        delete_queues(&amqp, &prefix);
     }
+}
+
+/// Removes the exchanges and queues of `prefix` from the shared broker.
+pub fn delete_queues(amqp: &str, prefix: &str) {
+    let (amqp, prefix) = (amqp.to_string(), prefix.to_string());
+    let cleanup = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        runtime.block_on(async {
+            let Ok(connection) =
+                lapin::Connection::connect(&amqp, lapin::ConnectionProperties::default()).await
+            else {
+                return;
+            };
+            let Ok(channel) = connection.create_channel().await else { return };
+            let names = herald::queue::rabbitmq::Names::new(&prefix);
+            for queue in [&names.fanout_queue, &names.deliveries_queue, &names.dead_queue] {
+                drop(channel.queue_delete(queue.as_str().into(), Default::default()).await);
+            }
+            for exchange in [&names.events_exchange, &names.deliveries_exchange, &names.dead_exchange] {
+                drop(channel.exchange_delete(exchange.as_str().into(), Default::default()).await);
+            }
+            drop(connection.close(200, "test done".into()).await);
+        });
+    });
+    drop(cleanup.join());
 }

@@ -38,6 +38,8 @@ impl TestDatabase {
         let mut settings = Settings::defaults();
         settings.database.url = herald::config::Secret::new(self.url.clone());
         settings.secrets.keys = Some(herald::config::Secret::new(TEST_KEY.to_string()));
+        // Never a fixed port: tests run side by side.
+        settings.admin.bind = Some("127.0.0.1:0".parse().expect("addr"));
         settings
     }
 

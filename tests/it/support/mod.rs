@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod db;
+pub mod metrics;
 pub mod proxy;
 pub mod receiver;
 

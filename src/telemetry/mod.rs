@@ -1,7 +1,14 @@
+//! Telemetry: logs (here), metrics ([`metrics`]: names, the Prometheus recorder) and the gauges sampled
+//! every 5 s ([`sampler`], with the process metrics of `process`).
+//!
 //! Logging: human-readable lines by default, one JSON object per line with `log.format = "json"`.
 //! Logs go to standard error, so standard output carries only what a command prints on purpose (such as
 //! the key `herald bootstrap` creates). `RUST_LOG`, when set, overrides `log.level`. Beside the log layer,
 //! the trace exporter's layer when `telemetry.otlp_endpoint` is set (`telemetry_otlp`), with its own filter.
+
+pub mod metrics;
+mod process;
+pub mod sampler;
 
 use std::io::IsTerminal;
 
