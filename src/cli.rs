@@ -11,6 +11,7 @@ use crate::{
     config::Settings,
     crypto::SecretBox,
     services::Services,
+    stages::Stages,
     store, telemetry,
 };
 
@@ -141,7 +142,9 @@ async fn serve(mut settings: Settings, bind: Option<SocketAddr>) -> anyhow::Resu
         .await
         .map_err(|error| anyhow::anyhow!("server.bind: cannot listen on {address}: {error}"))?;
     let local = listener.local_addr()?;
-    let app = App::start(Services::connect(settings).await?, crate::shutdown::on_signal()).await?;
+    // One owner of every background task: a stage that fails stops the server and is the exit error.
+    let stages = Stages::new(crate::shutdown::on_signal(), settings.server.shutdown_grace.get());
+    let app = App::start(Services::connect(settings, &stages).await?, stages).await?;
     if let Some((created, key)) = app::bootstrap(&app.state.store, "default", "admin@localhost", true).await?
     {
         print_first_start(&created.admin.email, key.expose(), local)?;

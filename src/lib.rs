@@ -17,7 +17,8 @@
 //!   Herald keeps (SQLite or PostgreSQL), behind role-sized traits.
 //! - [`domain`] (parsed types: event types, URLs, secrets, API keys), [`crypto`] (sealed secrets),
 //!   [`signature`] (the public signing functions), and the small tools `batch` (group commit),
-//!   `retrying` (backoff for transient failures), `net_guard` (SSRF policy), [`shutdown`].
+//!   `retrying` (backoff for transient failures), `net_guard` (SSRF policy), [`shutdown`], [`stages`]
+//!   (the owner of every long-running task: the first failure stops the process).
 //!
 //! `docs/architecture.md` walks an event's journey through them.
 
@@ -39,6 +40,7 @@ pub(crate) mod retrying;
 pub mod services;
 pub mod shutdown;
 pub mod signature;
+pub mod stages;
 pub mod store;
 pub mod telemetry;
 pub(crate) mod webhook_cache;

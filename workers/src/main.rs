@@ -1,5 +1,6 @@
 //! `herald-worker`: the worker process of production mode. It connects to the store and RabbitMQ and runs
-//! the fan-out and delivery roles (both by default) until SIGTERM or Ctrl-C.
+//! the fan-out and delivery roles (both by default) until SIGTERM or Ctrl-C, or until one of its stages fails
+//! (the process then exits non-zero naming it).
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -59,16 +60,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
             "configuration: queue.url: herald-worker needs RabbitMQ (set HERALD__QUEUE__URL); in embedded mode `herald serve` runs the workers itself"
         );
     }
-    let services = herald::services::Services::connect(settings).await?;
+    // One owner of every background task: a stage that fails stops the process and is the exit error.
+    let stages =
+        herald::stages::Stages::new(herald::shutdown::on_signal(), settings.server.shutdown_grace.get());
+    let services = herald::services::Services::connect(settings, &stages).await?;
     let queue = services.queue.clone();
     let roles = match args.role {
         Role::All => herald::worker::Roles::ALL,
         Role::Fanout => herald::worker::Roles { fanout: true, deliver: false },
         Role::Deliver => herald::worker::Roles { fanout: false, deliver: true },
     };
-    let shutdown = herald::shutdown::on_signal();
-    herald::worker::run(services, roles, shutdown).await?;
+    herald::worker::start(services, roles, &stages).await?;
+    let stopped = stages.wait().await;
     queue.close().await;
+    stopped?;
     tracing::info!("worker stopped");
     Ok(())
 }

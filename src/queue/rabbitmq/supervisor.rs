@@ -16,7 +16,7 @@ use tokio::sync::{Mutex, Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::topology::{self, Names};
-use crate::{config::redact_url, queue::QueueError};
+use crate::{config::redact_url, queue::QueueError, stages::Stages};
 
 /// How long a publisher waits for a connection before giving up (the work stays in the store).
 const PUBLISH_WAIT: Duration = Duration::from_secs(2);
@@ -60,8 +60,10 @@ impl std::fmt::Debug for Supervisor {
 
 impl Supervisor {
     /// Starts the supervising task once a first connection is up, so that a wrong URL or a broker that
-    /// is down fails start-up with a clear message.
-    pub async fn start(url: &str, names: Names) -> anyhow::Result<Arc<Self>> {
+    /// is down fails start-up with a clear message. The task is the support stage `rabbitmq-supervisor`:
+    /// it stops at [`Self::close`] or once every working stage has drained (their last acks and
+    /// publishes still go through).
+    pub async fn start(url: &str, names: Names, stages: &Stages) -> anyhow::Result<Arc<Self>> {
         let first = establish(url, &names)
             .await
             .map_err(|error| anyhow::anyhow!("connecting to RabbitMQ at {}: {error}", redact_url(url)))?;
@@ -71,9 +73,9 @@ impl Supervisor {
             link,
             consumers: Mutex::new(Vec::new()),
             consumers_changed: Notify::new(),
-            shutdown: CancellationToken::new(),
+            shutdown: stages.drained().child_token(),
         });
-        tokio::spawn(supervise(this.clone(), url.to_string()));
+        stages.spawn_support("rabbitmq-supervisor", supervise(this.clone(), url.to_string()));
         Ok(this)
     }
 
