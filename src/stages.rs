@@ -28,6 +28,10 @@ use std::{
 use futures_util::{FutureExt, future::BoxFuture};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
+/// How long a stage that ended on its own waits for another stage's failure (which then explains it)
+/// before its early end is reported as the failure.
+const EARLY_END_GRACE: Duration = Duration::from_millis(100);
+
 /// The first stage that failed, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("stage {stage} failed: {cause}")]
@@ -168,13 +172,21 @@ impl Stages {
             let outcome = AssertUnwindSafe(stage).catch_unwind().await;
             this.count(name, -1);
             let error = match outcome {
-                Ok(Ok(())) if this.inner.shutdown.is_cancelled() => return,
+                Ok(Ok(())) if this.ended_by_shutdown().await => return,
                 Ok(Ok(())) => anyhow::anyhow!("it ended while Herald was not shutting down"),
                 Ok(Err(error)) => error,
                 Err(panic) => anyhow::anyhow!("it panicked: {}", panic_message(panic.as_ref())),
             };
             this.fail(name, &error);
         });
+    }
+
+    /// Whether a stage that ended on its own did so because Herald is stopping. A stage whose input
+    /// closed because another stage died (its sender dropped with it) may notice a moment before that
+    /// stage's failure is recorded, so the failure is given [`EARLY_END_GRACE`] to be reported first.
+    async fn ended_by_shutdown(&self) -> bool {
+        let shutdown = &self.inner.shutdown;
+        shutdown.is_cancelled() || tokio::time::timeout(EARLY_END_GRACE, shutdown.cancelled()).await.is_ok()
     }
 
     fn count(&self, name: &'static str, change: isize) {
@@ -282,6 +294,19 @@ mod tests {
         assert_eq!(failure.to_string(), "stage broken failed: writing: disk full");
         assert!(steady.load(Ordering::SeqCst), "the other stage was stopped");
         assert_eq!(observer.health(), Err("stage broken failed: writing: disk full".into()));
+    }
+
+    #[tokio::test]
+    async fn a_stage_whose_input_died_with_a_failed_stage_is_not_blamed() {
+        let stages = stages();
+        let (sender, mut receiver) = tokio::sync::mpsc::channel::<()>(1);
+        stages.spawn_support("consumer", async move { while receiver.recv().await.is_some() {} });
+        stages.spawn("producer", async move {
+            let _sender = sender;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            Err::<(), _>(anyhow::anyhow!("broken"))
+        });
+        assert_eq!(stages.wait().await.expect_err("fails").stage, "producer");
     }
 
     #[tokio::test]

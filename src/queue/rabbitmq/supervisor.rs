@@ -134,6 +134,7 @@ async fn establish(url: &str, names: &Names) -> Result<Link, lapin::Error> {
 
 /// Owns the connection: keeps one up, with its consumers, until shutdown.
 async fn supervise(this: Arc<Supervisor>, url: String) {
+    let _gone = GoneOnExit(this.clone());
     let mut delays = backoff();
     loop {
         let current = this.link.borrow().clone();
@@ -176,6 +177,18 @@ async fn supervise(this: Arc<Supervisor>, url: String) {
     if let Some(link) = this.link.send_replace(None) {
         link.broken.cancel();
         drop(link.connection.close(200, "shutting down".into()).await);
+    }
+}
+
+/// Marks the connection gone when the supervising task ends, however it ends (a failed stage is
+/// dropped), so that publishers stop waiting for it and [`Supervisor::close`] returns at once.
+struct GoneOnExit(Arc<Supervisor>);
+
+impl Drop for GoneOnExit {
+    fn drop(&mut self) {
+        if let Some(link) = self.0.link.send_replace(None) {
+            link.broken.cancel();
+        }
     }
 }
 
