@@ -1,7 +1,7 @@
 //! The composition root: [`Services`], the one
 //! place that builds what the API and the workers share (store, queue, secret box, SSRF policy, webhook
 //! cache). `herald serve` hands them to [`crate::app::App`] (and, in embedded
-//! mode, to the in-process workers); `herald-worker` hands them to [`crate::worker::run`].
+//! mode, to the in-process workers); `herald-worker` hands them to [`crate::worker::start`].
 
 use std::sync::Arc;
 
