@@ -134,19 +134,21 @@ impl Stages {
     pub async fn wait(self) -> Result<(), StageFailure> {
         let inner = &self.inner;
         inner.shutdown.cancelled().await;
-        for (tracker, last) in [(&inner.working, false), (&inner.support, true)] {
-            tracker.close();
-            if tokio::time::timeout(inner.grace, tracker.wait()).await.is_err() {
-                let running = self.running();
-                tracing::warn!(grace = ?inner.grace, ?running, "stages did not stop within the shutdown grace");
-            }
-            if !last {
-                inner.drained.cancel();
-            }
-        }
+        self.settle(&inner.working).await;
+        inner.drained.cancel();
+        self.settle(&inner.support).await;
         match inner.failure.get() {
             Some(failure) => Err(failure.clone()),
             None => Ok(()),
+        }
+    }
+
+    /// Waits up to the grace for a tier's stages to end.
+    async fn settle(&self, tier: &TaskTracker) {
+        tier.close();
+        if tokio::time::timeout(self.inner.grace, tier.wait()).await.is_err() {
+            let running = self.running();
+            tracing::warn!(grace = ?self.inner.grace, ?running, "stages did not stop within the shutdown grace");
         }
     }
 
