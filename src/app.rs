@@ -1,13 +1,13 @@
 //! The API process: the state request handlers share ([`AppState`]), built from the [`Services`], and
 //! the API's background tasks (outbox publisher and relay, key usage flusher, the metrics sampler; in
-//! embedded mode also the workers), all stopped by one shutdown token and awaited before exit. The admin
-//! listener ([`App::serve_admin`]) is stopped by the same token.
+//! embedded mode also the workers), all stages of one [`Stages`]: stopped by one shutdown token and
+//! awaited before exit, and the first to fail stops the process. The admin listener
+//! ([`App::serve_admin`]) is stopped by the same token.
 
 use std::sync::Arc;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::{net::TcpListener, task::JoinHandle};
-use tokio_util::sync::CancellationToken;
 
 use crate::{
     auth::Authenticator,
@@ -18,6 +18,7 @@ use crate::{
     outbox::Outbox,
     readiness::Readiness,
     services::Services,
+    stages::Stages,
     store::{Bootstrap, DynStore, NewApiKey, NewUser, Organization},
     telemetry::{metrics, sampler::Sampler},
 };
@@ -28,32 +29,34 @@ pub struct App {
     pub state: AppState,
     /// What `/metrics` renders (the process-wide recorder).
     pub metrics: PrometheusHandle,
-    shutdown: CancellationToken,
-    background: Vec<JoinHandle<()>>,
+    stages: Stages,
 }
 
 impl App {
-    /// Starts the background tasks, which stop when `shutdown` is cancelled; in embedded mode they
-    /// include the workers.
-    pub async fn start(services: Services, shutdown: CancellationToken) -> anyhow::Result<Self> {
+    /// Starts the background tasks as stages of `stages` (they stop at its shutdown token); in embedded
+    /// mode they include the workers, whose start-up failure is this function's error.
+    pub async fn start(services: Services, stages: Stages) -> anyhow::Result<Self> {
         let settings = services.settings.clone();
         let metrics = metrics::install("api");
-        let (outbox, outbox_task) = Outbox::start(
+        let outbox = Outbox::start(
+            &stages,
             services.mode,
             services.store.clone(),
             services.queue.clone(),
             &settings.events,
-            shutdown.clone(),
         );
         let emitter =
-            Emitter::start(services.store.clone(), outbox, settings.events.idempotency_window.get());
+            Emitter::start(&stages, services.store.clone(), outbox, settings.events.idempotency_window.get());
         let auth = Arc::new(Authenticator::new(&settings, services.store.clone()));
-        let usage_task = {
-            let (usage, store, token) = (auth.usage().clone(), services.store.clone(), shutdown.clone());
+        {
+            let (usage, store, token) =
+                (auth.usage().clone(), services.store.clone(), stages.shutdown_token());
             let interval = settings.auth.usage_flush_interval.get();
-            tokio::spawn(async move { usage.run(store, interval, token).await })
-        };
+            stages.spawn("usage-flusher", async move { usage.run(store, interval, token).await });
+        }
         let readiness = Readiness::new(services.store.clone(), services.queue.clone());
+        let supervised = stages.clone();
+        readiness.add_check("stages", Arc::new(move || supervised.health()));
         let sampler = Sampler {
             store: services.store.clone(),
             queue: services.queue.clone(),
@@ -61,15 +64,16 @@ impl App {
             handle: metrics.clone(),
             outbox: true,
         };
-        let mut background = vec![outbox_task, usage_task, sampler.spawn(shutdown.clone())];
+        stages.spawn("metrics-sampler", sampler.run(stages.shutdown_token()));
         if services.mode == Mode::Embedded {
             // This process is also the worker.
-            let (workers, token) = (services.clone(), shutdown.clone());
-            background.push(tokio::spawn(async move {
-                if let Err(error) = crate::worker::run(workers, crate::worker::Roles::ALL, token).await {
-                    tracing::error!(error = format!("{error:#}"), "the in-process workers stopped");
-                }
-            }));
+            if let Err(error) =
+                crate::worker::start(services.clone(), crate::worker::Roles::ALL, &stages).await
+            {
+                // What started stops: this is not a stage failure.
+                stages.shutdown_token().cancel();
+                return Err(error.context("starting the in-process workers"));
+            }
         }
         let state = AppState {
             catalog: EventCatalog::new(&settings.events.types),
@@ -82,33 +86,45 @@ impl App {
             target_policy: services.target_policy,
             readiness,
         };
-        Ok(Self { state, metrics, shutdown, background })
+        Ok(Self { state, metrics, stages })
     }
 
     /// Serves the admin listener (`/metrics`, `/healthz`, `/readyz`) on `listener` until shutdown.
     pub fn serve_admin(&self, listener: TcpListener) -> JoinHandle<std::io::Result<()>> {
         let (handle, readiness) = (self.metrics.clone(), self.state.readiness.clone());
-        tokio::spawn(crate::http::admin::serve_admin(listener, handle, readiness, self.shutdown.clone()))
+        tokio::spawn(crate::http::admin::serve_admin(
+            listener,
+            handle,
+            readiness,
+            self.stages.shutdown_token(),
+        ))
     }
 
-    /// Serves the API until shutdown, lets in-flight requests finish (up to `server.shutdown_grace`),
-    /// then waits for the background tasks' last flush and closes the queue.
+    /// The owner of this process's stages (their health).
+    pub fn stages(&self) -> &Stages {
+        &self.stages
+    }
+
+    /// Serves the API until shutdown (a signal, or a stage's failure), lets in-flight requests finish (up
+    /// to `server.shutdown_grace`), then waits for the stages' last work and closes the queue. A failed
+    /// stage is the error.
     pub async fn serve(self, listener: TcpListener) -> anyhow::Result<()> {
-        let grace = self.state.settings.server.shutdown_grace.get();
-        let router = crate::http::router(self.state.clone());
-        let server = tokio::spawn(crate::http::serve(listener, router, self.shutdown.clone()));
-        self.shutdown.cancelled().await;
+        let Self { state, stages, .. } = self;
+        let grace = state.settings.server.shutdown_grace.get();
+        let shutdown = stages.shutdown_token();
+        let router = crate::http::router(state.clone());
+        let server = tokio::spawn(crate::http::serve(listener, router, shutdown.clone()));
+        shutdown.cancelled().await;
         match tokio::time::timeout(grace, server).await {
             Ok(result) => result??,
             Err(_) => tracing::warn!(?grace, "in-flight requests did not finish within the shutdown grace"),
         }
-        for task in self.background {
-            if tokio::time::timeout(grace, task).await.is_err() {
-                tracing::warn!("a background task did not stop within the shutdown grace");
-            }
-        }
-        self.state.queue.close().await;
-        Ok(())
+        // No request submits events any more: the event writer may finish.
+        let queue = state.queue.clone();
+        drop(state);
+        let stopped = stages.wait().await;
+        queue.close().await;
+        Ok(stopped?)
     }
 }
 

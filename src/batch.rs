@@ -8,6 +8,8 @@ use std::{future::Future, sync::Arc};
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::stages::Stages;
+
 /// Why a submitted item was not handled.
 #[derive(Debug, thiserror::Error)]
 pub enum BatchError<E> {
@@ -54,42 +56,34 @@ impl<T, R, E> std::fmt::Debug for Batcher<T, R, E> {
 }
 
 impl<T: Send + 'static, R: Send + 'static, E: Send + Sync + 'static> Batcher<T, R, E> {
-    /// Starts the background task. `handler` gets up to `max_batch` items and must return one result
-    /// per item, in order. The task ends when every handle is dropped, after the last batch. Batch sizes
-    /// go to `herald_group_commit_batch_size` labelled `batcher` = `name`.
-    pub fn spawn<F, Fut>(name: &'static str, max_batch: usize, mut handler: F) -> Self
+    /// Starts the background task, the support stage `name`. `handler` gets up to `max_batch` items and
+    /// must return one result per item, in order. The task ends when every handle is dropped, or once the
+    /// working stages have drained ([`Stages::drained`]), after the last batch. Batch sizes go to
+    /// `herald_group_commit_batch_size` labelled `batcher` = `name`.
+    pub fn spawn<F, Fut>(stages: &Stages, name: &'static str, max_batch: usize, mut handler: F) -> Self
     where
         F: FnMut(Vec<T>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<Vec<R>, E>> + Send,
     {
         let (jobs, mut queue) = mpsc::channel::<Job<T, R, E>>(max_batch * 4);
+        let drained = stages.drained();
         let sizes = metrics::histogram!(crate::telemetry::metrics::names::BATCH_SIZE, "batcher" => name);
-        tokio::spawn(async move {
+        stages.spawn_support(name, async move {
             let mut batch = Vec::with_capacity(max_batch);
-            while queue.recv_many(&mut batch, max_batch).await > 0 {
-                sizes.record(batch.len() as f64);
-                let (items, replies): (Vec<T>, Vec<_>) =
-                    batch.drain(..).map(|job| (job.item, job.reply)).unzip();
-                let expected = items.len();
-                match handler(items).await {
-                    Ok(results) if results.len() == expected => {
-                        for (reply, result) in replies.into_iter().zip(results) {
-                            drop(reply.send(Ok(result)));
-                        }
+            loop {
+                let received = tokio::select! {
+                    received = queue.recv_many(&mut batch, max_batch) => received,
+                    () = drained.cancelled(), if !queue.is_closed() => {
+                        // Nothing submits any more: refuse new items, handle those already waiting.
+                        queue.close();
+                        continue;
                     }
-                    Ok(results) => {
-                        let error = BatchError::Miscounted { expected, got: results.len() };
-                        for reply in replies {
-                            drop(reply.send(Err(error.clone())));
-                        }
-                    }
-                    Err(error) => {
-                        let error = Arc::new(error);
-                        for reply in replies {
-                            drop(reply.send(Err(BatchError::Failed(error.clone()))));
-                        }
-                    }
+                };
+                if received == 0 {
+                    break;
                 }
+                sizes.record(batch.len() as f64);
+                answer(batch.drain(..), &mut handler).await;
             }
         });
         Self { jobs }
@@ -103,6 +97,35 @@ impl<T: Send + 'static, R: Send + 'static, E: Send + Sync + 'static> Batcher<T, 
     }
 }
 
+/// Handles one batch and answers each of its callers.
+async fn answer<T, R, E, F, Fut>(jobs: impl Iterator<Item = Job<T, R, E>>, handler: &mut F)
+where
+    F: FnMut(Vec<T>) -> Fut,
+    Fut: Future<Output = Result<Vec<R>, E>>,
+{
+    let (items, replies): (Vec<T>, Vec<_>) = jobs.map(|job| (job.item, job.reply)).unzip();
+    let expected = items.len();
+    match handler(items).await {
+        Ok(results) if results.len() == expected => {
+            for (reply, result) in replies.into_iter().zip(results) {
+                drop(reply.send(Ok(result)));
+            }
+        }
+        Ok(results) => {
+            let error = BatchError::Miscounted { expected, got: results.len() };
+            for reply in replies {
+                drop(reply.send(Err(error.clone())));
+            }
+        }
+        Err(error) => {
+            let error = Arc::new(error);
+            for reply in replies {
+                drop(reply.send(Err(BatchError::Failed(error.clone()))));
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,7 +134,8 @@ mod tests {
     async fn concurrent_items_share_batches_and_get_their_own_results() {
         let sizes = Arc::new(std::sync::Mutex::new(Vec::new()));
         let seen = sizes.clone();
-        let batcher = Batcher::spawn("test", 8, move |items: Vec<u32>| {
+        let stages = Stages::new(Default::default(), std::time::Duration::from_secs(1));
+        let batcher = Batcher::spawn(&stages, "test-writer", 8, move |items: Vec<u32>| {
             seen.lock().expect("lock").push(items.len());
             async move {
                 tokio::time::sleep(std::time::Duration::from_millis(5)).await;
@@ -140,7 +164,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_batch_fails_each_item() {
-        let batcher = Batcher::spawn("test", 4, |_items: Vec<u32>| async {
+        let stages = Stages::new(Default::default(), std::time::Duration::from_secs(1));
+        let batcher = Batcher::spawn(&stages, "test-writer", 4, |_items: Vec<u32>| async {
             Err::<Vec<u32>, _>(std::io::Error::other("disk full"))
         });
         let error = batcher.submit(1).await.expect_err("fails");

@@ -11,6 +11,7 @@ use crate::{
     config::{AdminSettings, Settings},
     crypto::SecretBox,
     services::Services,
+    stages::Stages,
     store, telemetry,
 };
 
@@ -146,7 +147,9 @@ async fn serve(mut settings: Settings, bind: Option<SocketAddr>) -> anyhow::Resu
     let local = listener.local_addr()?;
     let admin = crate::http::admin::bind(settings.admin.bind.unwrap_or(AdminSettings::API_BIND)).await?;
     let admin_address = admin.local_addr()?;
-    let app = App::start(Services::connect(settings).await?, crate::shutdown::on_signal()).await?;
+    // One owner of every background task: a stage that fails stops the server and is the exit error.
+    let stages = Stages::new(crate::shutdown::on_signal(), settings.server.shutdown_grace.get());
+    let app = App::start(Services::connect(settings, &stages).await?, stages).await?;
     drop(app.serve_admin(admin));
     if let Some((created, key)) = app::bootstrap(&app.state.store, "default", "admin@localhost", true).await?
     {

@@ -17,6 +17,7 @@ use crate::{
     batch::{BatchError, Batcher},
     domain,
     outbox::Outbox,
+    stages::Stages,
     store::{EventStore, IngestOutcome, NewEvent, StoreError},
     telemetry::metrics::{Cached, intern, names},
 };
@@ -52,11 +53,17 @@ pub struct Emitter {
 }
 
 impl Emitter {
-    /// Starts the group-commit writer. An idempotency key is remembered for `idempotency_window`.
-    pub fn start(store: Arc<dyn EventStore>, outbox: Outbox, idempotency_window: Duration) -> Self {
+    /// Starts the group-commit writer (the stage `event-writer`). An idempotency key is remembered for
+    /// `idempotency_window`.
+    pub fn start(
+        stages: &Stages,
+        store: Arc<dyn EventStore>,
+        outbox: Outbox,
+        idempotency_window: Duration,
+    ) -> Self {
         let window = chrono::Duration::from_std(idempotency_window).unwrap_or(chrono::Duration::days(1));
         let committed = outbox.clone();
-        let writer = Batcher::spawn("events", MAX_BATCH, move |events: Vec<NewEvent>| {
+        let writer = Batcher::spawn(stages, "event-writer", MAX_BATCH, move |events: Vec<NewEvent>| {
             let (store, outbox) = (store.clone(), committed.clone());
             async move {
                 let outcomes = store.insert_events(&events, chrono::Utc::now() - window).await?;

@@ -20,7 +20,8 @@
 //! - [`domain`] (parsed types: event types, URLs, secrets, API keys), [`crypto`] (sealed secrets),
 //!   [`signature`] (the public signing functions), and the small tools `batch` (group commit),
 //!   `retrying` (backoff for transient failures), `outage` (a lost database or broker logged once),
-//!   `net_guard` (SSRF policy), [`shutdown`]; `telemetry_otlp` (the optional trace exporter).
+//!   `net_guard` (SSRF policy), [`shutdown`], [`stages`] (the owner of every long-running task: the first
+//!   failure stops the process); `telemetry_otlp` (the optional trace exporter).
 //!
 //! `docs/architecture.md` walks an event's journey through them.
 
@@ -44,6 +45,7 @@ pub(crate) mod retrying;
 pub mod services;
 pub mod shutdown;
 pub mod signature;
+pub mod stages;
 pub mod store;
 pub mod telemetry;
 pub(crate) mod telemetry_otlp;

@@ -22,6 +22,7 @@ use uuid::Uuid;
 use crate::{
     config::{EventSettings, Mode},
     queue::{DynQueue, EventMessage},
+    stages::Stages,
     store::{DynStore, Event, NewEvent},
     telemetry::metrics::names,
 };
@@ -46,28 +47,29 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    /// Starts the publisher and relay; they stop at `shutdown` after a last relay pass.
+    /// Starts the publisher and relay (the stage `outbox-publisher`); they stop at shutdown after
+    /// publishing what is already waiting.
     pub fn start(
+        stages: &Stages,
         mode: Mode,
         store: DynStore,
         queue: DynQueue,
         settings: &EventSettings,
-        shutdown: CancellationToken,
-    ) -> (Self, tokio::task::JoinHandle<()>) {
+    ) -> Self {
         let (committed, incoming) = mpsc::channel(BACKLOG);
         let publisher = Publisher {
             mode,
             // Production: the broker's confirm makes an event durable, so the publisher marks it. Embedded,
             // the queue's own marker does, once fan-out has taken the event (see `Services::connect`).
-            marker: PublishedMarker::start(store.clone(), |_| {}),
+            marker: PublishedMarker::start(stages, store.clone(), |_| {}),
             store,
             queue,
             relay_after: settings.relay_after.get(),
             idempotency_window: settings.idempotency_window.get(),
             relay_failing: AtomicBool::new(false),
         };
-        let task = tokio::spawn(publisher.run(incoming, shutdown));
-        (Self { committed }, task)
+        stages.spawn("outbox-publisher", publisher.run(incoming, stages.shutdown_token()));
+        Self { committed }
     }
 
     /// Events just committed: publish them now. Never waits; if the publisher is behind, the relay
@@ -106,23 +108,34 @@ pub struct PublishedMarker {
 }
 
 impl PublishedMarker {
-    /// Starts the marking task; `after_marking` is called with each batch once it is written (or given up).
-    pub fn start(store: DynStore, after_marking: impl Fn(&[Uuid]) + Send + 'static) -> Self {
+    /// Starts the marking task (the support stage `published-marker`); `after_marking` is called with
+    /// each batch once it is written (or given up).
+    pub fn start(stages: &Stages, store: DynStore, after_marking: impl Fn(&[Uuid]) + Send + 'static) -> Self {
         let (ids, marks) = mpsc::unbounded_channel();
-        Self::mark_from(store, marks, after_marking);
+        Self::mark_from(stages, store, marks, after_marking);
         Self { ids }
     }
 
     /// Marks the ids arriving on `marks` (the embedded queue's events taken by fan-out), as
-    /// [`Self::start`] does; stops once every sender is gone.
+    /// [`Self::start`] does; stops once every sender is gone, or once the working stages have drained
+    /// (after marking what is already waiting).
     pub fn mark_from(
+        stages: &Stages,
         store: DynStore,
         mut marks: mpsc::UnboundedReceiver<Uuid>,
         after_marking: impl Fn(&[Uuid]) + Send + 'static,
     ) {
-        tokio::spawn(async move {
+        let drained = stages.drained();
+        stages.spawn_support("published-marker", async move {
             let mut batch = Vec::with_capacity(MARK_BATCH);
-            while marks.recv_many(&mut batch, MARK_BATCH).await > 0 {
+            loop {
+                tokio::select! {
+                    received = marks.recv_many(&mut batch, MARK_BATCH) => if received == 0 { break },
+                    () = drained.cancelled(), if !marks.is_closed() => {
+                        marks.close();
+                        continue;
+                    }
+                }
                 if let Err(error) = store.mark_events_published(&batch, crate::domain::now()).await {
                     crate::outage::warn_unless_reported!(&error, %error, count = batch.len(), "could not mark events published");
                 }

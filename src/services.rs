@@ -1,7 +1,7 @@
 //! The composition root: [`Services`], the one
 //! place that builds what the API and the workers share (store, queue, secret box, SSRF policy, webhook
 //! cache). `herald serve` hands them to [`crate::app::App`] (and, in embedded
-//! mode, to the in-process workers); `herald-worker` hands them to [`crate::worker::run`].
+//! mode, to the in-process workers); `herald-worker` hands them to [`crate::worker::start`].
 
 use std::sync::Arc;
 
@@ -13,6 +13,7 @@ use crate::{
     net_guard::TargetPolicy,
     outbox::PublishedMarker,
     queue::{DynQueue, embedded::EmbeddedQueue, rabbitmq::RabbitQueue},
+    stages::Stages,
     store::{self, DynStore},
     webhook_cache::WebhookCache,
 };
@@ -33,8 +34,9 @@ pub struct Services {
 }
 
 impl Services {
-    /// Connects the store (running migrations) and the queue the settings name.
-    pub async fn connect(settings: Settings) -> anyhow::Result<Self> {
+    /// Connects the store (running migrations) and the queue the settings name. The queue's background
+    /// tasks (the RabbitMQ connection, the embedded queue's published-marker) are stages of `stages`.
+    pub async fn connect(settings: Settings, stages: &Stages) -> anyhow::Result<Self> {
         let mode = settings.mode();
         let store = store::connect(&settings).await?;
         let secrets = Arc::new(SecretBox::from_settings(&settings)?);
@@ -45,16 +47,16 @@ impl Services {
             Arc::new(WebhookCache::new(store.clone(), secrets.clone(), delivery.webhook_cache_ttl.get()));
         let queue: DynQueue = match (mode, &settings.queue.url) {
             (Mode::Production, Some(url)) => {
-                Arc::new(RabbitQueue::connect(url.expose(), &settings.queue.prefix).await?)
+                Arc::new(RabbitQueue::connect(url.expose(), &settings.queue.prefix, stages).await?)
             }
             _ => {
                 let (taken, taken_ids) = mpsc::unbounded_channel();
                 let queue = Arc::new(EmbeddedQueue::new(taken));
                 // Events fan-out has taken are marked published, then released from the queue's
-                // in-flight set (so the relay does not hand them over again meanwhile). Weak: the marker
-                // stops once the queue, which holds the sending side, is gone.
+                // in-flight set (so the relay does not hand them over again meanwhile). Weak: the queue
+                // holds the sending side, and the marker must not keep it alive.
                 let embedded = Arc::downgrade(&queue);
-                PublishedMarker::mark_from(store.clone(), taken_ids, move |ids| {
+                PublishedMarker::mark_from(stages, store.clone(), taken_ids, move |ids| {
                     if let Some(queue) = embedded.upgrade() {
                         queue.release(ids);
                     }

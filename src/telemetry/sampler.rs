@@ -26,17 +26,15 @@ pub struct Sampler {
 
 impl Sampler {
     /// Samples at once, then every [`SAMPLE_EVERY`], until `shutdown`.
-    pub fn spawn(self, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(SAMPLE_EVERY);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    _ = ticker.tick() => self.sample().await,
-                }
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut ticker = tokio::time::interval(SAMPLE_EVERY);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                _ = ticker.tick() => self.sample().await,
             }
-        })
+        }
     }
 
     /// Reads and sets every sampled gauge once.

@@ -23,6 +23,7 @@ use crate::{
     queue::{Consumer, DeliveryTask, Received},
     retrying::{self, GaveUp},
     signature,
+    stages::Stages,
     store::{self, AttemptOutcome, DeliveryStore, NextStep, StoreError},
     telemetry::metrics::{Cached, names},
     webhook_cache::{DeliveryTarget, WebhookCache, WebhookCacheError},
@@ -327,7 +328,9 @@ pub struct Recorder {
 }
 
 impl Recorder {
+    /// Starts the group-commit writer of outcomes (the stage `outcome-recorder`).
     pub fn start(
+        stages: &Stages,
         store: Arc<dyn DeliveryStore>,
         webhooks: Arc<WebhookCache>,
         rule: DisableRule,
@@ -335,13 +338,14 @@ impl Recorder {
     ) -> Self {
         let writer = OutcomeWriter { store, webhooks, rule };
         let batch_writer = writer.clone();
-        let batcher = Batcher::spawn("outcomes", RECORD_BATCH, move |outcomes: Vec<AttemptOutcome>| {
-            let writer = batch_writer.clone();
-            async move {
-                writer.write(&outcomes).await?;
-                Ok(vec![(); outcomes.len()])
-            }
-        });
+        let batcher =
+            Batcher::spawn(stages, "outcome-recorder", RECORD_BATCH, move |outcomes: Vec<AttemptOutcome>| {
+                let writer = batch_writer.clone();
+                async move {
+                    writer.write(&outcomes).await?;
+                    Ok(vec![(); outcomes.len()])
+                }
+            });
         Self { batcher, writer, shutdown }
     }
 

@@ -11,12 +11,9 @@ pub(crate) mod retry;
 pub(crate) mod scheduler;
 pub(crate) mod sender;
 
-use tokio::task::JoinSet;
-use tokio_util::sync::CancellationToken;
-
 pub use disable::DisableRule;
 
-use crate::{config::Mode, services::Services};
+use crate::{config::Mode, services::Services, stages::Stages};
 
 /// Events taken by fan-out at a time.
 const FANOUT_PREFETCH: u16 = 256;
@@ -33,8 +30,10 @@ impl Roles {
     pub const ALL: Roles = Roles { fanout: true, deliver: true };
 }
 
-/// Runs the stages until `shutdown`, then lets in-flight work finish (up to `server.shutdown_grace`).
-pub async fn run(services: Services, roles: Roles, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// Starts the roles' stages (`fanout`; `deliverer`, `outcome-recorder` and `scheduler`) on `stages` and
+/// returns: they run until shutdown, then let in-flight work finish (up to `server.shutdown_grace`);
+/// [`Stages::wait`] waits for them. An error here is a start-up failure.
+pub async fn start(services: Services, roles: Roles, stages: &Stages) -> anyhow::Result<()> {
     let Services { mode, settings, store, queue, target_policy, webhooks, .. } = services;
     let delivery = &settings.delivery;
     if mode == Mode::Embedded {
@@ -44,7 +43,7 @@ pub async fn run(services: Services, roles: Roles, shutdown: CancellationToken) 
             tracing::info!(requeued, "deliveries queued before the restart are due again");
         }
     }
-    let mut stages = JoinSet::new();
+    let shutdown = stages.shutdown_token();
     if roles.fanout {
         let consumer = queue.consume_events(FANOUT_PREFETCH).await?;
         let fanout = fanout::Fanout {
@@ -53,7 +52,7 @@ pub async fn run(services: Services, roles: Roles, shutdown: CancellationToken) 
             webhooks: webhooks.clone(),
             lease: delivery.stuck_after.get(),
         };
-        stages.spawn(fanout.run(consumer, shutdown.clone()));
+        stages.spawn("fanout", fanout.run(consumer, shutdown.clone()));
     }
     if roles.deliver {
         // Twice the concurrency: tasks whose outcome is being committed still count against the prefetch,
@@ -61,6 +60,7 @@ pub async fn run(services: Services, roles: Roles, shutdown: CancellationToken) 
         let prefetch = u16::try_from(delivery.concurrency.saturating_mul(2)).unwrap_or(u16::MAX);
         let consumer = queue.consume_deliveries(prefetch).await?;
         let recorder = deliver::Recorder::start(
+            stages,
             store.clone(),
             webhooks.clone(),
             disable::DisableRule::new(delivery.disable_after_dead),
@@ -76,14 +76,14 @@ pub async fn run(services: Services, roles: Roles, shutdown: CancellationToken) 
             concurrency: delivery.concurrency,
             grace: settings.server.shutdown_grace.get(),
         };
-        stages.spawn(deliverer.run(consumer, shutdown.clone()));
+        stages.spawn("deliverer", deliverer.run(consumer, shutdown.clone()));
         let scheduler = scheduler::Scheduler {
             store,
             queue,
             interval: delivery.scheduler_interval.get(),
             lease: delivery.stuck_after.get(),
         };
-        stages.spawn(scheduler.run(shutdown.clone()));
+        stages.spawn("scheduler", scheduler.run(shutdown));
     }
     tracing::info!(
         fanout = roles.fanout,
@@ -91,12 +91,5 @@ pub async fn run(services: Services, roles: Roles, shutdown: CancellationToken) 
         concurrency = delivery.concurrency,
         "workers running"
     );
-    while let Some(result) = stages.join_next().await {
-        match result {
-            Err(error) if error.is_panic() => tracing::error!(%error, "a worker stage panicked"),
-            // Cancelled: the runtime itself is shutting down.
-            _ => {}
-        }
-    }
     Ok(())
 }

@@ -13,5 +13,6 @@ mod publishing;
 mod receivers_doc;
 mod skeleton;
 mod store_conformance;
+mod supervision;
 mod support;
 mod webhooks;

@@ -1,6 +1,7 @@
 //! `herald-worker`: the worker process of production mode. It connects to the store and RabbitMQ and runs
-//! the fan-out and delivery roles (both by default) until SIGTERM or Ctrl-C, with its admin listener
-//! (`admin.bind`, default 127.0.0.1:9465: `/metrics`, `/healthz`, `/readyz`).
+//! the fan-out and delivery roles (both by default) until SIGTERM or Ctrl-C, or until one of its stages
+//! fails (the process then exits non-zero naming it), with its admin listener (`admin.bind`, default
+//! 127.0.0.1:9465: `/metrics`, `/healthz`, `/readyz`).
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -64,7 +65,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let admin_bind = settings.admin.bind.unwrap_or(herald::config::AdminSettings::WORKER_BIND);
     let admin = herald::http::admin::bind(admin_bind).await?;
     let admin_address = admin.local_addr()?;
-    let services = herald::services::Services::connect(settings).await?;
+    // One owner of every background task: a stage that fails stops the process and is the exit error.
+    let stages =
+        herald::stages::Stages::new(herald::shutdown::on_signal(), settings.server.shutdown_grace.get());
+    let services = herald::services::Services::connect(settings, &stages).await?;
     let queue = services.queue.clone();
     let readiness = herald::readiness::Readiness::new(services.store.clone(), queue.clone());
     let roles = match args.role {
@@ -72,7 +76,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Role::Fanout => herald::worker::Roles { fanout: true, deliver: false },
         Role::Deliver => herald::worker::Roles { fanout: false, deliver: true },
     };
-    let shutdown = herald::shutdown::on_signal();
+    let supervised = stages.clone();
+    readiness.add_check("stages", std::sync::Arc::new(move || supervised.health()));
     let sampler = herald::telemetry::sampler::Sampler {
         store: services.store.clone(),
         queue: queue.clone(),
@@ -80,13 +85,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
         handle: metrics.clone(),
         outbox: false,
     };
-    let sampling = sampler.spawn(shutdown.clone());
-    let admin = tokio::spawn(herald::http::admin::serve_admin(admin, metrics, readiness, shutdown.clone()));
+    stages.spawn("metrics-sampler", sampler.run(stages.shutdown_token()));
+    let admin =
+        tokio::spawn(herald::http::admin::serve_admin(admin, metrics, readiness, stages.shutdown_token()));
     tracing::info!(admin = %admin_address, "admin listener up");
-    herald::worker::run(services, roles, shutdown).await?;
-    drop(sampling.await);
+    herald::worker::start(services, roles, &stages).await?;
+    let stopped = stages.wait().await;
     drop(admin.await);
     queue.close().await;
+    stopped?;
     tracing::info!("worker stopped");
     Ok(())
 }

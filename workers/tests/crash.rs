@@ -1,6 +1,6 @@
 //! `herald-worker` processes as operators run them, against PostgreSQL and RabbitMQ: killed with
 //! SIGKILL in the middle of 1,000 deliveries and restarted, nothing is lost and nothing dies; stopped with
-//! SIGTERM, they exit cleanly.
+//! SIGTERM, they exit cleanly; one whose stage fails exits non-zero at once, naming it.
 
 #[allow(unused_imports, unused_macros)]
 #[path = "../../tests/it/support/mod.rs"]
@@ -14,6 +14,7 @@ use std::{
 use serde_json::json;
 use support::{
     app::{Mode, TestApp},
+    process::{FAIL_AFTER_MS, FAIL_STAGE, assert_failed_promptly, run_until_exit},
     receiver::Receiver,
 };
 
@@ -114,4 +115,31 @@ async fn sigterm_finishes_in_flight_deliveries() {
         );
     }
     assert_eq!(receiver.arrivals().len(), 4, "and were not sent twice");
+}
+
+/// A worker never runs half-dead: a stage that fails (made to, with the debug-build hook) stops the
+/// process within a second, naming the stage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_stage_stops_the_worker() {
+    if !Mode::services_available() {
+        eprintln!("skipped: HERALD_TEST_DATABASE_URL and HERALD_TEST_AMQP_URL are not set");
+        return;
+    }
+    let app = TestApp::spawn_api_only(|_| {}).await;
+    let fail_after = Duration::from_millis(1500);
+    for stage in ["fanout", "deliverer", "scheduler", "outcome-recorder", "rabbitmq-supervisor"] {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_herald-worker"));
+        command
+            .envs(app.worker_env())
+            .env("HERALD_CONFIG_DIR", "/nonexistent")
+            .env("HERALD__LOG__LEVEL", "info")
+            .env(FAIL_STAGE, stage)
+            .env(FAIL_AFTER_MS, fail_after.as_millis().to_string());
+        let exit = tokio::task::spawn_blocking(move || {
+            run_until_exit(command, "workers running", Duration::from_secs(30))
+        })
+        .await
+        .expect("join");
+        assert_failed_promptly(&exit, stage, fail_after);
+    }
 }

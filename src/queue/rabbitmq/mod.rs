@@ -25,6 +25,7 @@ use self::{
     supervisor::{ConsumerSpec, Forward, Supervisor, unavailable},
 };
 use super::{Consumer, DeliveryTask, EventMessage, Queue, QueueError, Received, Settle};
+use crate::stages::Stages;
 
 #[derive(Debug)]
 pub struct RabbitQueue {
@@ -33,9 +34,10 @@ pub struct RabbitQueue {
 
 impl RabbitQueue {
     /// Starts the supervisor and waits for the first connection, so that a wrong URL or a broker that is
-    /// down fails start-up with a clear message.
-    pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<Self> {
-        Ok(Self { supervisor: Supervisor::start(url, Names::new(prefix)).await? })
+    /// down fails start-up with a clear message. The supervisor is the support stage `rabbitmq-supervisor`
+    /// of `stages`.
+    pub async fn connect(url: &str, prefix: &str, stages: &Stages) -> anyhow::Result<Self> {
+        Ok(Self { supervisor: Supervisor::start(url, Names::new(prefix), stages).await? })
     }
 
     pub fn names(&self) -> &Names {

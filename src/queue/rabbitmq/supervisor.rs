@@ -16,7 +16,9 @@ use tokio::sync::{Mutex, Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::topology::{self, Names};
-use crate::{config::redact_url, outage::Outage, queue::QueueError, telemetry::metrics::names};
+use crate::{
+    config::redact_url, outage::Outage, queue::QueueError, stages::Stages, telemetry::metrics::names,
+};
 
 /// How long a publisher waits for a connection before giving up (the work stays in the store).
 const PUBLISH_WAIT: Duration = Duration::from_secs(2);
@@ -60,8 +62,10 @@ impl std::fmt::Debug for Supervisor {
 
 impl Supervisor {
     /// Starts the supervising task once a first connection is up, so that a wrong URL or a broker that
-    /// is down fails start-up with a clear message.
-    pub async fn start(url: &str, names: Names) -> anyhow::Result<Arc<Self>> {
+    /// is down fails start-up with a clear message. The task is the support stage `rabbitmq-supervisor`:
+    /// it stops at [`Self::close`] or once every working stage has drained (their last acks and
+    /// publishes still go through).
+    pub async fn start(url: &str, names: Names, stages: &Stages) -> anyhow::Result<Arc<Self>> {
         let first = establish(url, &names)
             .await
             .map_err(|error| anyhow::anyhow!("connecting to RabbitMQ at {}: {error}", redact_url(url)))?;
@@ -71,10 +75,10 @@ impl Supervisor {
             link,
             consumers: Mutex::new(Vec::new()),
             consumers_changed: Notify::new(),
-            shutdown: CancellationToken::new(),
+            shutdown: stages.drained().child_token(),
         });
         metrics::gauge!(names::BROKER_CONNECTED).set(1.0);
-        tokio::spawn(supervise(this.clone(), url.to_string()));
+        stages.spawn_support("rabbitmq-supervisor", supervise(this.clone(), url.to_string()));
         Ok(this)
     }
 
@@ -154,6 +158,7 @@ async fn establish(url: &str, names: &Names) -> Result<Link, lapin::Error> {
 
 /// Owns the connection: keeps one up, with its consumers, until shutdown.
 async fn supervise(this: Arc<Supervisor>, url: String) {
+    let _gone = GoneOnExit(this.clone());
     let mut delays = backoff();
     // "RabbitMQ unavailable" once when the connection is lost, "RabbitMQ back" once it is up again; the
     // failed reconnection attempts in between are logged at debug.
@@ -203,6 +208,18 @@ async fn supervise(this: Arc<Supervisor>, url: String) {
     if let Some(link) = this.link.send_replace(None) {
         link.broken.cancel();
         drop(link.connection.close(200, "shutting down".into()).await);
+    }
+}
+
+/// Marks the connection gone when the supervising task ends, however it ends (a failed stage is
+/// dropped), so that publishers stop waiting for it and [`Supervisor::close`] returns at once.
+struct GoneOnExit(Arc<Supervisor>);
+
+impl Drop for GoneOnExit {
+    fn drop(&mut self) {
+        if let Some(link) = self.0.link.send_replace(None) {
+            link.broken.cancel();
+        }
     }
 }
 

@@ -106,8 +106,9 @@ impl TestApp {
         configure(&mut settings);
         drop(herald::telemetry::init(&settings.log, &settings.telemetry));
         let shutdown = CancellationToken::new();
-        let services = herald::services::Services::connect(settings).await.expect("Herald connects");
-        let app = App::start(services.clone(), shutdown.clone()).await.expect("Herald starts");
+        let stages = herald::stages::Stages::new(shutdown.clone(), settings.server.shutdown_grace.get());
+        let services = herald::services::Services::connect(settings, &stages).await.expect("Herald connects");
+        let app = App::start(services.clone(), stages.clone()).await.expect("Herald starts");
         let state = app.state.clone();
         let (bootstrap, key) = herald::app::bootstrap(&state.store, "test org", "admin@test.example", false)
             .await
@@ -118,7 +119,9 @@ impl TestApp {
         let server = tokio::spawn(app.serve(listener));
         if mode == Mode::Services && in_process_workers {
             // What `herald-worker` runs, in this process (embedded mode runs it inside the App).
-            tokio::spawn(herald::worker::run(services, herald::worker::Roles::ALL, shutdown.clone()));
+            herald::worker::start(services, herald::worker::Roles::ALL, &stages)
+                .await
+                .expect("workers start");
         }
         Self {
             base,

@@ -1,5 +1,5 @@
-//! Shared test machinery: fresh databases ([`db`]), a running Herald on a random port ([`app`]), and
-//! HTTP helpers.
+//! Shared test machinery: fresh databases ([`db`]), a running Herald on a random port ([`app`]), HTTP
+//! helpers, and Herald binaries watched until they exit ([`process`]).
 
 // Shared by every suite; each suite uses only some of the helpers.
 #![allow(dead_code)]
@@ -7,6 +7,7 @@
 pub mod app;
 pub mod db;
 pub mod metrics;
+pub mod process;
 pub mod proxy;
 pub mod receiver;
 
