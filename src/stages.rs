@@ -28,6 +28,8 @@ use std::{
 use futures_util::{FutureExt, future::BoxFuture};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
+use crate::telemetry::metrics::names;
+
 /// How long a stage that ended on its own waits for another stage's failure (which then explains it)
 /// before its early end is reported as the failure.
 const EARLY_END_GRACE: Duration = Duration::from_millis(100);
@@ -168,6 +170,8 @@ impl Stages {
         let stage: BoxFuture<'static, anyhow::Result<()>> = Box::pin(stage.map(StageOutput::into_result));
         #[cfg(debug_assertions)]
         let stage = fault::inject(name, stage);
+        // Exported at 0 from the start, so that `increase()` sees the step to 1 of a failure.
+        metrics::counter!(names::STAGE_FAILURES, "stage" => name).increment(0);
         self.count(name, 1);
         let this = self.clone();
         tracker.spawn(async move {
@@ -202,6 +206,7 @@ impl Stages {
 
     /// Records the first failure and stops everything; later failures are only warned about.
     fn fail(&self, stage: &'static str, error: &anyhow::Error) {
+        metrics::counter!(names::STAGE_FAILURES, "stage" => stage).increment(1);
         let cause = format!("{error:#}");
         match self.inner.failure.set(StageFailure { stage, cause: cause.clone() }) {
             Ok(()) => tracing::error!(stage, error = cause, "a stage failed; Herald is stopping"),

@@ -125,7 +125,9 @@ fn describe() {
     describe_histogram!(HTTP_REQUEST_DURATION, Unit::Seconds, "API latency by route template and method.");
     describe_gauge!(READY, "1 while /readyz answers 200.");
     describe_counter!(STAGE_FAILURES, "Supervised stages that ended unexpectedly, by stage.");
-    describe_counter!(PROCESS_CPU_SECONDS, Unit::Seconds, "CPU time used by this process (user + system).");
+    // A gauge holding the running total: metrics counters are integers, and whole seconds are too coarse
+    // for `rate()` (which works on it all the same).
+    describe_gauge!(PROCESS_CPU_SECONDS, Unit::Seconds, "CPU time used by this process (user + system).");
     describe_gauge!(PROCESS_RESIDENT_MEMORY, Unit::Bytes, "Resident memory of this process.");
     describe_gauge!(PROCESS_START_TIME, Unit::Seconds, "Start time of this process since the Unix epoch.");
 }

@@ -14,8 +14,7 @@ pub fn sample() {
     let ticks = |index: usize| fields.get(index).and_then(|field| field.parse::<u64>().ok());
     // Fields after the command name, 0-based: utime is field 14 of proc(5), i.e. index 11 here.
     if let (Some(user), Some(system)) = (ticks(11), ticks(12)) {
-        metrics::counter!(names::PROCESS_CPU_SECONDS)
-            .absolute(((user + system) as f64 / TICKS_PER_SECOND) as u64);
+        metrics::gauge!(names::PROCESS_CPU_SECONDS).set((user + system) as f64 / TICKS_PER_SECOND);
     }
     if let Some(rss) = std::fs::read_to_string("/proc/self/status").ok().as_deref().and_then(vm_rss_bytes) {
         metrics::gauge!(names::PROCESS_RESIDENT_MEMORY).set(rss as f64);

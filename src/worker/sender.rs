@@ -27,8 +27,6 @@ pub struct Exchange {
     /// and traces: unlike `error`, it never holds a host name or a URL.
     pub error_class: Option<&'static str>,
     pub timed_out: bool,
-    /// The SSRF policy refused the target's address.
-    pub refused: bool,
     pub duration_ms: i64,
 }
 
@@ -41,7 +39,7 @@ impl Exchange {
             Some(400..=499) => "4xx",
             Some(_) => "5xx",
             None if self.timed_out => "timeout",
-            None if self.refused => "ssrf_refused",
+            None if self.error_class == Some("blocked") => "ssrf_refused",
             None => "connect_error",
         }
     }
@@ -90,7 +88,6 @@ impl Sender {
             return Exchange {
                 error: Some(blocked.to_string()),
                 error_class: Some("blocked"),
-                refused: true,
                 ..Exchange::default()
             };
         }
@@ -100,7 +97,6 @@ impl Sender {
             Err(error) => {
                 return Exchange {
                     timed_out: error.is_timeout(),
-                    refused: blocked(&error),
                     error: Some(describe(&error)),
                     error_class: Some(classify(&error)),
                     ..Exchange::default()
@@ -174,18 +170,6 @@ fn describe(error: &reqwest::Error) -> String {
         source = cause.source();
     }
     if text.is_empty() { error.to_string() } else { text }
-}
-
-/// Whether the error comes from the resolver refusing every address of the name.
-fn blocked(error: &reqwest::Error) -> bool {
-    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(error);
-    while let Some(cause) = source {
-        if cause.is::<AllBlocked>() {
-            return true;
-        }
-        source = cause.source();
-    }
-    false
 }
 
 /// Resolves names and drops every address the SSRF policy refuses; a name left with none fails.

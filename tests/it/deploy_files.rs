@@ -9,13 +9,13 @@ use std::collections::BTreeSet;
 
 /// How a metric is exposed: a histogram also has `_bucket`, `_sum` and `_count` series.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub enum Kind {
     Plain,
     Histogram,
 }
 
 /// The metric catalog of issue 10 (the `herald_` and standard `process_` metrics).
-const CATALOG: &[(&str, Kind)] = &[
+pub const CATALOG: &[(&str, Kind)] = &[
     ("herald_events_accepted_total", Kind::Plain),
     ("herald_events_published_total", Kind::Plain),
     ("herald_outbox_unpublished_events", Kind::Plain),
@@ -45,7 +45,7 @@ const CATALOG: &[(&str, Kind)] = &[
 ];
 
 /// Whether `name` is a series of a catalog metric (a histogram's `_bucket`, `_sum` and `_count` too).
-fn in_catalog(name: &str) -> bool {
+pub fn in_catalog(name: &str) -> bool {
     CATALOG.iter().any(|&(metric, kind)| {
         name == metric
             || (kind == Kind::Histogram

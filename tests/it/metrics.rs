@@ -117,6 +117,22 @@ async fn embedded_serve_counts_every_delivery() {
     deliveries_are_counted_exactly(&base, &key, &[Source::Admin(api.admin)]).await;
     let samples = scrape(Source::Admin(api.admin)).await;
     assert!(samples.iter().all(|s| s.labels["process"] == "api"));
+    // The catalog that deploy/ (dashboard, alerts) is checked against is what the process exports: every
+    // series is in it, and every metric of it is there (but those no step of this run records).
+    let exported: std::collections::BTreeSet<&str> = samples.iter().map(|s| s.name.as_str()).collect();
+    let unknown: Vec<_> = exported.iter().filter(|name| !crate::deploy_files::in_catalog(name)).collect();
+    assert!(unknown.is_empty(), "exported but not in the catalog: {unknown:?}");
+    let not_recorded_here = ["herald_endpoint_deferrals_total", "herald_broker_connected"];
+    for (metric, kind) in crate::deploy_files::CATALOG {
+        let series = match kind {
+            crate::deploy_files::Kind::Histogram => format!("{metric}_count"),
+            crate::deploy_files::Kind::Plain => metric.to_string(),
+        };
+        assert!(
+            not_recorded_here.contains(metric) || exported.contains(series.as_str()),
+            "{metric} is in the catalog but not exported"
+        );
+    }
 }
 
 #[test]
