@@ -2,17 +2,29 @@
 //!
 //! Every delivery carries two signatures over the exact raw body:
 //! - `X-Signature`: lowercase hex HMAC-SHA256 of the body, keyed with the secret string's UTF-8 bytes
-//!   (`hmac.new(secret.encode(), body, sha256).hexdigest()` in Python).
+//!   (`hmac.new(secret.encode(), body, sha256).hexdigest()` in Python). During a secret rotation's grace
+//!   period it stays with the OLD secret, so that a receiver holding one secret and checking one header
+//!   (the seed contract) keeps verifying until the grace period ends, and `X-Signature-Next` carries the
+//!   new secret's, for a receiver that switched early; afterwards `X-Signature` is the new secret's.
+//!   `X-Signature-Previous` (the old secret's, equal to `X-Signature` meanwhile) is kept for receivers
+//!   written to earlier docs. A receiver accepts either of `X-Signature` and `X-Signature-Next` with the
+//!   secret it holds ([`verify_x_signature_headers`]).
 //! - Standard Webhooks (<https://www.standardwebhooks.com>): `webhook-id`, `webhook-timestamp` and
 //!   `webhook-signature: v1,<base64 HMAC-SHA256(key, "{id}.{timestamp}.{body}")>`, where the key is the
-//!   base64-decoded part of a `whsec_` secret (any other secret is used as its raw bytes). During a
-//!   secret rotation the header holds one space-separated `v1,` signature per valid secret.
+//!   base64-decoded part of a `whsec_` secret (any other secret is used as its raw bytes, see
+//!   [`standard_key`]). During a secret rotation the header holds one space-separated `v1,` signature per
+//!   valid secret.
 //!
 //! ```
 //! use herald::signature;
 //! let body = br#"{"id":"1","event":"item.created"}"#;
 //! let header = signature::x_signature("my-secret", body);
 //! assert!(signature::verify_x_signature("my-secret", body, &header));
+//! // During a rotation from "old-secret" to "my-secret":
+//! let headers = signature::x_signature_headers(&["my-secret", "old-secret"], body);
+//! assert_eq!(headers[0], (signature::X_SIGNATURE, signature::x_signature("old-secret", body)));
+//! assert!(signature::verify_x_signature_headers("my-secret", body, &headers[0].1, Some(&headers[1].1)));
+//! assert!(signature::verify_x_signature_headers("old-secret", body, &headers[0].1, Some(&headers[1].1)));
 //! ```
 
 use std::time::Duration;
@@ -22,6 +34,15 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
 type HmacSha256 = Hmac<Sha256>;
+
+/// The hex signature: with the secret a receiver written to the seed contract holds (the old one during
+/// a rotation's grace period, the current one otherwise).
+pub const X_SIGNATURE: &str = "x-signature";
+/// The hex signature with the new secret, only during a rotation's grace period.
+pub const X_SIGNATURE_NEXT: &str = "x-signature-next";
+/// The hex signature with the old secret, only during a rotation's grace period (then equal to
+/// `X-Signature`); kept for receivers written to earlier docs.
+pub const X_SIGNATURE_PREVIOUS: &str = "x-signature-previous";
 
 /// How far a `webhook-timestamp` may be from the receiver's clock by default.
 pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);
@@ -45,7 +66,38 @@ pub fn verify_x_signature(secret: &str, body: &[u8], header: &str) -> bool {
     mac.verify_slice(&expected).is_ok()
 }
 
-/// The Standard Webhooks key of a secret: the decoded base64 after `whsec_`, else the raw bytes.
+/// The hex signature headers of a delivery signed with `secrets`: the current secret first, then the
+/// previous one while its grace period lasts (as `DeliveryTarget::signing_secrets` gives them).
+pub fn x_signature_headers<S: AsRef<str>>(secrets: &[S], body: &[u8]) -> Vec<(&'static str, String)> {
+    match secrets {
+        [] => Vec::new(),
+        [current] => vec![(X_SIGNATURE, x_signature(current.as_ref(), body))],
+        [current, previous, ..] => {
+            let old = x_signature(previous.as_ref(), body);
+            vec![
+                (X_SIGNATURE, old.clone()),
+                (X_SIGNATURE_NEXT, x_signature(current.as_ref(), body)),
+                (X_SIGNATURE_PREVIOUS, old),
+            ]
+        }
+    }
+}
+
+/// Checks a delivery's `X-Signature` and, when present, `X-Signature-Next` against the one secret a
+/// receiver holds: true if either matches, so the receiver verifies before, during and after a
+/// rotation whether it still holds the old secret or already the new one.
+pub fn verify_x_signature_headers(
+    secret: &str,
+    body: &[u8],
+    x_signature: &str,
+    x_signature_next: Option<&str>,
+) -> bool {
+    verify_x_signature(secret, body, x_signature)
+        || x_signature_next.is_some_and(|next| verify_x_signature(secret, body, next))
+}
+
+/// The Standard Webhooks key of a secret: the decoded base64 after `whsec_`, else the raw bytes (a
+/// `whsec_` secret that is not base64 is refused when given, but may be stored from before that check).
 pub fn standard_key(secret: &str) -> Vec<u8> {
     secret
         .strip_prefix("whsec_")
@@ -160,6 +212,30 @@ mod tests {
         let parts: Vec<&str> = header.split(' ').collect();
         assert_eq!(parts.len(), 2);
         assert_eq!(parts[1], EXPECTED);
+    }
+
+    #[test]
+    fn x_signature_stays_with_the_old_secret_during_a_rotation() {
+        let body = br#"{"a":1}"#;
+        assert_eq!(
+            x_signature_headers(&["new-secret"], body),
+            [(X_SIGNATURE, x_signature("new-secret", body))]
+        );
+        let during = x_signature_headers(&["new-secret", "old-secret"], body);
+        let old = x_signature("old-secret", body);
+        assert_eq!(
+            during,
+            [
+                (X_SIGNATURE, old.clone()),
+                (X_SIGNATURE_NEXT, x_signature("new-secret", body)),
+                (X_SIGNATURE_PREVIOUS, old.clone())
+            ]
+        );
+        let next = Some(during[1].1.as_str());
+        assert!(verify_x_signature_headers("old-secret", body, &old, next));
+        assert!(verify_x_signature_headers("new-secret", body, &old, next));
+        assert!(!verify_x_signature_headers("other-secret", body, &old, next));
+        assert!(!verify_x_signature_headers("new-secret", body, &old, None));
     }
 
     #[test]

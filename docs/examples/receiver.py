@@ -2,6 +2,9 @@
 """A webhook receiver for trying Herald locally: verifies X-Signature and the Standard Webhooks
 signature of every request, prints the event, answers 204. Standard library only.
 
+During a secret rotation's grace period X-Signature is signed with the old secret and X-Signature-Next
+with the new one, so this receiver accepts either header: start it with the old secret or the new one.
+
     python3 docs/examples/receiver.py --secret 'whsec_...' [--port 9000]
 """
 import argparse
@@ -13,9 +16,9 @@ import json
 import time
 
 
-def verify_x_signature(secret, body, signature):
+def verify_x_signature(secret, headers, body):
     expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected, signature)
+    return any(hmac.compare_digest(expected, headers.get(name, "")) for name in ("x-signature", "x-signature-next"))
 
 
 def verify_standard_webhooks(secret, headers, body, tolerance=300):
@@ -37,7 +40,7 @@ def main():
         def do_POST(self):
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             headers = {name.lower(): value for name, value in self.headers.items()}
-            signed = verify_x_signature(args.secret, body, headers.get("x-signature", "")) and \
+            signed = verify_x_signature(args.secret, headers, body) and \
                 verify_standard_webhooks(args.secret, headers, body)
             event = json.loads(body)
             print(f"{'verified' if signed else 'BAD SIGNATURE'} {event['event']} {event['id']} data={json.dumps(event['data'])}", flush=True)

@@ -58,7 +58,9 @@ pub struct CreateWebhook {
     /// Event types to receive, or `["*"]` for all.
     #[schema(example = json!(["item.created", "comment.created"]))]
     events: EventList,
-    /// The signing secret (16 to 128 printable characters); generated (`whsec_...`) when absent.
+    /// The signing secret: 16 to 128 printable characters, and if it starts with `whsec_`, `whsec_`
+    /// followed by padded standard base64 of 24 to 64 bytes (the form the Standard Webhooks libraries
+    /// decode); generated (`whsec_` + base64 of 32 random bytes) when absent.
     #[serde(default)]
     secret: Option<String>,
     #[serde(default)]
@@ -104,6 +106,11 @@ pub struct CreatedWebhook {
     /// The signing secret: keep it to verify signatures; it is not shown again.
     #[schema(example = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")]
     secret: String,
+    /// The secret as the Standard Webhooks libraries take it (`new Webhook(...)`): `secret` itself if
+    /// it starts with `whsec_`; else `whsec_` + base64 of its raw bytes, the key that signs the
+    /// `webhook-signature` header (`X-Signature` is keyed with `secret` as it is).
+    #[schema(example = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")]
+    standard_webhooks_secret: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -147,7 +154,11 @@ pub async fn create(
         .await?;
     Ok((
         StatusCode::CREATED,
-        axum::Json(CreatedWebhook { webhook: webhook.into(), secret: secret.expose().to_string() }),
+        axum::Json(CreatedWebhook {
+            webhook: webhook.into(),
+            secret: secret.expose().to_string(),
+            standard_webhooks_secret: secret.standard_webhooks_form(),
+        }),
     ))
 }
 
@@ -268,9 +279,13 @@ pub struct RotateSecret {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RotatedSecret {
-    /// The new signing secret, shown this once.
+    /// The new signing secret (`whsec_...`), shown this once.
     secret: String,
-    /// Until then deliveries carry signatures with both the new and the old secret.
+    /// The new secret as the Standard Webhooks libraries take it (the same `whsec_` string).
+    standard_webhooks_secret: String,
+    /// Until then deliveries carry signatures with both secrets: `X-Signature` keeps the old one and
+    /// `X-Signature-Next` has the new one; `webhook-signature` has one `v1,` entry per secret. After it,
+    /// `X-Signature` is the new secret's.
     previous_secret_expires_at: DateTime<Utc>,
 }
 
@@ -304,7 +319,11 @@ pub async fn rotate_secret(
         updated_at: now,
     };
     state.store.rotate_webhook_secret(id, &rotation).await?.ok_or_else(not_found)?;
-    Ok(axum::Json(RotatedSecret { secret: secret.expose().to_string(), previous_secret_expires_at: expires }))
+    Ok(axum::Json(RotatedSecret {
+        secret: secret.expose().to_string(),
+        standard_webhooks_secret: secret.standard_webhooks_form(),
+        previous_secret_expires_at: expires,
+    }))
 }
 
 fn not_found() -> ApiError {

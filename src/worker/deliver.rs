@@ -286,8 +286,9 @@ enum Attempt {
     Skipped(String),
 }
 
-/// The headers of one attempt: content type, event type, `X-Signature` (and `X-Signature-Previous`
-/// during a secret rotation), and the Standard Webhooks trio.
+/// The headers of one attempt: content type, event type, the hex signatures (`X-Signature`, plus
+/// `X-Signature-Next` and `X-Signature-Previous` during a secret rotation, see [`signature`]), and the
+/// Standard Webhooks trio.
 pub fn signed_headers(
     target: &DeliveryTarget,
     task: &DeliveryTask,
@@ -297,18 +298,11 @@ pub fn signed_headers(
     let secrets = target.signing_secrets(now);
     let message_id = task.delivery_id.to_string();
     let body: &[u8] = &task.payload;
-    let mut headers = HeaderMap::with_capacity(8);
+    let mut headers = HeaderMap::with_capacity(9);
     headers.insert(reqwest::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     headers.insert(HeaderName::from_static("x-webhook-event"), HeaderValue::from_str(&task.event_type)?);
-    headers.insert(
-        HeaderName::from_static("x-signature"),
-        HeaderValue::from_str(&signature::x_signature(&secrets[0], body))?,
-    );
-    if let Some(previous) = secrets.get(1) {
-        headers.insert(
-            HeaderName::from_static("x-signature-previous"),
-            HeaderValue::from_str(&signature::x_signature(previous, body))?,
-        );
+    for (name, value) in signature::x_signature_headers(secrets, body) {
+        headers.insert(HeaderName::from_static(name), HeaderValue::from_str(&value)?);
     }
     headers.insert(HeaderName::from_static("webhook-id"), HeaderValue::from_str(&message_id)?);
     headers.insert(HeaderName::from_static("webhook-timestamp"), HeaderValue::from(timestamp));

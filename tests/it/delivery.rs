@@ -14,7 +14,7 @@ use crate::{
     in_both_modes,
     support::{
         app::{Mode, TestApp},
-        receiver::{Canary, Receiver},
+        receiver::{Accepts, Canary, Receiver},
     },
 };
 
@@ -26,6 +26,7 @@ in_both_modes!(
     redirects_are_not_followed,
     the_ssrf_guard_refuses_private_targets,
     rotation_signs_with_both_secrets,
+    receivers_on_either_secret_verify_across_a_rotation,
     test_events_reach_only_their_webhook,
     a_slow_endpoint_does_not_hold_back_a_fast_one,
     consecutive_dead_deliveries_disable_a_webhook,
@@ -292,11 +293,76 @@ async fn rotation_signs_with_both_secrets(mode: Mode) {
         signatures[1],
         herald::signature::standard_signature(&old_secret, id, timestamp, &arrival.body)
     );
-    assert_eq!(arrival.header("x-signature"), herald::signature::x_signature(new_secret, &arrival.body));
+    assert_eq!(
+        arrival.header("x-signature"),
+        herald::signature::x_signature(&old_secret, &arrival.body),
+        "X-Signature keeps the old secret during the grace period"
+    );
+    assert_eq!(arrival.header("x-signature-next"), herald::signature::x_signature(new_secret, &arrival.body));
     assert_eq!(
         arrival.header("x-signature-previous"),
         herald::signature::x_signature(&old_secret, &arrival.body)
     );
+}
+
+/// Rotates the webhook's secret with `grace` (seconds, the default when `None`); returns the new secret.
+async fn rotate(app: &TestApp, webhook: Uuid, grace: Option<u64>) -> String {
+    let body = grace.map(|seconds| json!({"grace_period_seconds": seconds}));
+    let (status, rotated) =
+        app.admin(Method::POST, &format!("/api/v1/webhooks/{webhook}/rotate-secret"), body).await;
+    assert_eq!(status, StatusCode::OK, "{rotated}");
+    rotated["secret"].as_str().expect("secret").to_string()
+}
+
+/// Receivers answering 401 to what they cannot verify: one written to the seed contract (`X-Signature`
+/// only) still holding the old secret, one that took the new secret at once and follows
+/// docs/receivers.md (`X-Signature` or `X-Signature-Next`), and one of each after a grace period ended.
+async fn receivers_on_either_secret_verify_across_a_rotation(mode: Mode) {
+    let app = TestApp::spawn(mode).await;
+    let (kept_old, switched) = (
+        Receiver::verifying(Accepts::XSignature).await,
+        Receiver::verifying(Accepts::XSignatureOrNext).await,
+    );
+    let (after_seed, after_docs) = (
+        Receiver::verifying(Accepts::XSignature).await,
+        Receiver::verifying(Accepts::XSignatureOrNext).await,
+    );
+    let kept_old_hook = app.subscribe(&kept_old, json!(["*"])).await;
+    rotate(&app, kept_old_hook, None).await;
+    let switched_hook = app.subscribe(&switched, json!(["*"])).await;
+    switched.switch_to(&rotate(&app, switched_hook, None).await);
+    let mut ended = Vec::new();
+    for receiver in [&after_seed, &after_docs] {
+        let hook = app.subscribe(receiver, json!(["*"])).await;
+        receiver.switch_to(&rotate(&app, hook, Some(0)).await);
+        ended.push(hook);
+    }
+    // Let the workers' webhook cache (200 ms in tests) see the rotations.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.send_event("item.created", json!({"n": 1})).await;
+    for (hook, receiver) in [
+        (kept_old_hook, &kept_old),
+        (switched_hook, &switched),
+        (ended[0], &after_seed),
+        (ended[1], &after_docs),
+    ] {
+        let id = app.wait_deliveries(hook, 1).await[0]["id"].as_str().expect("id").to_string();
+        let done = app.wait_delivery(&id, WAIT, |d| d["attempts"].as_u64() >= Some(1)).await;
+        assert_eq!(done["status"], "succeeded", "{}: {done}", receiver.url);
+        assert_eq!(done["attempts"], 1, "the first attempt verified");
+    }
+    let during = kept_old.arrivals().remove(0);
+    assert!(during.x_signature_ok && !during.x_signature_next_ok, "X-Signature: the old secret");
+    assert!(switched.arrivals()[0].x_signature_next_ok, "X-Signature-Next: the new secret");
+    for receiver in [&after_seed, &after_docs] {
+        let after = receiver.arrivals().remove(0);
+        assert!(after.x_signature_ok, "after the grace period X-Signature is the new secret");
+        assert!(
+            after.headers.get("x-signature-next").is_none()
+                && after.headers.get("x-signature-previous").is_none()
+        );
+        assert_eq!(after.header("webhook-signature").split(' ').count(), 1);
+    }
 }
 
 async fn test_events_reach_only_their_webhook(mode: Mode) {

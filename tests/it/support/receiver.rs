@@ -1,5 +1,6 @@
-//! Real webhook receivers on 127.0.0.1 for tests: each verifies `X-Signature` and the Standard Webhooks
-//! signature with its own HMAC code (not Herald's), records every request, and answers as the test says.
+//! Real webhook receivers on 127.0.0.1 for tests: each verifies `X-Signature` (and `X-Signature-Next`)
+//! and the Standard Webhooks signature with its own HMAC code (not Herald's), records every request, and
+//! answers as the test says, or, for a [`Receiver::verifying`] one, 401 to a request it cannot verify.
 
 use std::{
     sync::{Arc, Mutex},
@@ -23,8 +24,10 @@ pub struct Arrival {
     pub at: Instant,
     pub headers: HeaderMap,
     pub body: Bytes,
-    /// `X-Signature` matched one of the receiver's secrets.
+    /// `X-Signature` matched one of the receiver's secrets (the seed contract: one header).
     pub x_signature_ok: bool,
+    /// `X-Signature-Next` (sent during a secret rotation) matched one of the receiver's secrets.
+    pub x_signature_next_ok: bool,
     /// `webhook-signature` had a `v1,` entry matching one of the receiver's secrets.
     pub standard_ok: bool,
 }
@@ -42,8 +45,19 @@ impl Arrival {
 /// How to answer request number `n` (0-based): status, extra headers, delay before answering.
 pub type Reply = (u16, Vec<(&'static str, String)>, Duration);
 
+/// Which hex signature header a [`Receiver::verifying`] receiver checks (besides `webhook-signature`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accepts {
+    /// The seed contract: `X-Signature` only.
+    XSignature,
+    /// `X-Signature` or `X-Signature-Next`, as docs/receivers.md tells receivers to check.
+    XSignatureOrNext,
+}
+
 struct Shared {
     secrets: Mutex<Vec<String>>,
+    /// A verifying receiver answers 401 to a request whose signatures it cannot verify.
+    verify: Option<Accepts>,
     arrivals: Mutex<Vec<Arrival>>,
     reply: Box<dyn Fn(usize) -> Reply + Send + Sync>,
     arrived: Notify,
@@ -62,10 +76,21 @@ impl Receiver {
     }
 
     pub async fn start(reply: impl Fn(usize) -> Reply + Send + Sync + 'static) -> Self {
+        Self::spawn(None, Box::new(reply)).await
+    }
+
+    /// A receiver answering 200 to what it verifies with its secrets (the `accepts` header and
+    /// `webhook-signature`) and 401 to anything else, as a real receiver does.
+    pub async fn verifying(accepts: Accepts) -> Self {
+        Self::spawn(Some(accepts), Box::new(|_| (200, vec![], Duration::ZERO))).await
+    }
+
+    async fn spawn(verify: Option<Accepts>, reply: Box<dyn Fn(usize) -> Reply + Send + Sync>) -> Self {
         let shared = Arc::new(Shared {
             secrets: Mutex::new(Vec::new()),
+            verify,
             arrivals: Mutex::new(Vec::new()),
-            reply: Box::new(reply),
+            reply,
             arrived: Notify::new(),
         });
         let handler_shared = shared.clone();
@@ -82,6 +107,11 @@ impl Receiver {
     /// The secrets signatures are checked against (set once the webhook is created).
     pub fn trust(&self, secret: &str) {
         self.shared.secrets.lock().expect("lock").push(secret.to_string());
+    }
+
+    /// Forgets every secret and trusts `secret` only (a receiver switched to a rotated secret).
+    pub fn switch_to(&self, secret: &str) {
+        *self.shared.secrets.lock().expect("lock") = vec![secret.to_string()];
     }
 
     pub fn arrivals(&self) -> Vec<Arrival> {
@@ -112,11 +142,16 @@ impl Receiver {
 async fn receive(shared: Arc<Shared>, headers: HeaderMap, body: Bytes) -> impl IntoResponse {
     let secrets = shared.secrets.lock().expect("lock").clone();
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
-    let x_signature_ok = secrets.iter().any(|secret| {
-        let mut mac = HmacSha256::new_from_slice(secret.as_bytes()).expect("key");
-        mac.update(&body);
-        hex::encode(mac.finalize().into_bytes()) == header("x-signature")
-    });
+    let hex_matches = |name: &str| {
+        let given = header(name);
+        secrets.iter().any(|secret| {
+            let mut mac = HmacSha256::new_from_slice(secret.as_bytes()).expect("key");
+            mac.update(&body);
+            hex::encode(mac.finalize().into_bytes()) == given
+        })
+    };
+    let x_signature_ok = hex_matches("x-signature");
+    let x_signature_next_ok = hex_matches("x-signature-next");
     let signed = format!("{}.{}.", header("webhook-id"), header("webhook-timestamp"));
     let standard_ok = secrets.iter().any(|secret| {
         let key = secret
@@ -136,12 +171,18 @@ async fn receive(shared: Arc<Shared>, headers: HeaderMap, body: Bytes) -> impl I
             headers: headers.clone(),
             body,
             x_signature_ok,
+            x_signature_next_ok,
             standard_ok,
         });
         arrivals.len() - 1
     };
     shared.arrived.notify_waiters();
-    let (status, extra, delay) = (shared.reply)(index);
+    let verified = match shared.verify {
+        None => true,
+        Some(Accepts::XSignature) => x_signature_ok && standard_ok,
+        Some(Accepts::XSignatureOrNext) => (x_signature_ok || x_signature_next_ok) && standard_ok,
+    };
+    let (status, extra, delay) = if verified { (shared.reply)(index) } else { (401, vec![], Duration::ZERO) };
     tokio::time::sleep(delay).await;
     let mut response = (StatusCode::from_u16(status).expect("status"), "received").into_response();
     for (name, value) in extra {
