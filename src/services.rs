@@ -57,7 +57,10 @@ impl Services {
                 let cache = cache.clone();
                 async move { cache.heard(payload).await }
             };
-            stages.spawn_support("webhook-listener", store::postgres::follow(listener, stages.drained(), heard));
+            stages.spawn_support(
+                "webhook-listener",
+                store::postgres::follow(listener, stages.drained(), heard),
+            );
         }
         let queue: DynQueue = match (mode, &settings.queue.url) {
             (Mode::Production, Some(url)) => {

@@ -17,7 +17,11 @@ const WAIT: Duration = Duration::from_secs(20);
 
 /// The event ids a receiver got, in arrival order.
 fn ids(receiver: &Receiver) -> Vec<String> {
-    receiver.arrivals().iter().map(|arrival| arrival.json()["id"].as_str().unwrap_or_default().to_string()).collect()
+    receiver
+        .arrivals()
+        .iter()
+        .map(|arrival| arrival.json()["id"].as_str().unwrap_or_default().to_string())
+        .collect()
 }
 
 /// Sends one event and waits until `marker` (subscribed to everything, never changed) got it: fan-out
@@ -33,7 +37,8 @@ async fn send_and_settle(app: &TestApp, marker: &Receiver) -> String {
 }
 
 async fn patch(app: &TestApp, webhook: uuid::Uuid, body: serde_json::Value) -> Instant {
-    let (status, changed) = app.admin(Method::PATCH, &format!("/api/v1/webhooks/{webhook}"), Some(body)).await;
+    let (status, changed) =
+        app.admin(Method::PATCH, &format!("/api/v1/webhooks/{webhook}"), Some(body)).await;
     assert_eq!(status, StatusCode::OK, "{changed}");
     Instant::now()
 }
@@ -55,7 +60,7 @@ pub async fn changes_govern_the_next_delivery(app: &TestApp, warm_up: usize) -> 
     let moved = app.send_event("item.created", json!({"n": 2})).await.to_string();
     let arrival = new.wait_for(1, WAIT).await[0].at;
     let took = arrival.saturating_duration_since(answered);
-    assert_eq!(ids(&new), [moved.clone()], "the event after the change went to the new URL");
+    assert_eq!(ids(&new), [moved.as_str()], "the event after the change went to the new URL");
     send_and_settle(app, &marker).await;
     assert!(!ids(&old).contains(&moved), "the old URL got the event sent after the change");
 
