@@ -339,6 +339,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_load_that_read_before_a_change_does_not_stay_cached() {
+        let fixture = fixture().await;
+        let cache = fixture.cache(Duration::from_secs(600));
+        let organization = fixture.organization_id;
+        let reads = AtomicU64::new(0);
+        let (release, gate) = tokio::sync::oneshot::channel::<()>();
+        let gate = tokio::sync::Mutex::new(Some(gate));
+        // The first read sees the database before the change but finishes after it; later reads see it.
+        let load = || async {
+            if reads.fetch_add(1, SeqCst) == 0 {
+                let gate = gate.lock().await.take().expect("first read");
+                drop(gate.await);
+                return Ok(Arc::new(Vec::new()));
+            }
+            Ok(Arc::new(vec![(Uuid::nil(), EventFilter::from_stored("*"))]))
+        };
+        let change = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            cache.changed(Uuid::now_v7(), organization).await;
+            release.send(()).expect("the read waits");
+        };
+        let (first, ()) = tokio::join!(cache.lookup(&cache.by_organization, organization, load), change);
+        assert_eq!(first.expect("loads").len(), 1, "read again: the first read predates the change");
+        let later = cache.lookup(&cache.by_organization, organization, load).await.expect("cached");
+        assert_eq!((later.len(), reads.load(SeqCst)), (1, 2), "the fresh read is cached");
+        cache.clear();
+        cache.lookup(&cache.by_organization, organization, load).await.expect("loads");
+        assert_eq!(reads.load(SeqCst), 3, "cleared");
+    }
+
+    #[tokio::test]
     async fn a_zero_ttl_caches_nothing() {
         let fixture = fixture().await;
         let cache = fixture.cache(Duration::ZERO);
