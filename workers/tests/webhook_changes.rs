@@ -7,46 +7,14 @@
 #[path = "../../tests/it/support/mod.rs"]
 mod support;
 
-use std::{
-    process::{Child, Command},
-    time::{Duration, Instant},
-};
+use std::time::Instant;
 
 use sqlx::postgres::PgListener;
 use support::{
     app::{Mode, TestApp},
     changes::{LONG_TTL, changes_govern_the_next_delivery},
-    metrics::client,
+    process::Worker,
 };
-
-/// A `herald-worker` process, stopped with SIGTERM when dropped.
-struct Worker(Child);
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        drop(Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status());
-        drop(self.0.wait());
-    }
-}
-
-async fn start_worker(app: &TestApp) -> Worker {
-    let admin = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
-    let worker = Worker(
-        Command::new(env!("CARGO_BIN_EXE_herald-worker"))
-            .envs(app.worker_env())
-            .env("HERALD_CONFIG_DIR", "/nonexistent")
-            .env("HERALD__ADMIN__BIND", format!("127.0.0.1:{admin}"))
-            .spawn()
-            .expect("herald-worker starts"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let readyz = format!("http://127.0.0.1:{admin}/readyz");
-    while client().get(&readyz).send().await.map(|response| response.status().as_u16()).ok() != Some(200) {
-        assert!(Instant::now() < deadline, "the worker's admin /readyz never answered 200");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    worker
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_see_a_change_before_the_next_delivery() {
@@ -57,7 +25,8 @@ async fn two_workers_see_a_change_before_the_next_delivery() {
         settings.delivery.webhook_cache_ttl = herald::config::HumanDuration(LONG_TTL);
     })
     .await;
-    let _workers = [start_worker(&app).await, start_worker(&app).await];
+    let binary = env!("CARGO_BIN_EXE_herald-worker");
+    let _workers = [Worker::start(binary, &app).await, Worker::start(binary, &app).await];
     // Enough events that both workers fan out and deliver some, and so cache the webhook.
     let took = changes_govern_the_next_delivery(&app, 20).await;
     eprintln!("the event after PATCH url reached the new URL {took:?} after the response");
