@@ -84,6 +84,7 @@ impl App {
             emitter,
             secrets: services.secrets,
             target_policy: services.target_policy,
+            webhooks: services.webhooks,
             readiness,
         };
         Ok(Self { state, metrics, stages })

@@ -1,14 +1,16 @@
 //! The composition root: [`Services`], the one
 //! place that builds what the API and the workers share (store, queue, secret box, SSRF policy, webhook
 //! cache). `herald serve` hands them to [`crate::app::App`] (and, in embedded
-//! mode, to the in-process workers); `herald-worker` hands them to [`crate::worker::start`].
+//! mode, to the in-process workers); `herald-worker` hands them to [`crate::worker::start`]. On
+//! PostgreSQL it also starts the `webhook-listener` stage, which keeps the webhook cache in step with
+//! the other processes' changes.
 
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
 use crate::{
-    config::{Mode, Settings},
+    config::{DatabaseKind, Mode, Settings},
     crypto::SecretBox,
     net_guard::TargetPolicy,
     outbox::PublishedMarker,
@@ -29,7 +31,8 @@ pub struct Services {
     pub secrets: Arc<SecretBox>,
     /// Which delivery targets are allowed (the SSRF policy).
     pub(crate) target_policy: Arc<TargetPolicy>,
-    /// Webhooks as the workers need them (URL, decrypted secrets, subscriptions), cached.
+    /// Webhooks as the workers need them (URL, decrypted secrets, subscriptions), cached; the API
+    /// invalidates it on every change, and in production a PostgreSQL listener on other processes'.
     pub(crate) webhooks: Arc<WebhookCache>,
 }
 
@@ -45,6 +48,20 @@ impl Services {
             Arc::new(TargetPolicy::new(delivery.allow_private_targets, delivery.allowed_cidrs.clone()));
         let webhooks =
             Arc::new(WebhookCache::new(store.clone(), secrets.clone(), delivery.webhook_cache_ttl.get()));
+        if settings.database_kind()? == DatabaseKind::Postgres {
+            // Every process hears the others' webhook changes (and its own, harmlessly twice).
+            let url = settings.database.url.expose();
+            let listener = store::postgres::listen(url, store::postgres::WEBHOOK_CHANGED).await?;
+            let cache = webhooks.clone();
+            let heard = move |payload| {
+                let cache = cache.clone();
+                async move { cache.heard(payload).await }
+            };
+            stages.spawn_support(
+                "webhook-listener",
+                store::postgres::follow(listener, stages.drained(), heard),
+            );
+        }
         let queue: DynQueue = match (mode, &settings.queue.url) {
             (Mode::Production, Some(url)) => {
                 Arc::new(RabbitQueue::connect(url.expose(), &settings.queue.prefix, stages).await?)

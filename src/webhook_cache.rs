@@ -1,9 +1,22 @@
-//! Webhooks as the workers need them, cached for `delivery.webhook_cache_ttl` in [`moka`] caches bounded
-//! to `CACHE_CAPACITY` entries each (so a change made through the API is seen within that bound; a TTL
-//! of zero caches nothing): each organization's active webhooks for fan-out, and each webhook's URL and
-//! decrypted signing secrets for delivery. Concurrent misses for one key share one database read.
+//! Webhooks as the workers need them, in [`moka`] caches bounded to `CACHE_CAPACITY` entries each: each
+//! organization's active webhooks for fan-out, and each webhook's URL and decrypted signing secrets for
+//! delivery. Concurrent misses for one key share one database read.
+//!
+//! A change is seen by the next lookup: the API calls [`WebhookCache::changed`] before it answers (the
+//! process's own cache, shared with its in-process workers), and every process hears the other
+//! processes' changes from PostgreSQL (`store::postgres::follow`, which calls [`WebhookCache::heard`]).
+//! `delivery.webhook_cache_ttl` only bounds what a missed notification can cost (SQLite with RabbitMQ has
+//! no notifications: the TTL is all there is). A load that was already reading the database when a change
+//! came cannot install what it read: each entry carries the generation at which its load began, and an
+//! entry older than its key's last change (or than the last [`WebhookCache::clear`]) is read again.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering::SeqCst},
+    },
+    time::Duration,
+};
 
 use chrono::{DateTime, Utc};
 use moka::future::Cache;
@@ -55,6 +68,13 @@ pub enum WebhookCacheError {
     Undecryptable { key_id: String },
 }
 
+/// A cached value and the generation at which its load began.
+#[derive(Debug, Clone)]
+struct Stamped<T> {
+    loaded_at: u64,
+    value: T,
+}
+
 /// What is cached per webhook id.
 #[derive(Debug, Clone)]
 enum Entry {
@@ -69,48 +89,129 @@ enum Entry {
 pub struct WebhookCache {
     store: Arc<dyn WebhookStore>,
     secrets: Arc<SecretBox>,
-    by_id: Cache<Uuid, Entry>,
-    by_organization: Cache<Uuid, Subscribers>,
+    by_id: Cache<Uuid, Stamped<Entry>>,
+    by_organization: Cache<Uuid, Stamped<Subscribers>>,
+    /// Counts changes and clears; a load notes it before reading the database.
+    generation: AtomicU64,
+    /// The generation of each webhook's and organization's last change, kept as long as an entry loaded
+    /// before it could still be cached (the TTL, plus a minute for a slow load).
+    changes: Cache<Uuid, u64>,
+    /// The generation of the last [`Self::clear`].
+    cleared_at: AtomicU64,
 }
 
 impl WebhookCache {
     pub fn new(store: Arc<dyn WebhookStore>, secrets: Arc<SecretBox>, ttl: Duration) -> Self {
         let by_id = Cache::builder().max_capacity(CACHE_CAPACITY).time_to_live(ttl).build();
         let by_organization = Cache::builder().max_capacity(CACHE_CAPACITY).time_to_live(ttl).build();
-        Self { store, secrets, by_id, by_organization }
+        let changes = Cache::builder()
+            .max_capacity(CACHE_CAPACITY)
+            .time_to_live(ttl.saturating_add(Duration::from_secs(60)))
+            .build();
+        Self {
+            store,
+            secrets,
+            by_id,
+            by_organization,
+            generation: AtomicU64::new(0),
+            changes,
+            cleared_at: AtomicU64::new(0),
+        }
+    }
+
+    /// A webhook of `organization_id` was created, changed or deleted: the next lookup of either reads
+    /// the database. Returns once this process's cache forgot them.
+    pub async fn changed(&self, webhook_id: Uuid, organization_id: Uuid) {
+        let generation = self.generation.fetch_add(1, SeqCst) + 1;
+        self.changes.insert(webhook_id, generation).await;
+        self.changes.insert(organization_id, generation).await;
+        self.by_id.invalidate(&webhook_id).await;
+        self.by_organization.invalidate(&organization_id).await;
+    }
+
+    /// Forgets everything (changes may have been missed: the notifications were lost for a while).
+    pub fn clear(&self) {
+        let generation = self.generation.fetch_add(1, SeqCst) + 1;
+        self.cleared_at.store(generation, SeqCst);
+        self.by_id.invalidate_all();
+        self.by_organization.invalidate_all();
+    }
+
+    /// A notification from another process (`"{webhook_id} {organization_id}"`), or `None` after the
+    /// notifications were interrupted.
+    pub async fn heard(&self, payload: Option<String>) {
+        let ids = payload.as_deref().and_then(|text| {
+            let (webhook, organization) = text.split_once(' ')?;
+            Some((webhook.parse().ok()?, organization.parse().ok()?))
+        });
+        match (ids, payload) {
+            (Some((webhook_id, organization_id)), _) => self.changed(webhook_id, organization_id).await,
+            (None, None) => self.clear(),
+            (None, Some(text)) => {
+                tracing::warn!(payload = %text, "unexpected webhook change notification; clearing the webhook cache");
+                self.clear();
+            }
+        }
+    }
+
+    /// `key`'s value in `cache`, loaded by `load` unless a current one is cached.
+    async fn lookup<V, F>(
+        &self,
+        cache: &Cache<Uuid, Stamped<V>>,
+        key: Uuid,
+        load: impl Fn() -> F,
+    ) -> Result<V, Arc<StoreError>>
+    where
+        V: Clone + Send + Sync + 'static,
+        F: Future<Output = StoreResult<V>>,
+    {
+        loop {
+            let stamped = cache
+                .try_get_with(key, async {
+                    let loaded_at = self.generation.load(SeqCst);
+                    Ok::<_, StoreError>(Stamped { loaded_at, value: load().await? })
+                })
+                .await?;
+            let changed_at = self.changes.get(&key).await.unwrap_or(0);
+            if stamped.loaded_at >= changed_at && stamped.loaded_at >= self.cleared_at.load(SeqCst) {
+                return Ok(stamped.value);
+            }
+            // Read before a change it must reflect: read again.
+            cache.invalidate(&key).await;
+        }
     }
 
     /// The organization's active webhooks.
     pub async fn subscribers(&self, organization_id: Uuid) -> StoreResult<Subscribers> {
-        let load = async {
+        let load = || async move {
             let webhooks = self.store.active_webhooks(organization_id).await?;
-            Ok::<_, StoreError>(Arc::new(
-                webhooks.iter().map(|w| (w.id, EventFilter::from_stored(&w.events))).collect(),
-            ))
+            Ok(Arc::new(webhooks.iter().map(|w| (w.id, EventFilter::from_stored(&w.events))).collect()))
         };
-        Ok(self.by_organization.try_get_with(organization_id, load).await?)
+        Ok(self.lookup(&self.by_organization, organization_id, load).await?)
     }
 
     /// The webhook, or `None` if it was deleted.
     pub async fn target(&self, id: Uuid) -> Result<Option<Arc<DeliveryTarget>>, WebhookCacheError> {
-        let load = async {
-            Ok::<_, StoreError>(match self.store.get_webhook(id).await? {
+        let load = || async move {
+            Ok(match self.store.get_webhook(id).await? {
                 Some(webhook) => self.open(webhook),
                 None => Entry::Deleted,
             })
         };
-        match self.by_id.try_get_with(id, load).await.map_err(StoreError::from)? {
+        match self.lookup(&self.by_id, id, load).await.map_err(StoreError::from)? {
             Entry::Found(target) => Ok(Some(target)),
             Entry::Deleted => Ok(None),
             Entry::Undecryptable(key_id) => Err(WebhookCacheError::Undecryptable { key_id }),
         }
     }
 
-    /// Forgets a webhook (Herald just disabled it), and its organization's list if given.
-    pub async fn forget(&self, webhook_id: Uuid, organization_id: Option<Uuid>) {
-        self.by_id.invalidate(&webhook_id).await;
-        if let Some(organization_id) = organization_id {
-            self.by_organization.invalidate(&organization_id).await;
+    /// Herald just disabled the webhook: forgets it and its organization's list (read from the store;
+    /// if that fails, everything is forgotten).
+    pub async fn disabled(&self, webhook_id: Uuid) {
+        match self.store.get_webhook(webhook_id).await {
+            Ok(Some(webhook)) => self.changed(webhook_id, webhook.organization_id).await,
+            Ok(None) => self.by_id.invalidate(&webhook_id).await,
+            Err(_) => self.clear(),
         }
     }
 
@@ -229,12 +330,43 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(350)).await;
         assert_eq!(url_of(&cache, id).await, "https://example.com/v2", "read again once expired");
         fixture.set_url(id, "https://example.com/v3").await;
-        cache.forget(id, Some(fixture.organization_id)).await;
+        cache.changed(id, fixture.organization_id).await;
         assert_eq!(url_of(&cache, id).await, "https://example.com/v3", "forgotten at once");
         assert_eq!(cache.subscribers(fixture.organization_id).await.expect("subscribers").len(), 2);
         let target = cache.target(id).await.expect("loads").expect("exists");
         assert_eq!(target.signing_secrets(Utc::now()), ["whsec_current"]);
         assert!(cache.target(Uuid::now_v7()).await.expect("loads").is_none(), "deleted or never was");
+    }
+
+    #[tokio::test]
+    async fn a_load_that_read_before_a_change_does_not_stay_cached() {
+        let fixture = fixture().await;
+        let cache = fixture.cache(Duration::from_secs(600));
+        let organization = fixture.organization_id;
+        let reads = AtomicU64::new(0);
+        let (release, gate) = tokio::sync::oneshot::channel::<()>();
+        let gate = tokio::sync::Mutex::new(Some(gate));
+        // The first read sees the database before the change but finishes after it; later reads see it.
+        let load = || async {
+            if reads.fetch_add(1, SeqCst) == 0 {
+                let gate = gate.lock().await.take().expect("first read");
+                drop(gate.await);
+                return Ok(Arc::new(Vec::new()));
+            }
+            Ok(Arc::new(vec![(Uuid::nil(), EventFilter::from_stored("*"))]))
+        };
+        let change = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            cache.changed(Uuid::now_v7(), organization).await;
+            release.send(()).expect("the read waits");
+        };
+        let (first, ()) = tokio::join!(cache.lookup(&cache.by_organization, organization, load), change);
+        assert_eq!(first.expect("loads").len(), 1, "read again: the first read predates the change");
+        let later = cache.lookup(&cache.by_organization, organization, load).await.expect("cached");
+        assert_eq!((later.len(), reads.load(SeqCst)), (1, 2), "the fresh read is cached");
+        cache.clear();
+        cache.lookup(&cache.by_organization, organization, load).await.expect("loads");
+        assert_eq!(reads.load(SeqCst), 3, "cleared");
     }
 
     #[tokio::test]

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::{
     auth::Authenticator, config::Settings, crypto::SecretBox, domain::EventCatalog, emit::Emitter,
     net_guard::TargetPolicy, queue::DynQueue, readiness::Readiness, store::DynStore,
+    webhook_cache::WebhookCache,
 };
 
 /// Cheap handles shared by every request.
@@ -21,6 +22,9 @@ pub struct AppState {
     pub secrets: Arc<SecretBox>,
     /// Which webhook URLs are allowed (the SSRF policy).
     pub(crate) target_policy: Arc<TargetPolicy>,
+    /// The process's webhook cache (shared with its in-process workers): every webhook change
+    /// invalidates it before the API answers.
+    pub(crate) webhooks: Arc<WebhookCache>,
     /// What `/readyz` checks (also served by the admin listener).
     pub readiness: Readiness,
 }

@@ -152,6 +152,7 @@ pub async fn create(
             created_at: domain::now(),
         })
         .await?;
+    state.webhooks.changed(id, principal.organization_id).await;
     Ok((
         StatusCode::CREATED,
         axum::Json(CreatedWebhook {
@@ -245,6 +246,7 @@ pub async fn update(
         updated_at: domain::now(),
     };
     let webhook = state.store.update_webhook(id, &changes).await?.ok_or_else(not_found)?;
+    state.webhooks.changed(id, principal.organization_id).await;
     Ok(axum::Json(webhook.into()))
 }
 
@@ -267,6 +269,7 @@ pub async fn remove(
     if !state.store.delete_webhook(id).await? {
         return Err(not_found());
     }
+    state.webhooks.changed(id, principal.organization_id).await;
     Ok(axum::Json(Deleted { message: "webhook deleted" }))
 }
 
@@ -319,6 +322,7 @@ pub async fn rotate_secret(
         updated_at: now,
     };
     state.store.rotate_webhook_secret(id, &rotation).await?.ok_or_else(not_found)?;
+    state.webhooks.changed(id, principal.organization_id).await;
     Ok(axum::Json(RotatedSecret {
         secret: secret.expose().to_string(),
         standard_webhooks_secret: secret.standard_webhooks_form(),

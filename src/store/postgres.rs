@@ -1,11 +1,16 @@
 //! The PostgreSQL backend (production mode). Deliveries are claimed with `FOR UPDATE SKIP LOCKED`, so
-//! any number of schedulers can run side by side without taking the same rows.
+//! any number of schedulers can run side by side without taking the same rows. [`listen`] and
+//! [`follow`] carry the webhook change notifications between processes (`LISTEN/NOTIFY`).
 
-use std::time::Duration;
+use std::{future::Future, time::Duration};
 
 use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
-use sqlx::{Connection, PgConnection, Postgres, postgres::PgPoolOptions};
+use sqlx::{
+    Connection, PgConnection, Postgres,
+    postgres::{PgListener, PgPoolOptions},
+};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{
@@ -180,4 +185,60 @@ pub async fn connect(url: &str, settings: &DatabaseSettings) -> anyhow::Result<P
         .map_err(|error| unreachable(&error))?;
     MIGRATOR.run(&pool).await.map_err(|error| anyhow::anyhow!("migrating PostgreSQL: {error}"))?;
     Ok(SqlStore { read: pool.clone(), write: pool })
+}
+
+/// The channel every webhook change is notified on (migration 0003: a trigger, in the changing
+/// transaction), with `"{webhook id} {organization id}"` as payload.
+pub(crate) const WEBHOOK_CHANGED: &str = "herald_webhook_changed";
+
+/// A connection listening on `channel`; [`follow`] hears it. Connected before the caller goes on, so no
+/// change committed after this returns is missed.
+pub(crate) async fn listen(url: &str, channel: &str) -> anyhow::Result<PgListener> {
+    let mut listener = PgListener::connect(url)
+        .await
+        .map_err(|error| anyhow::anyhow!("listening on PostgreSQL at {}: {error}", redact_url(url)))?;
+    listener.listen(channel).await.map_err(|error| anyhow::anyhow!("LISTEN {channel}: {error}"))?;
+    Ok(listener)
+}
+
+/// Hands each notification's payload to `heard` until `shutdown`. When the connection is lost, it
+/// reconnects (with growing delays) and, once listening again, calls `heard(None)`: notifications sent
+/// meanwhile are lost.
+pub(crate) async fn follow<F, Fut>(
+    mut listener: PgListener,
+    shutdown: CancellationToken,
+    mut heard: F,
+) -> anyhow::Result<()>
+where
+    F: FnMut(Option<String>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    loop {
+        let next = tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            next = listener.try_recv() => next,
+        };
+        match next {
+            Ok(Some(notification)) => heard(Some(notification.payload().to_string())).await,
+            lost => {
+                if let Err(error) = lost {
+                    tracing::debug!(%error, "the PostgreSQL listener failed");
+                }
+                tracing::warn!("PostgreSQL notifications interrupted; reconnecting the listener");
+                heard(None).await;
+                let mut delays = crate::retrying::delays(Duration::from_millis(100), Duration::from_secs(5));
+                // A statement through the listener reconnects it and LISTENs again.
+                while let Err(error) = sqlx::query("SELECT 1").execute(&mut listener).await {
+                    tracing::debug!(%error, "the PostgreSQL listener cannot reconnect yet");
+                    let delay = delays.next().unwrap_or(Duration::from_secs(5));
+                    tokio::select! {
+                        () = shutdown.cancelled() => return Ok(()),
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
+                tracing::info!("PostgreSQL notifications back");
+                heard(None).await;
+            }
+        }
+    }
 }

@@ -408,7 +408,7 @@ impl OutcomeWriter {
             static DISABLED: Cached<&str, metrics::Counter> =
                 Cached::new(|reason| metrics::counter!(names::WEBHOOKS_DISABLED, "reason" => *reason));
             DISABLED.get(DisableRule::metric_reason(&disabled.reason)).increment(1);
-            self.webhooks.forget(disabled.webhook_id, None).await;
+            self.webhooks.disabled(disabled.webhook_id).await;
         }
         Ok(())
     }

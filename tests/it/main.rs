@@ -15,4 +15,5 @@ mod skeleton;
 mod store_conformance;
 mod supervision;
 mod support;
+mod webhook_changes;
 mod webhooks;

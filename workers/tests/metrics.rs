@@ -7,25 +7,11 @@
 #[path = "../../tests/it/support/mod.rs"]
 mod support;
 
-use std::{
-    process::{Child, Command},
-    time::{Duration, Instant},
-};
-
 use support::{
     app::{Mode, TestApp},
-    metrics::{Source, client, deliveries_are_counted_exactly, total},
+    metrics::{Source, deliveries_are_counted_exactly, total},
+    process::Worker,
 };
-
-/// A `herald-worker` process, stopped with SIGTERM when dropped.
-struct Worker(Child);
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        drop(Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status());
-        drop(self.0.wait());
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_and_a_worker_count_every_delivery_together() {
@@ -36,22 +22,8 @@ async fn the_api_and_a_worker_count_every_delivery_together() {
         settings.delivery.retry_schedule = "200ms,200ms".parse().expect("schedule");
     })
     .await;
-    let admin = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
-    let _worker = Worker(
-        Command::new(env!("CARGO_BIN_EXE_herald-worker"))
-            .envs(app.worker_env())
-            .env("HERALD_CONFIG_DIR", "/nonexistent")
-            .env("HERALD__ADMIN__BIND", format!("127.0.0.1:{admin}"))
-            .spawn()
-            .expect("herald-worker starts"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let readyz = format!("http://127.0.0.1:{admin}/readyz");
-    while client().get(&readyz).send().await.map(|response| response.status().as_u16()).ok() != Some(200) {
-        assert!(Instant::now() < deadline, "the worker's admin /readyz never answered 200");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let (api, worker) = (Source::Local, Source::Admin(admin));
+    let process = Worker::start(env!("CARGO_BIN_EXE_herald-worker"), &app).await;
+    let (api, worker) = (Source::Local, Source::Admin(process.admin));
     deliveries_are_counted_exactly(&app.base, &app.admin_key, &[api, worker]).await;
     assert_eq!(total(&[worker], "herald_events_accepted_total", &[]).await, 0.0, "the API accepts");
     assert_eq!(total(&[api], "herald_attempts_total", &[]).await, 0.0, "the worker delivers");

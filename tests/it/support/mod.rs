@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod app;
+pub mod changes;
 pub mod db;
 pub mod metrics;
 pub mod process;

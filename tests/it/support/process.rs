@@ -81,3 +81,42 @@ pub fn assert_failed_promptly(exit: &Exit, stage: &str, fail_after: Duration) {
     let blamed = lines.iter().filter(|line| line.contains("a stage failed")).count();
     assert_eq!(blamed, 1, "one error line when it fails: {lines:#?}");
 }
+
+/// A `herald-worker` process for a services-mode [`super::app::TestApp`], stopped with SIGTERM when
+/// dropped.
+pub struct Worker {
+    child: std::process::Child,
+    /// Its admin listener's port (`/metrics`, `/readyz`).
+    pub admin: u16,
+}
+
+impl Worker {
+    /// Starts `binary` (the test's `env!("CARGO_BIN_EXE_herald-worker")`) with the app's settings and
+    /// waits until its `/readyz` answers 200.
+    pub async fn start(binary: &str, app: &super::app::TestApp) -> Self {
+        let admin =
+            std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+        let child = Command::new(binary)
+            .envs(app.worker_env())
+            .env("HERALD_CONFIG_DIR", "/nonexistent")
+            .env("HERALD__ADMIN__BIND", format!("127.0.0.1:{admin}"))
+            .spawn()
+            .expect("herald-worker starts");
+        let worker = Self { child, admin };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let readyz = format!("http://127.0.0.1:{admin}/readyz");
+        let client = super::metrics::client();
+        while client.get(&readyz).send().await.map(|response| response.status().as_u16()).ok() != Some(200) {
+            assert!(Instant::now() < deadline, "the worker's admin /readyz never answered 200");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        worker
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        drop(Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status());
+        drop(self.child.wait());
+    }
+}
