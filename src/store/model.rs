@@ -296,6 +296,15 @@ pub struct Attempt {
     pub error: Option<String>,
 }
 
+impl Attempt {
+    /// When the attempt ended (`started_at + duration_ms`): the time of what follows from it (the
+    /// delivery's `updated_at` and `completed_at`, a webhook disabled by it), while the attempt row keeps
+    /// its start.
+    pub fn ended_at(&self) -> DateTime<Utc> {
+        self.started_at + chrono::Duration::milliseconds(self.duration_ms)
+    }
+}
+
 /// One finished attempt and what follows from it.
 #[derive(Debug, Clone)]
 pub struct AttemptOutcome {

@@ -99,13 +99,13 @@ impl Backend for Postgres {
                 "WITH input AS ( \
                    SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::bigint[], $4::timestamptz[], $5::bigint[], \
                      $6::bigint[], $7::text[], $8::text[], $9::text[], $10::timestamptz[], $11::timestamptz[], \
-                     $12::uuid[]) \
+                     $12::uuid[], $13::timestamptz[]) \
                    AS i (attempt_id, delivery_id, attempt_number, started_at, duration_ms, status_code, \
-                     response_body, error, status, next_attempt_at, completed_at, webhook_id) \
+                     response_body, error, status, next_attempt_at, completed_at, webhook_id, ended_at) \
                  ), moved AS ( \
                    UPDATE deliveries d SET status = i.status, attempts = i.attempt_number, \
                      next_attempt_at = i.next_attempt_at, last_status_code = i.status_code, last_error = i.error, \
-                     updated_at = i.started_at, completed_at = i.completed_at \
+                     updated_at = i.ended_at, completed_at = i.completed_at \
                    FROM input i WHERE d.id = i.delivery_id AND d.attempts < i.attempt_number \
                    RETURNING d.id, i.status, i.webhook_id \
                  ), logged AS ( \
@@ -132,6 +132,7 @@ impl Backend for Postgres {
             .bind(states.iter().map(|s| s.1).collect::<Vec<_>>())
             .bind(states.iter().map(|s| s.2).collect::<Vec<_>>())
             .bind(outcomes.iter().map(|o| o.webhook_id).collect::<Vec<_>>())
+            .bind(outcomes.iter().map(|o| attempt(o).ended_at()).collect::<Vec<_>>())
             .fetch_all(&mut *conn)
             .await
             .store()?;

@@ -194,7 +194,7 @@ async fn apply_outcomes(conn: &mut SqliteConnection, outcomes: &[AttemptOutcome]
                 .push_bind(next_attempt_at)
                 .push_bind(attempt.status_code)
                 .push_bind(attempt.error.as_deref())
-                .push_bind(attempt.started_at)
+                .push_bind(attempt.ended_at())
                 .push_bind(completed_at);
         });
         query.push(

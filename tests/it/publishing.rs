@@ -19,8 +19,20 @@ use crate::{
     support::{
         app::{Mode, TestApp},
         proxy::Proxy,
+        receiver::Receiver,
     },
 };
+
+/// A proxy in front of the test broker, and the broker's URL through it.
+async fn broker_proxy() -> (Proxy, url::Url) {
+    let amqp = url::Url::parse(&std::env::var("HERALD_TEST_AMQP_URL").expect("amqp")).expect("url");
+    let broker = format!("{}:{}", amqp.host_str().expect("host"), amqp.port().unwrap_or(5672));
+    let proxy =
+        Proxy::start(tokio::net::lookup_host(broker).await.expect("resolve").next().expect("address")).await;
+    let mut through_proxy = amqp.clone();
+    through_proxy.set_port(Some(proxy.address.port())).expect("port");
+    (proxy, through_proxy)
+}
 
 /// An exclusive queue bound to the test app's events exchange, and its consumer.
 async fn bind_consumer(app: &TestApp) -> (Connection, lapin::Consumer) {
@@ -95,12 +107,7 @@ async fn a_broker_outage_loses_nothing() {
     if !Mode::services_available() {
         return;
     }
-    let amqp = url::Url::parse(&std::env::var("HERALD_TEST_AMQP_URL").expect("amqp")).expect("url");
-    let broker = format!("{}:{}", amqp.host_str().expect("host"), amqp.port().unwrap_or(5672));
-    let proxy =
-        Proxy::start(tokio::net::lookup_host(broker).await.expect("resolve").next().expect("address")).await;
-    let mut through_proxy = amqp.clone();
-    through_proxy.set_port(Some(proxy.address.port())).expect("port");
+    let (proxy, through_proxy) = broker_proxy().await;
     let app = TestApp::spawn_with(Mode::Services, |settings| {
         settings.queue.url = Some(herald::config::Secret::new(through_proxy.to_string()));
         settings.events.relay_after = herald::config::HumanDuration(Duration::from_secs(1));
@@ -139,4 +146,56 @@ async fn a_broker_outage_loses_nothing() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("the events were delivered but not marked published");
+}
+
+/// RabbitMQ unreachable when Herald starts (API and in-process workers, as `herald serve` and
+/// `herald-worker` start): it starts anyway, is not ready (naming the broker), accepts events into the
+/// outbox, and publishes and delivers them once the broker is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn herald_starts_while_the_broker_is_down() {
+    if !Mode::services_available() {
+        return;
+    }
+    let (proxy, through_proxy) = broker_proxy().await;
+    proxy.down();
+    let starting = TestApp::spawn_with(Mode::Services, |settings| {
+        settings.queue.url = Some(herald::config::Secret::new(through_proxy.to_string()));
+        settings.events.relay_after = herald::config::HumanDuration(Duration::from_secs(1));
+    });
+    let app = tokio::time::timeout(Duration::from_secs(20), starting)
+        .await
+        .expect("Herald starts without the broker");
+    let (status, ready) = app.call(reqwest::Method::GET, "/readyz", None, None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "not ready without the broker: {ready}");
+    assert!(ready["error"].as_str().unwrap_or_default().contains("rabbitmq"), "names the broker: {ready}");
+    let receiver = Receiver::ok().await;
+    app.subscribe(&receiver, json!(["item.created"])).await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let (status, accepted) = send(&app, json!({"event": "item.created", "data": {"i": i}})).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "events are accepted into the outbox: {accepted}");
+        ids.push(accepted["id"].as_str().expect("id").parse::<Uuid>().expect("uuid"));
+    }
+
+    proxy.up();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut published = 0;
+        for id in &ids {
+            let event = app.state.store.get_event(*id).await.expect("read").expect("committed");
+            published += usize::from(event.published_at.is_some());
+        }
+        if published == ids.len() && receiver.arrivals().len() >= ids.len() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{published} of {} published, {} delivered",
+            ids.len(),
+            receiver.arrivals().len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, ready) = app.call(reqwest::Method::GET, "/readyz", None, None).await;
+    assert_eq!(status, StatusCode::OK, "ready once connected: {ready}");
 }

@@ -48,6 +48,7 @@ conformance!(
     outcomes_are_recorded_and_disable_failing_webhooks,
     deliveries_can_be_redriven_and_replayed,
     timestamps_round_trip_exactly,
+    outcomes_are_timed_at_the_end_of_the_attempt,
 );
 
 fn at(seconds: i64) -> DateTime<Utc> {
@@ -525,7 +526,11 @@ async fn outcomes_are_recorded_and_disable_failing_webhooks(store: DynStore) {
     assert_eq!(attempts.iter().map(|a| a.attempt_number).collect::<Vec<_>>(), vec![1, 1, 2]);
     assert_eq!(attempts[2].error.as_deref(), Some("connection refused"));
     let dead_delivery = store.get_delivery(first.id).await.expect("read").expect("exists");
-    assert_eq!((dead_delivery.status, dead_delivery.completed_at), (DeliveryStatus::Dead, Some(at(20))));
+    // Completed when the attempt ended: it started at t=20 and took 12 ms.
+    assert_eq!(
+        (dead_delivery.status, dead_delivery.completed_at),
+        (DeliveryStatus::Dead, Some(at(20) + Duration::milliseconds(12)))
+    );
 
     let (_, second) = deliver(&store, &hook, f.organization, 100).await;
     let disabled = store
@@ -694,4 +699,38 @@ async fn timestamps_round_trip_exactly(store: DynStore) {
     let before_last = store.unpublished_events(times[3] - Duration::microseconds(1), 10).await.expect("list");
     assert_eq!(before_last.len(), 3);
     assert_eq!(domain::now().timestamp_subsec_nanos() % 1000, 0, "now() keeps microseconds only");
+}
+
+async fn outcomes_are_timed_at_the_end_of_the_attempt(store: DynStore) {
+    let f = fixture(&store).await;
+    let hook = webhook(&store, f.organization, "*").await;
+    let slow = |delivery: &NewDelivery, next: NextStep| {
+        let mut outcome = outcome(delivery, 1, Some(200), next);
+        outcome.attempt.duration_ms = 8002;
+        outcome
+    };
+    let ended = at(10) + Duration::milliseconds(8002);
+    let (_, succeeded) = deliver(&store, &hook, f.organization, 0).await;
+    let (_, retried) = deliver(&store, &hook, f.organization, 1).await;
+    let (_, dead) = deliver(&store, &hook, f.organization, 2).await;
+    let outcomes = [
+        slow(&succeeded, NextStep::Succeeded),
+        slow(&retried, NextStep::Retry(at(60))),
+        slow(&dead, NextStep::Dead),
+    ];
+    let disabled = store.record_outcomes(&outcomes, &disable_after(1)).await.expect("record");
+    assert_eq!(disabled.len(), 1, "the dead delivery disables the webhook");
+    for (delivery, completed) in [(&succeeded, Some(ended)), (&retried, None), (&dead, Some(ended))] {
+        let stored = store.get_delivery(delivery.id).await.expect("read").expect("exists");
+        assert_eq!((stored.updated_at, stored.completed_at), (ended, completed), "{:?}", stored.status);
+        let attempts = store.list_attempts(delivery.id).await.expect("attempts");
+        assert_eq!(
+            (attempts[0].started_at, attempts[0].duration_ms),
+            (at(10), 8002),
+            "the attempt keeps its start"
+        );
+    }
+    let dead_list = store.list_dead_deliveries(Some(f.organization), None, 10).await.expect("dead");
+    assert_eq!(dead_list[0].updated_at, ended, "the DLQ's died-at is the end of the last attempt");
+    assert_eq!(store.get_webhook(hook.id).await.expect("read").expect("exists").updated_at, ended);
 }
