@@ -10,8 +10,8 @@ mod log_level;
 mod mode;
 mod secret;
 
-use ipnet::IpNet;
 pub use duration::HumanDuration;
+use ipnet::IpNet;
 pub use mode::Mode;
 pub use secret::{Secret, SecretKey, parse_secret_keys, redact_url};
 use serde::{Deserialize, Deserializer, de};

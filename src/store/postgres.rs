@@ -9,7 +9,7 @@ use sqlx::{Connection, PgConnection, Postgres, postgres::PgPoolOptions};
 use uuid::Uuid;
 
 use super::{
-    AttemptOutcome, NewDelivery, NewEvent, StoreResult,
+    AttemptOutcome, NewDelivery, NewEvent, Schema, StoreResult,
     sql::{Backend, ResultExt, SqlStore, delivery_columns, outcome_state},
 };
 use crate::config::{DatabaseSettings, redact_url};
@@ -160,8 +160,13 @@ impl Backend for Postgres {
     }
 }
 
-/// Connects and runs the migrations (concurrent starts are serialized by sqlx's migration lock).
-pub async fn connect(url: &str, settings: &DatabaseSettings) -> anyhow::Result<PostgresStore> {
+/// Connects; runs the migrations (concurrent starts are serialized by sqlx's migration lock) or checks
+/// that the schema is current, as `schema` says.
+pub(crate) async fn connect(
+    url: &str,
+    settings: &DatabaseSettings,
+    schema: Schema,
+) -> anyhow::Result<PostgresStore> {
     let unreachable = |error: &dyn std::fmt::Display| {
         anyhow::anyhow!("connecting to PostgreSQL at {}: {error}", redact_url(url))
     };
@@ -179,6 +184,24 @@ pub async fn connect(url: &str, settings: &DatabaseSettings) -> anyhow::Result<P
         .connect(url)
         .await
         .map_err(|error| unreachable(&error))?;
-    MIGRATOR.run(&pool).await.map_err(|error| anyhow::anyhow!("migrating PostgreSQL: {error}"))?;
+    if schema == Schema::Migrate {
+        MIGRATOR.run(&pool).await.map_err(|error| anyhow::anyhow!("migrating PostgreSQL: {error}"))?;
+    } else {
+        // No migration table (`to_regclass` is NULL): nothing was ever applied. Reading it creates
+        // nothing and prints no notice, unlike running the migrator.
+        let exists: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+            .fetch_one(&pool)
+            .await
+            .map_err(|error| unreachable(&error))?;
+        let applied: Vec<i64> = if exists {
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                .fetch_all(&pool)
+                .await
+                .map_err(|error| unreachable(&error))?
+        } else {
+            Vec::new()
+        };
+        super::require_current(&MIGRATOR, &applied)?;
+    }
     Ok(SqlStore { read: pool.clone(), write: pool })
 }

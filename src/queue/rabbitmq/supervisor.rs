@@ -61,15 +61,16 @@ impl std::fmt::Debug for Supervisor {
 }
 
 impl Supervisor {
-    /// Starts the supervising task once a first connection is up, so that a wrong URL or a broker that
-    /// is down fails start-up with a clear message. The task is the support stage `rabbitmq-supervisor`:
-    /// it stops at [`Self::close`] or once every working stage has drained (their last acks and
-    /// publishes still go through).
-    pub async fn start(url: &str, names: Names, stages: &Stages) -> anyhow::Result<Arc<Self>> {
-        let first = establish(url, &names)
-            .await
-            .map_err(|error| anyhow::anyhow!("connecting to RabbitMQ at {}: {error}", redact_url(url)))?;
-        let (link, _) = watch::channel(Some(Arc::new(first)));
+    /// Starts the supervising task, which connects in the background: a broker that is down at start-up
+    /// is an outage like any other (logged once, `readyz` answers 503 naming it, publishers fail and the
+    /// outbox keeps the work, consumers start once connected); only a URL that cannot be parsed fails
+    /// start-up. The task is the support stage `rabbitmq-supervisor`: it stops at [`Self::close`] or once
+    /// every working stage has drained (their last acks and publishes still go through).
+    pub fn start(url: &str, names: Names, stages: &Stages) -> anyhow::Result<Arc<Self>> {
+        url.parse::<lapin::uri::AMQPUri>().map_err(|error| {
+            anyhow::anyhow!("configuration: queue.url: {} is not an AMQP URL: {error}", redact_url(url))
+        })?;
+        let (link, _) = watch::channel(None);
         let this = Arc::new(Self {
             names,
             link,
@@ -77,7 +78,7 @@ impl Supervisor {
             consumers_changed: Notify::new(),
             shutdown: stages.drained().child_token(),
         });
-        metrics::gauge!(names::BROKER_CONNECTED).set(1.0);
+        metrics::gauge!(names::BROKER_CONNECTED).set(0.0);
         stages.spawn_support("rabbitmq-supervisor", supervise(this.clone(), url.to_string()));
         Ok(this)
     }
@@ -173,7 +174,7 @@ async fn supervise(this: Arc<Supervisor>, url: String) {
                     () = this.shutdown.cancelled() => break,
                     attempt = establish(&url, &this.names) => attempt,
                 };
-                match attempt {
+                match attempt.map_err(|error| format!("{error} ({})", redact_url(&url))) {
                     Ok(link) => {
                         broker.succeeded();
                         delays = backoff();
