@@ -41,9 +41,10 @@ impl Backend for Postgres {
     ) -> BoxFuture<'c, StoreResult<Vec<Uuid>>> {
         Box::pin(async move {
             let ids: Vec<(Uuid,)> = sqlx::query_as(
-                "INSERT INTO events (id, organization_id, event_type, payload, idempotency_key, created_at, webhook_id) \
-                 SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], \
-                   $7::uuid[]) \
+                "INSERT INTO events (id, organization_id, event_type, payload, idempotency_key, idempotency_hash, \
+                   created_at, webhook_id) \
+                 SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], \
+                   $7::timestamptz[], $8::uuid[]) \
                  ON CONFLICT DO NOTHING RETURNING id",
             )
             .bind(events.iter().map(|e| e.id).collect::<Vec<_>>())
@@ -51,6 +52,7 @@ impl Backend for Postgres {
             .bind(events.iter().map(|e| e.event_type.as_str()).collect::<Vec<_>>())
             .bind(events.iter().map(|e| e.payload.as_str()).collect::<Vec<_>>())
             .bind(events.iter().map(|e| e.idempotency_key.as_deref()).collect::<Vec<_>>())
+            .bind(events.iter().map(|e| e.request_hash.as_deref()).collect::<Vec<_>>())
             .bind(events.iter().map(|e| e.created_at).collect::<Vec<_>>())
             .bind(events.iter().map(|e| e.only_webhook).collect::<Vec<_>>())
             .fetch_all(&mut *conn)

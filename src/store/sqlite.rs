@@ -97,8 +97,8 @@ async fn insert_events(conn: &mut SqliteConnection, events: &[NewEvent]) -> Stor
     let mut inserted = Vec::with_capacity(events.len());
     for chunk in events.chunks(BATCH_ROWS) {
         let mut query = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO events (id, organization_id, event_type, payload, idempotency_key, created_at, \
-             webhook_id) ",
+            "INSERT INTO events (id, organization_id, event_type, payload, idempotency_key, idempotency_hash, \
+             created_at, webhook_id) ",
         );
         query.push_values(chunk, |mut row, event| {
             row.push_bind(event.id)
@@ -106,6 +106,7 @@ async fn insert_events(conn: &mut SqliteConnection, events: &[NewEvent]) -> Stor
                 .push_bind(event.event_type.as_str())
                 .push_bind(event.payload.as_str())
                 .push_bind(event.idempotency_key.as_deref())
+                .push_bind(event.request_hash.as_deref())
                 .push_bind(event.created_at)
                 .push_bind(event.only_webhook);
         });

@@ -48,6 +48,7 @@ conformance!(
     outcomes_are_recorded_and_disable_failing_webhooks,
     deliveries_can_be_redriven_and_replayed,
     timestamps_round_trip_exactly,
+    a_reused_idempotency_key_is_told_apart_from_a_repeat,
     outcomes_are_timed_at_the_end_of_the_attempt,
 );
 
@@ -76,6 +77,7 @@ fn new_event(organization: Uuid, event_type: &str, key: Option<&str>, created_at
         event_type: event_type.into(),
         payload: format!(r#"{{"id":"{id}","event":"{event_type}","data":{{}}}}"#),
         idempotency_key: key.map(String::from),
+        request_hash: None,
         created_at,
         only_webhook: None,
     }
@@ -699,6 +701,41 @@ async fn timestamps_round_trip_exactly(store: DynStore) {
     let before_last = store.unpublished_events(times[3] - Duration::microseconds(1), 10).await.expect("list");
     assert_eq!(before_last.len(), 3);
     assert_eq!(domain::now().timestamp_subsec_nanos() % 1000, 0, "now() keeps microseconds only");
+}
+
+async fn a_reused_idempotency_key_is_told_apart_from_a_repeat(store: DynStore) {
+    let f = fixture(&store).await;
+    let keyed = |event_type: &str, data: &str, t: i64| NewEvent {
+        request_hash: Some(format!("{event_type} {data}")),
+        ..new_event(f.organization, event_type, Some("order-9"), at(t))
+    };
+    let first = keyed("item.created", r#"{"n":1}"#, 0);
+    // In one batch: the first use, an identical repeat, other data, another type.
+    let batch = [
+        first.clone(),
+        keyed("item.created", r#"{"n":1}"#, 0),
+        keyed("item.created", r#"{"n":2}"#, 0),
+        keyed("item.updated", r#"{"n":1}"#, 0),
+    ];
+    let outcomes = store.insert_events(&batch, at(-86_400)).await.expect("insert");
+    let seen: Vec<_> = outcomes.iter().map(|o| (o.id, o.duplicate, o.key_reused)).collect();
+    assert_eq!(
+        seen,
+        vec![
+            (first.id, false, false),
+            (first.id, true, false),
+            (first.id, true, true),
+            (first.id, true, true)
+        ]
+    );
+    // In a later batch, the same.
+    let later = [keyed("item.created", r#"{"n":1}"#, 5), keyed("item.created", r#"{"n":3}"#, 5)];
+    let outcomes = store.insert_events(&later, at(-86_400)).await.expect("insert");
+    let seen: Vec<_> = outcomes.iter().map(|o| (o.id, o.duplicate, o.key_reused)).collect();
+    assert_eq!(seen, vec![(first.id, true, false), (first.id, true, true)]);
+    for event in batch.iter().skip(1).chain(&later) {
+        assert!(store.get_event(event.id).await.expect("read").is_none(), "nothing else was written");
+    }
 }
 
 async fn outcomes_are_timed_at_the_end_of_the_attempt(store: DynStore) {
