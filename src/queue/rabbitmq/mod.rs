@@ -33,11 +33,11 @@ pub struct RabbitQueue {
 }
 
 impl RabbitQueue {
-    /// Starts the supervisor (the support stage `rabbitmq-supervisor` of `stages`), which connects in
-    /// the background and keeps reconnecting: a broker that is down at start-up does not stop the process
-    /// (see [`Supervisor::start`]); a URL that is not an AMQP URL does.
+    /// Starts the supervisor (the support stage `rabbitmq-supervisor` of `stages`), which keeps a
+    /// connection up: a broker that is down at start-up does not stop the process, it is connected to
+    /// in the background (see [`Supervisor::start`]); a URL that is not an AMQP URL does.
     pub async fn connect(url: &str, prefix: &str, stages: &Stages) -> anyhow::Result<Self> {
-        Ok(Self { supervisor: Supervisor::start(url, Names::new(prefix), stages)? })
+        Ok(Self { supervisor: Supervisor::start(url, Names::new(prefix), stages).await? })
     }
 
     pub fn names(&self) -> &Names {
