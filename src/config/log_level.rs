@@ -29,10 +29,19 @@ mod tests {
 
     #[test]
     fn levels_and_directives_pass_and_bare_words_do_not() {
-        for good in ["info", "DEBUG", "off", "warn,herald=debug", "herald::worker=trace, tower_http=info"] {
+        for good in ["info", "DEBUG", "off", "warn,herald=debug", "herald::worker=trace,tower_http=info"] {
             assert_eq!(check(good), Ok(()), "{good}");
         }
-        for bad in ["loud", "herald", "info,herald", "herald=loud", "", " , ", "herald[span{a=1}]"] {
+        for bad in [
+            "loud",
+            "herald",
+            "info,herald",
+            "herald=loud",
+            "",
+            " , ",
+            "herald[span{a=1}]",
+            "warn, herald=debug",
+        ] {
             assert!(check(bad).is_err(), "{bad}");
         }
     }
