@@ -36,7 +36,8 @@ pub enum Command {
         #[arg(long, value_name = "ADDR")]
         bind: Option<SocketAddr>,
     },
-    /// Apply the database migrations and exit (serve and herald-worker also apply them at start-up).
+    /// Apply the database migrations and exit (serve, herald-worker and bootstrap also apply them; the
+    /// dlq commands only check that the schema is current).
     Migrate,
     /// Create an organization and its first admin user, and print that admin's new API key once.
     Bootstrap {
@@ -160,7 +161,8 @@ async fn serve(mut settings: Settings, bind: Option<SocketAddr>) -> anyhow::Resu
 }
 
 async fn dlq(settings: &Settings, command: DlqCommand) -> anyhow::Result<()> {
-    let store = store::connect(settings).await?;
+    // An operator's command against a running deployment: it never changes the schema under it.
+    let store = store::connect_with(settings, store::Schema::RequireCurrent).await?;
     let mut out = std::io::stdout().lock();
     match command {
         DlqCommand::List { scope, limit } => {

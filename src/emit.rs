@@ -40,9 +40,22 @@ pub fn new_event(
         event_type: event_type.to_string(),
         payload: domain::render_payload(id, event_type, created_at, organization_id, data_json),
         idempotency_key: None,
+        request_hash: None,
         only_webhook: None,
         created_at,
     }
+}
+
+/// What identifies a request sent with an idempotency key: the SHA-256 (hex) of its event type and its
+/// data's bytes as sent. A repeat has the same; a reuse of the key for another event does not.
+pub(crate) fn request_hash(event_type: &str, data_json: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    hash.update(event_type.as_bytes());
+    // A separator no event type contains, so that type and data cannot trade bytes.
+    hash.update([0]);
+    hash.update(data_json.as_bytes());
+    hex::encode(hash.finalize())
 }
 
 /// Commits events and hands them to the outbox. Cheap to clone.

@@ -99,8 +99,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let mut database = settings.database.clone();
         database.url = crate::config::Secret::new(format!("sqlite://{}", dir.path().join("h.db").display()));
-        let store: DynStore =
-            Arc::new(crate::store::sqlite::connect(database.url.expose(), &database).await.expect("sqlite"));
+        let store: DynStore = Arc::new(
+            crate::store::sqlite::connect(database.url.expose(), &database, crate::store::Schema::Migrate)
+                .await
+                .expect("sqlite"),
+        );
         let queue: DynQueue = Arc::new(EmbeddedQueue::new(tokio::sync::mpsc::unbounded_channel().0));
         let readiness = Readiness::new(store, queue);
         let clone = readiness.clone();

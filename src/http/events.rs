@@ -2,7 +2,10 @@
 //! commit, acknowledged 202, then published) and reading them back. Any authenticated user of the
 //! organization may send and read events.
 
-use axum::{extract::State, http::StatusCode};
+use axum::{
+    extract::State,
+    http::{HeaderMap, StatusCode},
+};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -24,6 +27,8 @@ use crate::{
 
 /// Longest idempotency key accepted.
 const MAX_IDEMPOTENCY_KEY: usize = 255;
+/// The conventional header for the key, an alternative to the body's `idempotency_key`.
+const IDEMPOTENCY_KEY_HEADER: &str = "Idempotency-Key";
 /// Page size of event listings: default and maximum.
 const DEFAULT_LIMIT: i64 = 50;
 const MAX_LIMIT: i64 = 200;
@@ -53,7 +58,9 @@ pub struct SendEvent {
     /// The event's data: any JSON object, delivered as is.
     #[schema(value_type = Object, example = json!({"item_id": "42", "name": "Chair"}))]
     data: Box<RawValue>,
-    /// Sending the same key again within 24 hours returns the first event instead of a new one.
+    /// Sending the same request (event and data) with the same key again within 24 hours returns the
+    /// first event instead of a new one; the key with another event or other data is refused (422). The
+    /// `Idempotency-Key` header may carry it instead.
     #[serde(default)]
     idempotency_key: Option<String>,
 }
@@ -68,10 +75,13 @@ pub struct EventAccepted {
 
 /// Send an event; it is committed before the answer and delivered to every subscribed webhook.
 #[utoipa::path(post, operation_id = "send_event", path = "/events", tag = "events", request_body = SendEvent,
+    params(("Idempotency-Key" = Option<String>, Header,
+        description = "the idempotency key, instead of the body's idempotency_key (both: they must be equal)")),
     responses(
         (status = 202, body = EventAccepted, description = "accepted: committed, to be delivered"),
-        (status = 200, body = EventAccepted, description = "an event with this idempotency_key was accepted before; nothing was created"),
-        (status = 400, body = ErrorBody, description = "unknown event type (the valid ones are listed), data not an object, invalid body"),
+        (status = 200, body = EventAccepted, description = "the same request (event and data) with this idempotency key was accepted before; nothing was created"),
+        (status = 400, body = ErrorBody, description = "unknown event type (the valid ones are listed), data not an object, invalid body or idempotency key, an Idempotency-Key header that differs from the body's idempotency_key"),
+        (status = 422, body = ErrorBody, description = "idempotency_key_reused: this idempotency key was used within 24 hours for another event type or other data; nothing was created"),
         (status = 401, body = ErrorBody),
         (status = 413, body = ErrorBody, description = "body larger than server.max_body_bytes (256 KiB)"),
         (status = 429, body = ErrorBody),
@@ -79,6 +89,7 @@ pub struct EventAccepted {
 pub async fn send(
     State(state): State<AppState>,
     Auth(principal): Auth,
+    headers: HeaderMap,
     Json(request): Json<SendEvent>,
 ) -> ApiResult<(StatusCode, axum::Json<EventAccepted>)> {
     if request.event == TEST_EVENT {
@@ -92,17 +103,23 @@ pub async fn send(
     if !request.data.get().trim_start().starts_with('{') {
         return Err(ApiError::invalid("data must be a JSON object"));
     }
-    if let Some(key) = &request.idempotency_key
-        && (key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY || key.chars().any(char::is_control))
-    {
-        return Err(ApiError::invalid(format!(
-            "idempotency_key must be 1 to {MAX_IDEMPOTENCY_KEY} characters without control characters"
-        )));
-    }
-    let mut event =
-        emit::new_event(principal.organization_id, event_type.as_str(), request.data.get(), domain::now());
-    event.idempotency_key = request.idempotency_key;
+    let key = idempotency_key(&headers, request.idempotency_key)?;
+    let data = request.data.get();
+    let mut event = emit::new_event(principal.organization_id, event_type.as_str(), data, domain::now());
+    event.request_hash = key.as_ref().map(|_| emit::request_hash(event_type.as_str(), data));
+    event.idempotency_key.clone_from(&key);
     let outcome = state.emitter.emit(event).await?;
+    if outcome.key_reused {
+        let key = key.unwrap_or_default();
+        return Err(ApiError::unprocessable(
+            "idempotency_key_reused",
+            format!(
+                "idempotency key '{key}' was used for event {} with another event type or other data; \
+                 use a new key for a different event",
+                outcome.id
+            ),
+        ));
+    }
     let status = if outcome.duplicate { StatusCode::OK } else { StatusCode::ACCEPTED };
     Ok((
         status,
@@ -112,6 +129,32 @@ pub async fn send(
             timestamp: outcome.created_at,
         }),
     ))
+}
+
+/// The request's idempotency key, from the body or the `Idempotency-Key` header (both: equal), checked.
+fn idempotency_key(headers: &HeaderMap, body: Option<String>) -> ApiResult<Option<String>> {
+    let header = match headers.get(IDEMPOTENCY_KEY_HEADER) {
+        None => None,
+        Some(value) => Some(value.to_str().map(str::to_string).map_err(|_| {
+            ApiError::invalid(format!("the {IDEMPOTENCY_KEY_HEADER} header must be visible ASCII"))
+        })?),
+    };
+    let key = match (header, body) {
+        (Some(header), Some(body)) if header != body => {
+            return Err(ApiError::invalid(format!(
+                "the {IDEMPOTENCY_KEY_HEADER} header and the body's idempotency_key differ; send one of them"
+            )));
+        }
+        (header, body) => header.or(body),
+    };
+    if let Some(key) = &key
+        && (key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY || key.chars().any(char::is_control))
+    {
+        return Err(ApiError::invalid(format!(
+            "idempotency_key must be 1 to {MAX_IDEMPOTENCY_KEY} characters without control characters"
+        )));
+    }
+    Ok(key)
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

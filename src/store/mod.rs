@@ -3,7 +3,9 @@
 //! has all their methods without an import; a holder of one role or of a concrete store brings the traits
 //! into scope with `use crate::store::prelude::*`. The one SQL implementation ([`sql::SqlStore`]) runs
 //! on SQLite ([`sqlite`]) and PostgreSQL ([`postgres`]), each with its own migrations folder. [`connect`]
-//! picks the backend once, from the URL scheme.
+//! picks the backend once, from the URL scheme, and migrates (`serve`, `herald-worker`, `migrate`,
+//! `bootstrap`); [`connect_with`]`(.., Schema::RequireCurrent)` only checks that the schema is current
+//! (the read-only commands).
 
 mod model;
 pub(crate) mod postgres;
@@ -63,12 +65,41 @@ impl From<Arc<StoreError>> for StoreError {
 
 /// Connects to the database the settings name, creating the SQLite file if needed, and runs migrations.
 pub async fn connect(settings: &Settings) -> anyhow::Result<DynStore> {
+    connect_with(settings, Schema::Migrate).await
+}
+
+/// What connecting does about the database schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Schema {
+    /// Apply the migrations this build embeds (creating the SQLite file if needed).
+    Migrate,
+    /// Change nothing: fail, saying which version is needed, unless every embedded migration was
+    /// applied (a missing SQLite file is an error, not created).
+    RequireCurrent,
+}
+
+/// Connects to the database the settings name; migrates or checks the schema as `schema` says.
+pub async fn connect_with(settings: &Settings, schema: Schema) -> anyhow::Result<DynStore> {
     let url = settings.database.url.expose();
     let store: DynStore = match settings.database_kind()? {
-        DatabaseKind::Sqlite => Arc::new(sqlite::connect(url, &settings.database).await?),
-        DatabaseKind::Postgres => Arc::new(postgres::connect(url, &settings.database).await?),
+        DatabaseKind::Sqlite => Arc::new(sqlite::connect(url, &settings.database, schema).await?),
+        DatabaseKind::Postgres => Arc::new(postgres::connect(url, &settings.database, schema).await?),
     };
     Ok(store)
+}
+
+/// Fails unless every migration of `migrator` is among `applied` (the versions `_sqlx_migrations`
+/// records as successful), naming the version the database is at and the one this build needs.
+fn require_current(migrator: &sqlx::migrate::Migrator, applied: &[i64]) -> anyhow::Result<()> {
+    let needed = migrator.iter().map(|migration| migration.version).max().unwrap_or_default();
+    if migrator.iter().all(|migration| applied.contains(&migration.version)) {
+        return Ok(());
+    }
+    let current = applied.iter().max().copied().unwrap_or_default();
+    anyhow::bail!(
+        "the database schema is at version {current} but this Herald needs version {needed}: run `herald migrate` \
+         (`herald serve` and `herald-worker` migrate at start-up too)"
+    )
 }
 
 /// Everything Herald stores: the four role traits and what concerns the database as a whole. The app

@@ -178,6 +178,9 @@ pub struct NewEvent {
     pub event_type: String,
     pub payload: String,
     pub idempotency_key: Option<String>,
+    /// With an idempotency key: what identifies the request (a hash of its event type and data), so a
+    /// repeat can be told from a reuse of the key for something else.
+    pub request_hash: Option<String>,
     pub created_at: DateTime<Utc>,
     /// Fan-out delivers this event to this webhook only (webhook.test); None: every subscriber.
     pub only_webhook: Option<Uuid>,
@@ -192,6 +195,9 @@ pub struct IngestOutcome {
     pub created_at: DateTime<Utc>,
     /// `true` when this is an earlier event and nothing was written.
     pub duplicate: bool,
+    /// `true` (with `duplicate`) when the earlier event with this idempotency key came from another
+    /// request (its `request_hash` differs): the key was reused for something else.
+    pub key_reused: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -294,6 +300,15 @@ pub struct Attempt {
     pub status_code: Option<i64>,
     pub response_body: Option<String>,
     pub error: Option<String>,
+}
+
+impl Attempt {
+    /// When the attempt ended (`started_at + duration_ms`): the time of what follows from it (the
+    /// delivery's `updated_at` and `completed_at`, a webhook disabled by it), while the attempt row keeps
+    /// its start.
+    pub fn ended_at(&self) -> DateTime<Utc> {
+        self.started_at + chrono::Duration::milliseconds(self.duration_ms)
+    }
 }
 
 /// One finished attempt and what follows from it.

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{
-    AttemptOutcome, NewDelivery, NewEvent, StoreResult,
+    AttemptOutcome, NewDelivery, NewEvent, Schema, StoreResult,
     sql::{Backend, ResultExt, SqlStore, delivery_columns, outcome_state},
 };
 use crate::config::{DatabaseSettings, redact_url};
@@ -46,9 +46,10 @@ impl Backend for Postgres {
     ) -> BoxFuture<'c, StoreResult<Vec<Uuid>>> {
         Box::pin(async move {
             let ids: Vec<(Uuid,)> = sqlx::query_as(
-                "INSERT INTO events (id, organization_id, event_type, payload, idempotency_key, created_at, webhook_id) \
-                 SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], \
-                   $7::uuid[]) \
+                "INSERT INTO events (id, organization_id, event_type, payload, idempotency_key, idempotency_hash, \
+                   created_at, webhook_id) \
+                 SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], \
+                   $7::timestamptz[], $8::uuid[]) \
                  ON CONFLICT DO NOTHING RETURNING id",
             )
             .bind(events.iter().map(|e| e.id).collect::<Vec<_>>())
@@ -56,6 +57,7 @@ impl Backend for Postgres {
             .bind(events.iter().map(|e| e.event_type.as_str()).collect::<Vec<_>>())
             .bind(events.iter().map(|e| e.payload.as_str()).collect::<Vec<_>>())
             .bind(events.iter().map(|e| e.idempotency_key.as_deref()).collect::<Vec<_>>())
+            .bind(events.iter().map(|e| e.request_hash.as_deref()).collect::<Vec<_>>())
             .bind(events.iter().map(|e| e.created_at).collect::<Vec<_>>())
             .bind(events.iter().map(|e| e.only_webhook).collect::<Vec<_>>())
             .fetch_all(&mut *conn)
@@ -104,13 +106,13 @@ impl Backend for Postgres {
                 "WITH input AS ( \
                    SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::bigint[], $4::timestamptz[], $5::bigint[], \
                      $6::bigint[], $7::text[], $8::text[], $9::text[], $10::timestamptz[], $11::timestamptz[], \
-                     $12::uuid[]) \
+                     $12::uuid[], $13::timestamptz[]) \
                    AS i (attempt_id, delivery_id, attempt_number, started_at, duration_ms, status_code, \
-                     response_body, error, status, next_attempt_at, completed_at, webhook_id) \
+                     response_body, error, status, next_attempt_at, completed_at, webhook_id, ended_at) \
                  ), moved AS ( \
                    UPDATE deliveries d SET status = i.status, attempts = i.attempt_number, \
                      next_attempt_at = i.next_attempt_at, last_status_code = i.status_code, last_error = i.error, \
-                     updated_at = i.started_at, completed_at = i.completed_at \
+                     updated_at = i.ended_at, completed_at = i.completed_at \
                    FROM input i WHERE d.id = i.delivery_id AND d.attempts < i.attempt_number \
                    RETURNING d.id, i.status, i.webhook_id \
                  ), logged AS ( \
@@ -137,6 +139,7 @@ impl Backend for Postgres {
             .bind(states.iter().map(|s| s.1).collect::<Vec<_>>())
             .bind(states.iter().map(|s| s.2).collect::<Vec<_>>())
             .bind(outcomes.iter().map(|o| o.webhook_id).collect::<Vec<_>>())
+            .bind(outcomes.iter().map(|o| attempt(o).ended_at()).collect::<Vec<_>>())
             .fetch_all(&mut *conn)
             .await
             .store()?;
@@ -164,8 +167,13 @@ impl Backend for Postgres {
     }
 }
 
-/// Connects and runs the migrations (concurrent starts are serialized by sqlx's migration lock).
-pub async fn connect(url: &str, settings: &DatabaseSettings) -> anyhow::Result<PostgresStore> {
+/// Connects; runs the migrations (concurrent starts are serialized by sqlx's migration lock) or checks
+/// that the schema is current, as `schema` says.
+pub(crate) async fn connect(
+    url: &str,
+    settings: &DatabaseSettings,
+    schema: Schema,
+) -> anyhow::Result<PostgresStore> {
     let unreachable = |error: &dyn std::fmt::Display| {
         anyhow::anyhow!("connecting to PostgreSQL at {}: {error}", redact_url(url))
     };
@@ -183,7 +191,25 @@ pub async fn connect(url: &str, settings: &DatabaseSettings) -> anyhow::Result<P
         .connect(url)
         .await
         .map_err(|error| unreachable(&error))?;
-    MIGRATOR.run(&pool).await.map_err(|error| anyhow::anyhow!("migrating PostgreSQL: {error}"))?;
+    if schema == Schema::Migrate {
+        MIGRATOR.run(&pool).await.map_err(|error| anyhow::anyhow!("migrating PostgreSQL: {error}"))?;
+    } else {
+        // No migration table (`to_regclass` is NULL): nothing was ever applied. Reading it creates
+        // nothing and prints no notice, unlike running the migrator.
+        let exists: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+            .fetch_one(&pool)
+            .await
+            .map_err(|error| unreachable(&error))?;
+        let applied: Vec<i64> = if exists {
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                .fetch_all(&pool)
+                .await
+                .map_err(|error| unreachable(&error))?
+        } else {
+            Vec::new()
+        };
+        super::require_current(&MIGRATOR, &applied)?;
+    }
     Ok(SqlStore { read: pool.clone(), write: pool })
 }
 

@@ -13,7 +13,7 @@ use sqlx::{
 use uuid::Uuid;
 
 use super::{
-    AttemptOutcome, NewDelivery, NewEvent, StoreResult,
+    AttemptOutcome, NewDelivery, NewEvent, Schema, StoreResult,
     sql::{BATCH_ROWS, Backend, ResultExt, SqlStore, delivery_columns, outcome_state, push_id_list},
 };
 use crate::config::DatabaseSettings;
@@ -97,8 +97,8 @@ async fn insert_events(conn: &mut SqliteConnection, events: &[NewEvent]) -> Stor
     let mut inserted = Vec::with_capacity(events.len());
     for chunk in events.chunks(BATCH_ROWS) {
         let mut query = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO events (id, organization_id, event_type, payload, idempotency_key, created_at, \
-             webhook_id) ",
+            "INSERT INTO events (id, organization_id, event_type, payload, idempotency_key, idempotency_hash, \
+             created_at, webhook_id) ",
         );
         query.push_values(chunk, |mut row, event| {
             row.push_bind(event.id)
@@ -106,6 +106,7 @@ async fn insert_events(conn: &mut SqliteConnection, events: &[NewEvent]) -> Stor
                 .push_bind(event.event_type.as_str())
                 .push_bind(event.payload.as_str())
                 .push_bind(event.idempotency_key.as_deref())
+                .push_bind(event.request_hash.as_deref())
                 .push_bind(event.created_at)
                 .push_bind(event.only_webhook);
         });
@@ -194,7 +195,7 @@ async fn apply_outcomes(conn: &mut SqliteConnection, outcomes: &[AttemptOutcome]
                 .push_bind(next_attempt_at)
                 .push_bind(attempt.status_code)
                 .push_bind(attempt.error.as_deref())
-                .push_bind(attempt.started_at)
+                .push_bind(attempt.ended_at())
                 .push_bind(completed_at);
         });
         query.push(
@@ -223,16 +224,25 @@ async fn apply_outcomes(conn: &mut SqliteConnection, outcomes: &[AttemptOutcome]
     Ok(updated)
 }
 
-/// Opens (creating if needed) the database file and runs the migrations.
-pub async fn connect(url: &str, settings: &DatabaseSettings) -> anyhow::Result<SqliteStore> {
+/// Opens the database file; migrates it (creating it if needed), or checks that it is current, as
+/// `schema` says.
+pub(crate) async fn connect(
+    url: &str,
+    settings: &DatabaseSettings,
+    schema: Schema,
+) -> anyhow::Result<SqliteStore> {
+    let migrate = schema == Schema::Migrate;
     let options = SqliteConnectOptions::from_str(url)
         .map_err(|error| anyhow::anyhow!("configuration: database.url: {error}"))?
-        .create_if_missing(true)
+        .create_if_missing(migrate)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Full)
         .foreign_keys(true)
         .busy_timeout(Duration::from_secs(10));
     let path = options.get_filename().to_path_buf();
+    if !migrate && !path.exists() {
+        anyhow::bail!("no database at {}: run `herald migrate` first (or `herald serve`)", path.display());
+    }
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)
             .map_err(|error| anyhow::anyhow!("creating the database folder {}: {error}", parent.display()))?;
@@ -245,7 +255,26 @@ pub async fn connect(url: &str, settings: &DatabaseSettings) -> anyhow::Result<S
         .connect_with(options.clone())
         .await
         .map_err(open_error)?;
-    MIGRATOR.run(&write).await.map_err(|error| anyhow::anyhow!("migrating {}: {error}", path.display()))?;
+    if migrate {
+        MIGRATOR
+            .run(&write)
+            .await
+            .map_err(|error| anyhow::anyhow!("migrating {}: {error}", path.display()))?;
+    } else {
+        let applied: Vec<i64> = sqlx::query_scalar(
+            "SELECT version FROM _sqlx_migrations WHERE success AND EXISTS \
+             (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations')",
+        )
+        .fetch_all(&write)
+        .await
+        .or_else(|error| match &error {
+            // No migration table: nothing was ever applied.
+            sqlx::Error::Database(db) if db.message().contains("no such table") => Ok(Vec::new()),
+            _ => Err(error),
+        })
+        .map_err(open_error)?;
+        super::require_current(&MIGRATOR, &applied)?;
+    }
     let read = SqlitePoolOptions::new()
         .max_connections(settings.max_connections)
         .acquire_timeout(settings.connect_timeout.get())

@@ -17,13 +17,20 @@ use tracing_subscriber::{EnvFilter, Layer, fmt, prelude::*};
 use crate::config::{LogFormat, LogSettings, TelemetrySettings};
 pub use crate::telemetry_otlp::TraceExport;
 
+/// `log.level` with lapin silenced unless a directive names it: lapin logs every failed connection
+/// attempt at ERROR (several lines each), while Herald reports a broker outage itself, once when it starts
+/// and once when it ends (`outage.rs`), and the supervisor's own warnings carry the errors that matter.
+fn quiet_lapin(level: &str) -> String {
+    if level.contains("lapin") { level.to_string() } else { format!("{level},lapin=off") }
+}
+
 /// Installs the global subscriber; later calls (tests) are ignored. Hold the returned [`TraceExport`]
 /// until the process ends: dropping it flushes the last traces.
 pub fn init(settings: &LogSettings, telemetry: &TelemetrySettings) -> TraceExport {
     let filter = std::env::var("RUST_LOG")
         .ok()
         .and_then(|directives| EnvFilter::try_new(directives).ok())
-        .unwrap_or_else(|| EnvFilter::new(&settings.level));
+        .unwrap_or_else(|| EnvFilter::new(quiet_lapin(&settings.level)));
     let logs = match settings.format {
         LogFormat::Json => fmt::layer()
             .json()

@@ -130,3 +130,85 @@ fn first_serve_bootstraps_and_answers() {
     );
     assert!(lines[2].starts_with("Next: "));
 }
+
+/// `HERALD__LOG__LEVEL=loud` is not a level: one line naming `log.level`, whatever the command.
+#[test]
+fn an_unknown_log_level_is_refused() {
+    let dir = tempfile::tempdir().expect("dir");
+    for level in ["loud", "herald", "info,herald", "herald=loud"] {
+        let output = herald(&["migrate"], &[("HERALD__LOG__LEVEL", level)], dir.path());
+        assert_eq!(output.status.code(), Some(1), "{level} is refused");
+        let lines = stderr_lines(&output);
+        assert_eq!(lines.len(), 1, "{level}: {lines:?}");
+        assert!(lines[0].starts_with("error: ") && lines[0].contains("log.level"), "{lines:?}");
+    }
+    for level in ["debug", "WARN", "off", "warn,herald=debug", "herald::worker=trace,tower_http=info"] {
+        let output = herald(&["migrate"], &[("HERALD__LOG__LEVEL", level)], dir.path());
+        assert!(output.status.success(), "{level}: {}", String::from_utf8_lossy(&output.stderr));
+    }
+}
+
+/// Applies only the first migration, as an older Herald would have left the database.
+async fn older_schema(url: &str) {
+    let folder = tempfile::tempdir().expect("dir");
+    let dialect = if url.starts_with("sqlite:") { "sqlite" } else { "postgres" };
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations").join(dialect);
+    std::fs::copy(source.join("0001_schema.sql"), folder.path().join("0001_schema.sql")).expect("copy");
+    let migrator = sqlx::migrate::Migrator::new(folder.path()).await.expect("migrator");
+    if dialect == "sqlite" {
+        let options: sqlx::sqlite::SqliteConnectOptions = url.parse().expect("url");
+        let pool = sqlx::SqlitePool::connect_with(options.create_if_missing(true)).await.expect("sqlite");
+        migrator.run(&pool).await.expect("first migration");
+        pool.close().await;
+    } else {
+        let pool = sqlx::PgPool::connect(url).await.expect("postgres");
+        migrator.run(&pool).await.expect("first migration");
+        pool.close().await;
+    }
+}
+
+/// Read-only commands never migrate: against an older schema they say which version they need and
+/// stop; once `herald migrate` ran they work and print nothing but their output.
+async fn read_only_commands_check_the_schema(url: &str) {
+    let dir = tempfile::tempdir().expect("dir");
+    let env = [("HERALD__DATABASE__URL", url), ("HERALD__SECRETS__KEYS", crate::support::db::TEST_KEY)];
+    older_schema(url).await;
+    // The latest migration's version: the number its file name starts with.
+    let needed = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite"))
+        .expect("dir")
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.split('_').next()?.parse::<u64>().ok())
+        .max()
+        .expect("migrations");
+    for args in [&["dlq", "list"][..], &["dlq", "replay"][..]] {
+        let output = herald(args, &env, dir.path());
+        assert_eq!(output.status.code(), Some(1), "{args:?} refuses an older schema");
+        let lines = stderr_lines(&output);
+        assert_eq!(lines.len(), 1, "{args:?}: {lines:?}");
+        assert!(lines[0].contains("herald migrate"), "says what to do: {lines:?}");
+        assert!(lines[0].contains(&format!("version {needed}")), "names the version it needs: {lines:?}");
+        assert!(lines[0].contains("version 1"), "and the database's: {lines:?}");
+    }
+    let output = herald(&["migrate"], &env, dir.path());
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let output = herald(&["dlq", "list"], &env, dir.path());
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(stderr_lines(&output), Vec::<String>::new(), "no migration notices");
+    assert!(String::from_utf8_lossy(&output.stdout).contains("0 dead deliveries shown"));
+}
+
+#[tokio::test]
+async fn read_only_commands_do_not_migrate_sqlite() {
+    let database = crate::support::db::TestDatabase::sqlite();
+    read_only_commands_check_the_schema(&database.url).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let output = herald(&["dlq", "list"], &[], dir.path());
+    assert_eq!(output.status.code(), Some(1), "no database yet");
+    assert!(stderr_lines(&output)[0].contains("herald migrate"), "{:?}", stderr_lines(&output));
+    assert!(!dir.path().join("data/herald.db").exists(), "a read-only command creates no database");
+}
+
+#[tokio::test]
+async fn read_only_commands_do_not_migrate_postgres() {
+    let Some(database) = crate::support::db::TestDatabase::postgres().await else { return };
+    read_only_commands_check_the_schema(&database.url).await;
+}

@@ -13,6 +13,8 @@ use crate::{
 in_both_modes!(
     accepted_events_are_stored_as_sent,
     idempotency_keys_return_the_first_event,
+    a_reused_idempotency_key_is_refused,
+    the_idempotency_key_header_is_accepted,
     bad_events_are_refused,
     bodies_over_the_limit_get_413,
     concurrent_events_are_all_committed,
@@ -77,8 +79,7 @@ async fn idempotency_keys_return_the_first_event(mode: Mode) {
     let body = json!({"event": "item.created", "data": {"n": 1}, "idempotency_key": "order-7"});
     let (status, first) = send(&app, body.clone()).await;
     assert_eq!(status, StatusCode::ACCEPTED);
-    let (status, again) =
-        send(&app, json!({"event": "item.created", "data": {"n": 2}, "idempotency_key": "order-7"})).await;
+    let (status, again) = send(&app, body.clone()).await;
     assert_eq!(status, StatusCode::OK, "a repeat is answered 200");
     assert_eq!((&again["id"], &again["timestamp"]), (&first["id"], &first["timestamp"]));
     let (_, other) =
@@ -88,6 +89,70 @@ async fn idempotency_keys_return_the_first_event(mode: Mode) {
     assert_eq!(page["events"].as_array().expect("events").len(), 2, "the repeat created nothing");
     let (status, _) = send(&app, json!({"event": "item.created", "data": {}, "idempotency_key": ""})).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+/// The same key with another body is a mistake of the caller, never "accepted": 422, nothing created.
+async fn a_reused_idempotency_key_is_refused(mode: Mode) {
+    let app = TestApp::spawn(mode).await;
+    let (status, first) =
+        send(&app, json!({"event": "item.created", "data": {"n": 1}, "idempotency_key": "order-7"})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{first}");
+    for body in [
+        json!({"event": "item.created", "data": {"n": 2}, "idempotency_key": "order-7"}),
+        json!({"event": "item.updated", "data": {"n": 1}, "idempotency_key": "order-7"}),
+    ] {
+        let (status, error) = send(&app, body.clone()).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {error}");
+        assert_eq!(error["code"], "idempotency_key_reused", "{error}");
+        assert!(error["error"].as_str().unwrap_or_default().contains("order-7"), "{error}");
+    }
+    let (status, again) =
+        send(&app, json!({"event": "item.created", "data": {"n": 1}, "idempotency_key": "order-7"})).await;
+    assert_eq!((status, &again["id"]), (StatusCode::OK, &first["id"]), "the same request is still a repeat");
+    let (_, page) = app.admin(Method::GET, EVENTS, None).await;
+    assert_eq!(page["events"].as_array().expect("events").len(), 1, "the reuses created nothing");
+}
+
+/// `Idempotency-Key: K` is the body's `idempotency_key: K`; both, and different, is a bad request.
+async fn the_idempotency_key_header_is_accepted(mode: Mode) {
+    let app = TestApp::spawn(mode).await;
+    let post = |key: &'static str, body: Value| {
+        let request = app
+            .client
+            .post(app.url(EVENTS))
+            .bearer_auth(&app.admin_key)
+            .header("Content-Type", "application/json")
+            .header("Idempotency-Key", key)
+            .body(body.to_string());
+        async move {
+            let response = request.send().await.expect("sent");
+            (response.status(), crate::support::json_of(response).await)
+        }
+    };
+    let body = json!({"event": "item.created", "data": {"n": 1}});
+    let (status, first) = post("h-1", body.clone()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{first}");
+    let (status, again) = post("h-1", body.clone()).await;
+    assert_eq!((status, &again["id"]), (StatusCode::OK, &first["id"]), "a repeat by header");
+    let (status, by_body) =
+        send(&app, json!({"event": "item.created", "data": {"n": 1}, "idempotency_key": "h-1"})).await;
+    assert_eq!(
+        (status, &by_body["id"]),
+        (StatusCode::OK, &first["id"]),
+        "the header and the field are one key"
+    );
+    let (status, same) =
+        post("h-1", json!({"event": "item.created", "data": {"n": 1}, "idempotency_key": "h-1"})).await;
+    assert_eq!((status, &same["id"]), (StatusCode::OK, &first["id"]), "both, equal: fine");
+    let (status, error) =
+        post("h-1", json!({"event": "item.created", "data": {"n": 1}, "idempotency_key": "h-2"})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
+    assert!(error["error"].as_str().unwrap_or_default().contains("Idempotency-Key"), "{error}");
+    let (status, error) = post("h-1", json!({"event": "item.created", "data": {"n": 5}})).await;
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("idempotency_key_reused"))
+    );
 }
 
 async fn bad_events_are_refused(mode: Mode) {
@@ -126,7 +191,8 @@ async fn concurrent_events_are_all_committed(mode: Mode) {
     let sends = (0..200).map(|i| {
         let (client, url, key) = (app.client.clone(), app.url(EVENTS), app.admin_key.clone());
         tokio::spawn(async move {
-            let body = json!({"event": "item.updated", "data": {"i": i}, "idempotency_key": format!("k{}", i % 150)});
+            // The 50 repeats send the same request again (the same key with other data would be a 422).
+            let body = json!({"event": "item.updated", "data": {"i": i % 150}, "idempotency_key": format!("k{}", i % 150)});
             let response = client
                 .post(url)
                 .bearer_auth(key)

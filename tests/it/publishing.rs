@@ -19,8 +19,20 @@ use crate::{
     support::{
         app::{Mode, TestApp},
         proxy::Proxy,
+        receiver::Receiver,
     },
 };
+
+/// A proxy in front of the test broker, and the broker's URL through it.
+async fn broker_proxy() -> (Proxy, url::Url) {
+    let amqp = url::Url::parse(&std::env::var("HERALD_TEST_AMQP_URL").expect("amqp")).expect("url");
+    let broker = format!("{}:{}", amqp.host_str().expect("host"), amqp.port().unwrap_or(5672));
+    let proxy =
+        Proxy::start(tokio::net::lookup_host(broker).await.expect("resolve").next().expect("address")).await;
+    let mut through_proxy = amqp.clone();
+    through_proxy.set_port(Some(proxy.address.port())).expect("port");
+    (proxy, through_proxy)
+}
 
 /// An exclusive queue bound to the test app's events exchange, and its consumer.
 async fn bind_consumer(app: &TestApp) -> (Connection, lapin::Consumer) {
@@ -95,12 +107,7 @@ async fn a_broker_outage_loses_nothing() {
     if !Mode::services_available() {
         return;
     }
-    let amqp = url::Url::parse(&std::env::var("HERALD_TEST_AMQP_URL").expect("amqp")).expect("url");
-    let broker = format!("{}:{}", amqp.host_str().expect("host"), amqp.port().unwrap_or(5672));
-    let proxy =
-        Proxy::start(tokio::net::lookup_host(broker).await.expect("resolve").next().expect("address")).await;
-    let mut through_proxy = amqp.clone();
-    through_proxy.set_port(Some(proxy.address.port())).expect("port");
+    let (proxy, through_proxy) = broker_proxy().await;
     let app = TestApp::spawn_with(Mode::Services, |settings| {
         settings.queue.url = Some(herald::config::Secret::new(through_proxy.to_string()));
         settings.events.relay_after = herald::config::HumanDuration(Duration::from_secs(1));
@@ -139,4 +146,123 @@ async fn a_broker_outage_loses_nothing() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("the events were delivered but not marked published");
+}
+
+/// RabbitMQ unreachable when Herald starts (API and in-process workers, as `herald serve` and
+/// `herald-worker` start): it starts anyway, is not ready (naming the broker), accepts events into the
+/// outbox, and publishes and delivers them once the broker is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn herald_starts_while_the_broker_is_down() {
+    if !Mode::services_available() {
+        return;
+    }
+    let (proxy, through_proxy) = broker_proxy().await;
+    proxy.down();
+    let starting = TestApp::spawn_with(Mode::Services, |settings| {
+        settings.queue.url = Some(herald::config::Secret::new(through_proxy.to_string()));
+        settings.events.relay_after = herald::config::HumanDuration(Duration::from_secs(1));
+    });
+    let app = tokio::time::timeout(Duration::from_secs(20), starting)
+        .await
+        .expect("Herald starts without the broker");
+    let (status, ready) = app.call(reqwest::Method::GET, "/readyz", None, None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "not ready without the broker: {ready}");
+    assert!(ready["error"].as_str().unwrap_or_default().contains("rabbitmq"), "names the broker: {ready}");
+    let receiver = Receiver::ok().await;
+    app.subscribe(&receiver, json!(["item.created"])).await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let (status, accepted) = send(&app, json!({"event": "item.created", "data": {"i": i}})).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "events are accepted into the outbox: {accepted}");
+        ids.push(accepted["id"].as_str().expect("id").parse::<Uuid>().expect("uuid"));
+    }
+
+    proxy.up();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut published = 0;
+        for id in &ids {
+            let event = app.state.store.get_event(*id).await.expect("read").expect("committed");
+            published += usize::from(event.published_at.is_some());
+        }
+        if published == ids.len() && receiver.arrivals().len() >= ids.len() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{published} of {} published, {} delivered",
+            ids.len(),
+            receiver.arrivals().len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, ready) = app.call(reqwest::Method::GET, "/readyz", None, None).await;
+    assert_eq!(status, StatusCode::OK, "ready once connected: {ready}");
+}
+
+/// `herald serve` itself, in production mode with RabbitMQ unreachable as it starts: it stays up, not
+/// ready, retrying; the outage is logged once when it starts and once when it ends; then it is ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_waits_for_the_broker_and_logs_the_outage_once() {
+    if !Mode::services_available() {
+        return;
+    }
+    let database = crate::support::db::TestDatabase::postgres().await.expect("services");
+    let (proxy, through_proxy) = broker_proxy().await;
+    proxy.down();
+    let dir = tempfile::tempdir().expect("dir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+    let prefix = format!("t{}", Uuid::new_v4().simple());
+    let log = dir.path().join("stderr.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+        .current_dir(dir.path())
+        .env_remove("RUST_LOG")
+        .env("HERALD_CONFIG_DIR", dir.path().join("no-config"))
+        .env("HERALD__ADMIN__BIND", "127.0.0.1:0")
+        .env("HERALD__DATABASE__URL", &database.url)
+        .env("HERALD__QUEUE__URL", through_proxy.as_str())
+        .env("HERALD__QUEUE__PREFIX", &prefix)
+        .env("HERALD__SECRETS__KEYS", crate::support::db::TEST_KEY)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("serve starts");
+    herald::install_tls_provider();
+    let client = reqwest::Client::new();
+    let readyz = format!("http://127.0.0.1:{port}/readyz");
+    let ready = || async {
+        let response = client.get(&readyz).send().await.ok()?;
+        Some((response.status(), crate::support::json_of(response).await))
+    };
+    // Several reconnection attempts (200 ms, doubling) while the broker stays unreachable.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(
+        child.try_wait().expect("wait").is_none(),
+        "serve keeps running: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let (status, body) = ready().await.expect("serve answers while the broker is down");
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body["error"].as_str().unwrap_or_default().contains("rabbitmq"), "{body}");
+
+    proxy.up();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while ready().await.map(|(status, _)| status) != Some(StatusCode::OK) {
+        assert!(std::time::Instant::now() < deadline, "ready once the broker is reachable");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status());
+    let status = child.wait().expect("serve exits");
+    let stderr = std::fs::read_to_string(&log).expect("log");
+    crate::support::app::delete_queues(&std::env::var("HERALD_TEST_AMQP_URL").expect("amqp"), &prefix);
+    assert!(status.success(), "{status:?}: {stderr}");
+    assert_eq!(stderr.matches("RabbitMQ unavailable").count(), 1, "one line when lost: {stderr}");
+    assert_eq!(stderr.matches("RabbitMQ back").count(), 1, "one line when back: {stderr}");
+    // (The HTTP layer logs each 503 of /readyz itself: those lines are the probes', not the broker's.)
+    let warnings = stderr
+        .lines()
+        .filter(|line| !line.contains("tower_http") && (line.contains(" WARN ") || line.contains(" ERROR ")))
+        .count();
+    assert_eq!(warnings, 1, "nothing else is logged per attempt: {stderr}");
 }

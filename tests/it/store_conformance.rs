@@ -48,6 +48,8 @@ conformance!(
     outcomes_are_recorded_and_disable_failing_webhooks,
     deliveries_can_be_redriven_and_replayed,
     timestamps_round_trip_exactly,
+    a_reused_idempotency_key_is_told_apart_from_a_repeat,
+    outcomes_are_timed_at_the_end_of_the_attempt,
 );
 
 fn at(seconds: i64) -> DateTime<Utc> {
@@ -75,6 +77,7 @@ fn new_event(organization: Uuid, event_type: &str, key: Option<&str>, created_at
         event_type: event_type.into(),
         payload: format!(r#"{{"id":"{id}","event":"{event_type}","data":{{}}}}"#),
         idempotency_key: key.map(String::from),
+        request_hash: None,
         created_at,
         only_webhook: None,
     }
@@ -525,7 +528,11 @@ async fn outcomes_are_recorded_and_disable_failing_webhooks(store: DynStore) {
     assert_eq!(attempts.iter().map(|a| a.attempt_number).collect::<Vec<_>>(), vec![1, 1, 2]);
     assert_eq!(attempts[2].error.as_deref(), Some("connection refused"));
     let dead_delivery = store.get_delivery(first.id).await.expect("read").expect("exists");
-    assert_eq!((dead_delivery.status, dead_delivery.completed_at), (DeliveryStatus::Dead, Some(at(20))));
+    // Completed when the attempt ended: it started at t=20 and took 12 ms.
+    assert_eq!(
+        (dead_delivery.status, dead_delivery.completed_at),
+        (DeliveryStatus::Dead, Some(at(20) + Duration::milliseconds(12)))
+    );
 
     let (_, second) = deliver(&store, &hook, f.organization, 100).await;
     let disabled = store
@@ -694,4 +701,73 @@ async fn timestamps_round_trip_exactly(store: DynStore) {
     let before_last = store.unpublished_events(times[3] - Duration::microseconds(1), 10).await.expect("list");
     assert_eq!(before_last.len(), 3);
     assert_eq!(domain::now().timestamp_subsec_nanos() % 1000, 0, "now() keeps microseconds only");
+}
+
+async fn a_reused_idempotency_key_is_told_apart_from_a_repeat(store: DynStore) {
+    let f = fixture(&store).await;
+    let keyed = |event_type: &str, data: &str, t: i64| NewEvent {
+        request_hash: Some(format!("{event_type} {data}")),
+        ..new_event(f.organization, event_type, Some("order-9"), at(t))
+    };
+    let first = keyed("item.created", r#"{"n":1}"#, 0);
+    // In one batch: the first use, an identical repeat, other data, another type.
+    let batch = [
+        first.clone(),
+        keyed("item.created", r#"{"n":1}"#, 0),
+        keyed("item.created", r#"{"n":2}"#, 0),
+        keyed("item.updated", r#"{"n":1}"#, 0),
+    ];
+    let outcomes = store.insert_events(&batch, at(-86_400)).await.expect("insert");
+    let seen: Vec<_> = outcomes.iter().map(|o| (o.id, o.duplicate, o.key_reused)).collect();
+    assert_eq!(
+        seen,
+        vec![
+            (first.id, false, false),
+            (first.id, true, false),
+            (first.id, true, true),
+            (first.id, true, true)
+        ]
+    );
+    // In a later batch, the same.
+    let later = [keyed("item.created", r#"{"n":1}"#, 5), keyed("item.created", r#"{"n":3}"#, 5)];
+    let outcomes = store.insert_events(&later, at(-86_400)).await.expect("insert");
+    let seen: Vec<_> = outcomes.iter().map(|o| (o.id, o.duplicate, o.key_reused)).collect();
+    assert_eq!(seen, vec![(first.id, true, false), (first.id, true, true)]);
+    for event in batch.iter().skip(1).chain(&later) {
+        assert!(store.get_event(event.id).await.expect("read").is_none(), "nothing else was written");
+    }
+}
+
+async fn outcomes_are_timed_at_the_end_of_the_attempt(store: DynStore) {
+    let f = fixture(&store).await;
+    let hook = webhook(&store, f.organization, "*").await;
+    let slow = |delivery: &NewDelivery, next: NextStep| {
+        let mut outcome = outcome(delivery, 1, Some(200), next);
+        outcome.attempt.duration_ms = 8002;
+        outcome
+    };
+    let ended = at(10) + Duration::milliseconds(8002);
+    let (_, succeeded) = deliver(&store, &hook, f.organization, 0).await;
+    let (_, retried) = deliver(&store, &hook, f.organization, 1).await;
+    let (_, dead) = deliver(&store, &hook, f.organization, 2).await;
+    let outcomes = [
+        slow(&succeeded, NextStep::Succeeded),
+        slow(&retried, NextStep::Retry(at(60))),
+        slow(&dead, NextStep::Dead),
+    ];
+    let disabled = store.record_outcomes(&outcomes, &disable_after(1)).await.expect("record");
+    assert_eq!(disabled.len(), 1, "the dead delivery disables the webhook");
+    for (delivery, completed) in [(&succeeded, Some(ended)), (&retried, None), (&dead, Some(ended))] {
+        let stored = store.get_delivery(delivery.id).await.expect("read").expect("exists");
+        assert_eq!((stored.updated_at, stored.completed_at), (ended, completed), "{:?}", stored.status);
+        let attempts = store.list_attempts(delivery.id).await.expect("attempts");
+        assert_eq!(
+            (attempts[0].started_at, attempts[0].duration_ms),
+            (at(10), 8002),
+            "the attempt keeps its start"
+        );
+    }
+    let dead_list = store.list_dead_deliveries(Some(f.organization), None, 10).await.expect("dead");
+    assert_eq!(dead_list[0].updated_at, ended, "the DLQ's died-at is the end of the last attempt");
+    assert_eq!(store.get_webhook(hook.id).await.expect("read").expect("exists").updated_at, ended);
 }

@@ -33,9 +33,9 @@ pub struct RabbitQueue {
 }
 
 impl RabbitQueue {
-    /// Starts the supervisor and waits for the first connection, so that a wrong URL or a broker that is
-    /// down fails start-up with a clear message. The supervisor is the support stage `rabbitmq-supervisor`
-    /// of `stages`.
+    /// Starts the supervisor (the support stage `rabbitmq-supervisor` of `stages`), which keeps a
+    /// connection up: a broker that is down at start-up does not stop the process, it is connected to
+    /// in the background (see [`Supervisor::start`]); a URL that is not an AMQP URL does.
     pub async fn connect(url: &str, prefix: &str, stages: &Stages) -> anyhow::Result<Self> {
         Ok(Self { supervisor: Supervisor::start(url, Names::new(prefix), stages).await? })
     }

@@ -22,6 +22,8 @@ use crate::{
 
 /// How long a publisher waits for a connection before giving up (the work stays in the store).
 const PUBLISH_WAIT: Duration = Duration::from_secs(2);
+/// How long start-up waits for a first connection before going on without one.
+const FIRST_CONNECT_WAIT: Duration = Duration::from_secs(3);
 
 /// A live connection and its publishing channel.
 #[derive(Debug)]
@@ -61,15 +63,24 @@ impl std::fmt::Debug for Supervisor {
 }
 
 impl Supervisor {
-    /// Starts the supervising task once a first connection is up, so that a wrong URL or a broker that
-    /// is down fails start-up with a clear message. The task is the support stage `rabbitmq-supervisor`:
-    /// it stops at [`Self::close`] or once every working stage has drained (their last acks and
-    /// publishes still go through).
+    /// Starts the supervising task. A first connection is tried for up to [`FIRST_CONNECT_WAIT`], so
+    /// that with the broker up the topology exists once this returns; a broker that is down at start-up
+    /// is an outage like any other (logged once, `readyz` answers 503 naming it, publishers fail and the
+    /// outbox keeps the work, consumers start once connected), retried in the background. Only a URL that
+    /// cannot be parsed fails start-up. The task is the support stage `rabbitmq-supervisor`: it stops at
+    /// [`Self::close`] or once every working stage has drained (their last acks and publishes still go
+    /// through).
     pub async fn start(url: &str, names: Names, stages: &Stages) -> anyhow::Result<Arc<Self>> {
-        let first = establish(url, &names)
-            .await
-            .map_err(|error| anyhow::anyhow!("connecting to RabbitMQ at {}: {error}", redact_url(url)))?;
-        let (link, _) = watch::channel(Some(Arc::new(first)));
+        url.parse::<lapin::uri::AMQPUri>().map_err(|error| {
+            anyhow::anyhow!("configuration: queue.url: {} is not an AMQP URL: {error}", redact_url(url))
+        })?;
+        // A failure here is not logged: the supervising task tries again at once and reports it.
+        let first = match tokio::time::timeout(FIRST_CONNECT_WAIT, establish(url, &names)).await {
+            Ok(Ok(link)) => Some(Arc::new(link)),
+            Ok(Err(_)) | Err(_) => None,
+        };
+        let connected = first.is_some();
+        let (link, _) = watch::channel(first);
         let this = Arc::new(Self {
             names,
             link,
@@ -77,7 +88,7 @@ impl Supervisor {
             consumers_changed: Notify::new(),
             shutdown: stages.drained().child_token(),
         });
-        metrics::gauge!(names::BROKER_CONNECTED).set(1.0);
+        metrics::gauge!(names::BROKER_CONNECTED).set(if connected { 1.0 } else { 0.0 });
         stages.spawn_support("rabbitmq-supervisor", supervise(this.clone(), url.to_string()));
         Ok(this)
     }
@@ -173,7 +184,7 @@ async fn supervise(this: Arc<Supervisor>, url: String) {
                     () = this.shutdown.cancelled() => break,
                     attempt = establish(&url, &this.names) => attempt,
                 };
-                match attempt {
+                match attempt.map_err(|error| format!("{error} ({})", redact_url(&url))) {
                     Ok(link) => {
                         broker.succeeded();
                         delays = backoff();

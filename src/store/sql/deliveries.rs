@@ -163,7 +163,7 @@ impl DeliveryStore for SqlStore<DB> {
                 )
                 .bind(outcome.webhook_id)
                 .bind(reason.as_str())
-                .bind(outcome.attempt.started_at)
+                .bind(outcome.attempt.ended_at())
                 .execute(&mut *tx)
                 .await
                 .store()?;

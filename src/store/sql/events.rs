@@ -33,62 +33,45 @@ impl EventStore for SqlStore<DB> {
             DB::insert_events(&mut conn, events).await?
         };
         if inserted.len() == events.len() {
-            return Ok(events
-                .iter()
-                .map(|event| IngestOutcome {
-                    id: event.id,
-                    event_type: event.event_type.clone(),
-                    created_at: event.created_at,
-                    duplicate: false,
-                })
-                .collect());
+            return Ok(events.iter().map(written).collect());
         }
         let mut tx = self.write.begin_with(DB::BEGIN_WRITE).await.store()?;
         // Events that were not inserted collided on their idempotency key: find the first event.
         let mut outcomes = Vec::with_capacity(events.len());
         for event in events {
             if inserted.contains(&event.id) {
-                outcomes.push(IngestOutcome {
-                    id: event.id,
-                    event_type: event.event_type.clone(),
-                    created_at: event.created_at,
-                    duplicate: false,
-                });
+                outcomes.push(written(event));
                 continue;
             }
             let Some(key) = event.idempotency_key.as_deref() else {
                 return Err(StoreError::Conflict(format!("event id {} exists", event.id)));
             };
-            let first = sqlx::query_as::<DB, (Uuid, String, DateTime<Utc>)>(
-                "SELECT id, event_type, created_at FROM events WHERE organization_id = $1 AND idempotency_key = $2",
-            )
-            .bind(event.organization_id)
-            .bind(key)
-            .fetch_one(&mut *tx)
-            .await
-            .store()?;
-            if first.2 >= idempotency_since {
-                outcomes.push(IngestOutcome {
-                    id: first.0,
-                    event_type: first.1,
-                    created_at: first.2,
-                    duplicate: true,
-                });
+            let (id, event_type, created_at, hash) =
+                sqlx::query_as::<DB, (Uuid, String, DateTime<Utc>, Option<String>)>(
+                    "SELECT id, event_type, created_at, idempotency_hash FROM events \
+                     WHERE organization_id = $1 AND idempotency_key = $2",
+                )
+                .bind(event.organization_id)
+                .bind(key)
+                .fetch_one(&mut *tx)
+                .await
+                .store()?;
+            if created_at >= idempotency_since {
+                // A key first used before its request was hashed (NULL) can only be taken as a repeat.
+                let key_reused = hash.is_some() && event.request_hash.is_some() && hash != event.request_hash;
+                outcomes.push(IngestOutcome { id, event_type, created_at, duplicate: true, key_reused });
                 continue;
             }
             // The first use is older than the window (the janitor has not cleared it yet): forget it.
-            sqlx::query::<DB>("UPDATE events SET idempotency_key = NULL WHERE id = $1")
-                .bind(first.0)
-                .execute(&mut *tx)
-                .await
-                .store()?;
+            sqlx::query::<DB>(
+                "UPDATE events SET idempotency_key = NULL, idempotency_hash = NULL WHERE id = $1",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .store()?;
             inserted.extend(DB::insert_events(&mut tx, std::slice::from_ref(event)).await?);
-            outcomes.push(IngestOutcome {
-                id: event.id,
-                event_type: event.event_type.clone(),
-                created_at: event.created_at,
-                duplicate: false,
-            });
+            outcomes.push(written(event));
         }
         tx.commit().await.store()?;
         Ok(outcomes)
@@ -161,12 +144,24 @@ impl EventStore for SqlStore<DB> {
 
     async fn expire_idempotency_keys(&self, before: DateTime<Utc>) -> StoreResult<u64> {
         let result = sqlx::query::<DB>(
-            "UPDATE events SET idempotency_key = NULL WHERE idempotency_key IS NOT NULL AND created_at < $1",
+            "UPDATE events SET idempotency_key = NULL, idempotency_hash = NULL \
+             WHERE idempotency_key IS NOT NULL AND created_at < $1",
         )
         .bind(before)
         .execute(&self.write)
         .await
         .store()?;
         Ok(DB::rows_affected(&result))
+    }
+}
+
+/// The outcome of an event that was written.
+fn written(event: &NewEvent) -> IngestOutcome {
+    IngestOutcome {
+        id: event.id,
+        event_type: event.event_type.clone(),
+        created_at: event.created_at,
+        duplicate: false,
+        key_reused: false,
     }
 }

@@ -70,15 +70,16 @@ pub trait Backend: Database {
     ) -> BoxFuture<'c, StoreResult<()>>;
 }
 
-/// The delivery columns an outcome sets: status, next_attempt_at, completed_at.
+/// The delivery columns an outcome sets: status, next_attempt_at, completed_at (when the attempt
+/// ended, as `updated_at`).
 pub(super) fn outcome_state(
     outcome: &AttemptOutcome,
 ) -> (&'static str, Option<DateTime<Utc>>, Option<DateTime<Utc>>) {
-    let started = outcome.attempt.started_at;
+    let ended = outcome.attempt.ended_at();
     match &outcome.next {
-        NextStep::Succeeded => ("succeeded", None, Some(started)),
+        NextStep::Succeeded => ("succeeded", None, Some(ended)),
         NextStep::Retry(at) => ("pending", Some(*at), None),
-        NextStep::Dead => ("dead", None, Some(started)),
+        NextStep::Dead => ("dead", None, Some(ended)),
     }
 }
 
