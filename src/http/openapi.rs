@@ -66,9 +66,83 @@ pub fn document() -> String {
 
 fn text(mut document: utoipa::openapi::OpenApi) -> String {
     document.info.version = env!("CARGO_PKG_VERSION").to_string();
-    let mut text = document.to_pretty_json().unwrap_or_else(|error| format!("{{\"error\": \"{error}\"}}"));
+    let mut document = serde_json::to_value(&document).unwrap_or_default();
+    add_common_responses(&mut document);
+    let mut text =
+        serde_json::to_string_pretty(&document).unwrap_or_else(|error| format!("{{\"error\": \"{error}\"}}"));
     text.push('\n');
     text
+}
+
+/// Which operations can give a common response.
+#[derive(Clone, Copy)]
+enum Applies {
+    /// Every operation (the request timeout is a layer around all of them).
+    Everywhere,
+    /// Every authenticated operation (under `/api/v1/`): the credential extractors and the store.
+    Authenticated,
+    /// Every operation that reads a request body.
+    WithBody,
+}
+
+/// The error responses that come from the layers and the extractors rather than from one handler. Each
+/// is added, with the error schema, to every operation it applies to that does not declare that status
+/// itself (a handler's own description of it is more precise and wins).
+const COMMON_RESPONSES: [(&str, Applies, &str); 8] = [
+    (
+        "400",
+        Applies::Authenticated,
+        "invalid request: a malformed id, query, body or service-role target (`code` says which)",
+    ),
+    ("401", Applies::Authenticated, "missing, malformed, expired or revoked credentials"),
+    (
+        "403",
+        Applies::Authenticated,
+        "these credentials may not do this (admins only, or another user's resource)",
+    ),
+    ("404", Applies::Authenticated, "not found: the resource, or the user a service-role token acts for"),
+    ("408", Applies::Everywhere, "the request took longer than server.request_timeout"),
+    ("413", Applies::WithBody, "the body is larger than server.max_body_bytes"),
+    ("429", Applies::Authenticated, "too many requests for this API key; retry after `Retry-After` seconds"),
+    ("503", Applies::Authenticated, "the database is unavailable or Herald is shutting down; retry shortly"),
+];
+
+fn add_common_responses(document: &mut serde_json::Value) {
+    let Some(paths) = document.get_mut("paths").and_then(serde_json::Value::as_object_mut) else { return };
+    for (path, item) in paths.iter_mut() {
+        let authenticated = path.starts_with("/api/v1/");
+        let Some(operations) = item.as_object_mut() else { continue };
+        for operation in operations.values_mut() {
+            let with_body = operation.get("requestBody").is_some();
+            let Some(responses) = operation.get_mut("responses").and_then(serde_json::Value::as_object_mut)
+            else {
+                continue;
+            };
+            for (status, applies, description) in COMMON_RESPONSES {
+                let applies = match applies {
+                    Applies::Everywhere => true,
+                    Applies::Authenticated => authenticated,
+                    Applies::WithBody => with_body,
+                };
+                if applies {
+                    responses.entry(status).or_insert_with(|| error_response(status, description));
+                }
+            }
+        }
+    }
+}
+
+fn error_response(status: &str, description: &str) -> serde_json::Value {
+    let mut response = serde_json::json!({
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+    });
+    if status == "429" {
+        response["headers"] = serde_json::json!({
+            "Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}},
+        });
+    }
+    response
 }
 
 /// `GET /openapi.json`, serving `document` (the one generated with the routes it describes).
