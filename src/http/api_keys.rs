@@ -124,8 +124,10 @@ pub struct ListQuery {
     /// `organization` lists every key of the organization (admins only).
     scope: Option<String>,
     /// Only keys last used at or after this time (RFC 3339).
+    #[param(format = DateTime)]
     from: Option<String>,
     /// Only keys last used at or before this time (RFC 3339).
+    #[param(format = DateTime)]
     to: Option<String>,
 }
 

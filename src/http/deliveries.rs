@@ -113,6 +113,7 @@ pub struct ListDeliveries {
     /// `next_cursor` of the previous page.
     cursor: Option<Uuid>,
     /// Deliveries per page, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<i64>,
 }
 
