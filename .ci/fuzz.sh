@@ -128,6 +128,7 @@ parameters = { "path.id" = "$doomed_key" }
 TOML
 
 status=0
+cd "$dir" # schemathesis keeps a cache in its working folder: not in the clone
 python3 -c 'from schemathesis.cli import schemathesis; schemathesis(prog_name="st")' \
   --config-file "$dir/schemathesis.toml" run \
   "http://127.0.0.1:$PORT/api/v1/openapi.json" \
@@ -138,7 +139,7 @@ python3 -c 'from schemathesis.cli import schemathesis; schemathesis(prog_name="s
   --generation-database none --workers 1 --request-timeout 10 \
   --no-color --output-truncate false || status=$?
 
-if grep -q '"level":"ERROR"\|ERROR' "$dir/stderr"; then
+if grep -q 'ERROR' "$dir/stderr"; then
   echo "herald logged errors during the fuzzing:" >&2
   grep 'ERROR' "$dir/stderr" | head -20 >&2
   status=1

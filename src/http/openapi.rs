@@ -7,7 +7,11 @@
 use axum::{Json, Router, routing::get};
 use utoipa::{
     Modify, OpenApi,
-    openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme},
+    openapi::{
+        Content, Object, Ref, RefOr, Response, Type,
+        header::Header,
+        security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme},
+    },
 };
 
 use super::AppState;
@@ -66,10 +70,8 @@ pub fn document() -> String {
 
 fn text(mut document: utoipa::openapi::OpenApi) -> String {
     document.info.version = env!("CARGO_PKG_VERSION").to_string();
-    let mut document = serde_json::to_value(&document).unwrap_or_default();
     add_common_responses(&mut document);
-    let mut text =
-        serde_json::to_string_pretty(&document).unwrap_or_else(|error| format!("{{\"error\": \"{error}\"}}"));
+    let mut text = document.to_pretty_json().unwrap_or_else(|error| format!("{{\"error\": \"{error}\"}}"));
     text.push('\n');
     text
 }
@@ -107,17 +109,23 @@ const COMMON_RESPONSES: [(&str, Applies, &str); 8] = [
     ("503", Applies::Authenticated, "the database is unavailable or Herald is shutting down; retry shortly"),
 ];
 
-fn add_common_responses(document: &mut serde_json::Value) {
-    let Some(paths) = document.get_mut("paths").and_then(serde_json::Value::as_object_mut) else { return };
-    for (path, item) in paths.iter_mut() {
+fn add_common_responses(document: &mut utoipa::openapi::OpenApi) {
+    for (path, item) in &mut document.paths.paths {
         let authenticated = path.starts_with("/api/v1/");
-        let Some(operations) = item.as_object_mut() else { continue };
-        for operation in operations.values_mut() {
-            let with_body = operation.get("requestBody").is_some();
-            let Some(responses) = operation.get_mut("responses").and_then(serde_json::Value::as_object_mut)
-            else {
-                continue;
-            };
+        let methods = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.options,
+            &mut item.head,
+            &mut item.patch,
+            &mut item.trace,
+            &mut item.query,
+        ];
+        let operations = methods.into_iter().flatten().chain(item.additional_operations.values_mut());
+        for operation in operations {
+            let with_body = operation.request_body.is_some();
             for (status, applies, description) in COMMON_RESPONSES {
                 let applies = match applies {
                     Applies::Everywhere => true,
@@ -125,22 +133,24 @@ fn add_common_responses(document: &mut serde_json::Value) {
                     Applies::WithBody => with_body,
                 };
                 if applies {
-                    responses.entry(status).or_insert_with(|| error_response(status, description));
+                    let responses = &mut operation.responses.responses;
+                    responses
+                        .entry(status.to_string())
+                        .or_insert_with(|| RefOr::T(error_response(status, description)));
                 }
             }
         }
     }
 }
 
-fn error_response(status: &str, description: &str) -> serde_json::Value {
-    let mut response = serde_json::json!({
-        "description": description,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
-    });
+fn error_response(status: &str, description: &str) -> Response {
+    let mut response = Response::new(description);
+    let body = Content::new(Some(Ref::from_schema_name("ErrorBody")));
+    response.content.insert("application/json".to_string(), RefOr::T(body));
     if status == "429" {
-        response["headers"] = serde_json::json!({
-            "Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}},
-        });
+        let mut seconds = Header::new(Object::with_type(Type::Integer));
+        seconds.description = Some("seconds to wait before retrying".to_string());
+        response.headers.insert("Retry-After".to_string(), RefOr::T(seconds));
     }
     response
 }
