@@ -1,8 +1,9 @@
 //! The OpenAPI 3.1 document of the whole API, served at `GET /api/v1/openapi.json`. Its paths and schemas
 //! come from the routes themselves (each module declares a route once, with `utoipa_axum::routes!`, for
 //! both the router and the document); this module holds the frame around them: info, security schemes,
-//! tags, and the error responses that the layers and extractors give every operation (`COMMON_RESPONSES`). A copy is checked in at `docs/openapi.json` (regenerate it with
-//! `herald openapi > docs/openapi.json`); a test keeps the two equal.
+//! tags, and the error responses that the layers and extractors give every operation (`COMMON_RESPONSES`).
+//! A copy is checked in at `docs/openapi.json` (regenerate it with `herald openapi > docs/openapi.json`);
+//! a test keeps the two equal.
 
 use axum::{Json, Router, routing::get};
 use utoipa::{
