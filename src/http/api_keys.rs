@@ -67,9 +67,8 @@ pub struct ActAs {
 /// Create an API key.
 #[utoipa::path(post, operation_id = "create_api_key", path = "/api-keys", tag = "api-keys", params(ActAs), request_body = CreateApiKey,
     responses(
-        (status = 201, body = CreatedApiKey),
+        (status = 201, body = CreatedApiKey, description = "the new key; `key` is shown only this once"),
         (status = 400, body = ErrorBody, description = "invalid request, or user_id missing for a service-role token"),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
     ))]
 pub async fn create(
     State(state): State<AppState>,
@@ -125,8 +124,10 @@ pub struct ListQuery {
     /// `organization` lists every key of the organization (admins only).
     scope: Option<String>,
     /// Only keys last used at or after this time (RFC 3339).
+    #[param(format = DateTime)]
     from: Option<String>,
     /// Only keys last used at or before this time (RFC 3339).
+    #[param(format = DateTime)]
     to: Option<String>,
 }
 
@@ -156,9 +157,8 @@ pub struct ApiKeyList {
 /// List active (not revoked) API keys.
 #[utoipa::path(get, operation_id = "list_api_keys", path = "/api-keys", tag = "api-keys", params(ListQuery),
     responses(
-        (status = 200, body = ApiKeyList),
+        (status = 200, body = ApiKeyList, description = "the caller's keys (the organization's with scope=organization), with their usage"),
         (status = 400, body = ErrorBody, description = "invalid query parameters"),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
     ))]
 pub async fn list(
     State(state): State<AppState>,
@@ -229,9 +229,8 @@ pub struct Message {
 /// Revoke an API key.
 #[utoipa::path(delete, operation_id = "revoke_api_key", path = "/api-keys/{id}", tag = "api-keys", params(("id" = Uuid, Path, description = "key id")),
     responses(
-        (status = 200, body = Message),
+        (status = 200, body = Message, description = "the key is revoked"),
         (status = 400, body = ErrorBody, description = "invalid UUID"),
-        (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody, description = "a non-admin revoking another user's key"),
         (status = 404, body = ErrorBody, description = "key not found"),
     ))]

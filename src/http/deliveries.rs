@@ -113,14 +113,14 @@ pub struct ListDeliveries {
     /// `next_cursor` of the previous page.
     cursor: Option<Uuid>,
     /// Deliveries per page, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<i64>,
 }
 
 /// A webhook's deliveries, newest first.
 #[utoipa::path(get, operation_id = "list_deliveries", path = "/webhooks/{id}/deliveries", tag = "deliveries",
     params(("id" = Uuid, Path, description = "webhook id"), ListDeliveries),
-    responses((status = 200, body = DeliveryPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = DeliveryPage, description = "a page of the webhook's deliveries")))]
 pub async fn list(
     State(state): State<AppState>,
     AdminAuth(principal): AdminAuth,
@@ -139,8 +139,7 @@ pub async fn list(
 
 /// One delivery with every attempt.
 #[utoipa::path(get, operation_id = "get_delivery", path = "/deliveries/{id}", tag = "deliveries", params(("id" = Uuid, Path)),
-    responses((status = 200, body = DeliveryDetail), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = DeliveryDetail, description = "the delivery with its attempts")))]
 pub async fn read(
     State(state): State<AppState>,
     AdminAuth(principal): AdminAuth,
@@ -153,8 +152,7 @@ pub async fn read(
 
 /// Deliver again now (one more attempt), whatever the delivery's state, unless it is queued already.
 #[utoipa::path(post, operation_id = "retry_delivery", path = "/deliveries/{id}/retry", tag = "deliveries", params(("id" = Uuid, Path)),
-    responses((status = 202, body = DeliveryView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+    responses((status = 202, body = DeliveryView, description = "the delivery is queued again"),
         (status = 409, body = ErrorBody, description = "already queued, or the webhook is disabled")))]
 pub async fn retry(
     State(state): State<AppState>,
@@ -194,8 +192,8 @@ pub struct Replayed {
 /// Redrive many deliveries of a webhook (bulk replay), e.g. after an outage of the endpoint.
 #[utoipa::path(post, operation_id = "replay_deliveries", path = "/webhooks/{id}/replay", tag = "deliveries",
     params(("id" = Uuid, Path)), request_body(content = Option<Replay>, description = "optional filter"),
-    responses((status = 202, body = Replayed), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 202, body = Replayed, description = "the matching deliveries (dead by default) are queued again"),
+        (status = 409, body = ErrorBody, description = "the webhook is disabled; enable it first")))]
 pub async fn replay(
     State(state): State<AppState>,
     AdminAuth(principal): AdminAuth,
@@ -237,8 +235,8 @@ pub struct TestSent {
 /// The event takes the normal path (outbox, fan-out, delivery); its one delivery has the event's id and
 /// exists once fan-out has taken the event (within milliseconds while the queue is up).
 #[utoipa::path(post, operation_id = "test_webhook", path = "/webhooks/{id}/test", tag = "deliveries", params(("id" = Uuid, Path)),
-    responses((status = 202, body = TestSent), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 202, body = TestSent, description = "a test delivery is queued"),
+        (status = 409, body = ErrorBody, description = "the webhook is disabled; enable it first")))]
 pub async fn send_test(
     State(state): State<AppState>,
     AdminAuth(principal): AdminAuth,

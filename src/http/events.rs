@@ -45,7 +45,7 @@ pub struct EventTypes {
 
 /// The event types that may be sent and subscribed to.
 #[utoipa::path(get, operation_id = "list_event_types", path = "/event-types", tag = "events",
-    responses((status = 200, body = EventTypes), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = EventTypes, description = "the event types this Herald accepts")))]
 pub async fn event_types(State(state): State<AppState>, _auth: Auth) -> axum::Json<EventTypes> {
     axum::Json(EventTypes { event_types: state.catalog.list().into_iter().map(String::from).collect() })
 }
@@ -82,9 +82,7 @@ pub struct EventAccepted {
         (status = 200, body = EventAccepted, description = "the same request (event and data) with this idempotency key was accepted before; nothing was created"),
         (status = 400, body = ErrorBody, description = "unknown event type (the valid ones are listed), data not an object, invalid body or idempotency key, an Idempotency-Key header that differs from the body's idempotency_key"),
         (status = 422, body = ErrorBody, description = "idempotency_key_reused: this idempotency key was used within 24 hours for another event type or other data; nothing was created"),
-        (status = 401, body = ErrorBody),
         (status = 413, body = ErrorBody, description = "body larger than server.max_body_bytes (256 KiB)"),
-        (status = 429, body = ErrorBody),
     ))]
 pub async fn send(
     State(state): State<AppState>,
@@ -195,7 +193,7 @@ pub struct EventPage {
 
 /// List the organization's events, newest first.
 #[utoipa::path(get, operation_id = "list_events", path = "/events", tag = "events", params(ListEvents),
-    responses((status = 200, body = EventPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = EventPage, description = "a page of the organization's events")))]
 pub async fn list(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -220,8 +218,7 @@ pub async fn list(
 
 /// Read one event.
 #[utoipa::path(get, operation_id = "get_event", path = "/events/{id}", tag = "events", params(("id" = Uuid, Path)),
-    responses((status = 200, body = EventView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = EventView, description = "the event")))]
 pub async fn read(
     State(state): State<AppState>,
     Auth(principal): Auth,

@@ -6,6 +6,7 @@ use axum::{
     http::{StatusCode, request::Parts},
 };
 use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
 
 use super::error::ApiError;
 
@@ -17,10 +18,22 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(request, state).await {
-            Ok(axum::Json(value)) => Ok(Json(value)),
-            Err(rejection) => Err(json_rejection(rejection)),
-        }
+        // The content type, the size limit and the syntax first, then the shape, then the fields.
+        let axum::Json(raw) =
+            axum::Json::<Box<RawValue>>::from_request(request, state).await.map_err(json_rejection)?;
+        require_object(raw.get())?;
+        let axum::Json(value) = axum::Json::<T>::from_bytes(raw.get().as_bytes()).map_err(json_rejection)?;
+        Ok(Json(value))
+    }
+}
+
+/// Every request body is an object: serde would otherwise read an array as a struct's fields by
+/// position (`[null, null]` as a `Replay`).
+fn require_object(json: &str) -> Result<(), ApiError> {
+    if json.trim_start().starts_with('{') {
+        Ok(())
+    } else {
+        Err(ApiError::invalid("invalid request body: expected a JSON object"))
     }
 }
 
@@ -67,7 +80,11 @@ impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for OptionalJ
         if body.iter().all(u8::is_ascii_whitespace) {
             return Ok(OptionalJson(T::default()));
         }
-        serde_json::from_slice(&body)
+        let raw: Box<RawValue> = serde_json::from_slice(&body).map_err(|error| {
+            ApiError::bad_request("malformed_json", format!("request body is not valid JSON: {error}"))
+        })?;
+        require_object(raw.get())?;
+        serde_json::from_str(raw.get())
             .map(OptionalJson)
             .map_err(|error| ApiError::invalid(format!("invalid request body: {error}")))
     }

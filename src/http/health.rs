@@ -28,7 +28,7 @@ pub struct Health {
 }
 
 /// The process is up.
-#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, body = Health)))]
+#[utoipa::path(get, path = "/healthz", tag = "health", security(), responses((status = 200, body = Health, description = "the process is alive")))]
 pub async fn healthz() -> Json<Health> {
     Json(Health { status: "ok", version: env!("CARGO_PKG_VERSION") })
 }
@@ -56,8 +56,8 @@ pub struct Checks {
 }
 
 /// The store and the queue can be reached.
-#[utoipa::path(get, path = "/readyz", tag = "health", responses(
-    (status = 200, body = Readiness),
+#[utoipa::path(get, path = "/readyz", tag = "health", security(), responses(
+    (status = 200, body = Readiness, description = "every dependency answers"),
     (status = 503, body = Readiness, description = "a dependency is unreachable; `error` names it"),
 ))]
 pub async fn readyz(State(state): State<AppState>) -> Response {

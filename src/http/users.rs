@@ -62,8 +62,7 @@ pub struct UserList {
 /// Add a user to the organization (emits `user.added`).
 #[utoipa::path(post, operation_id = "create_user", path = "/users", tag = "users", request_body = CreateUser,
     responses(
-        (status = 201, body = UserView),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 201, body = UserView, description = "the new user"),
         (status = 409, body = ErrorBody, description = "a user with this email exists in the organization"),
     ))]
 pub async fn create(
@@ -103,7 +102,7 @@ pub async fn create(
 
 /// List the organization's users.
 #[utoipa::path(get, operation_id = "list_users", path = "/users", tag = "users",
-    responses((status = 200, body = UserList), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = UserList, description = "the organization's users")))]
 pub async fn list(
     State(state): State<AppState>,
     AdminAuth(principal): AdminAuth,

@@ -122,9 +122,8 @@ pub struct WebhookList {
 /// Subscribe an endpoint.
 #[utoipa::path(post, operation_id = "create_webhook", path = "/webhooks", tag = "webhooks", request_body = CreateWebhook,
     responses(
-        (status = 201, body = CreatedWebhook),
+        (status = 201, body = CreatedWebhook, description = "the new webhook with its signing secret (shown only this once)"),
         (status = 400, body = ErrorBody, description = "invalid request; unknown event types are listed"),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 422, body = ErrorBody, description = "the URL is not allowed (plain http, private or metadata address)"),
     ))]
 pub async fn create(
@@ -165,7 +164,7 @@ pub async fn create(
 
 /// List the organization's webhooks.
 #[utoipa::path(get, operation_id = "list_webhooks", path = "/webhooks", tag = "webhooks",
-    responses((status = 200, body = WebhookList), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = WebhookList, description = "the organization's webhooks")))]
 pub async fn list(
     State(state): State<AppState>,
     AdminAuth(principal): AdminAuth,
@@ -182,8 +181,7 @@ pub async fn list(
 
 /// Read one webhook.
 #[utoipa::path(get, operation_id = "get_webhook", path = "/webhooks/{id}", tag = "webhooks", params(("id" = Uuid, Path)),
-    responses((status = 200, body = WebhookView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = WebhookView, description = "the webhook")))]
 pub async fn read(
     State(state): State<AppState>,
     AdminAuth(principal): AdminAuth,
@@ -215,8 +213,8 @@ fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Option<S
 
 /// Change a webhook.
 #[utoipa::path(patch, operation_id = "update_webhook", path = "/webhooks/{id}", tag = "webhooks", params(("id" = Uuid, Path)), request_body = UpdateWebhook,
-    responses((status = 200, body = WebhookView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = WebhookView, description = "the webhook as changed"),
+        (status = 422, body = ErrorBody, description = "the new URL is not allowed (plain http, private or metadata address)")))]
 pub async fn update(
     State(state): State<AppState>,
     AdminAuth(principal): AdminAuth,
@@ -258,8 +256,7 @@ pub struct Deleted {
 
 /// Delete a webhook and its delivery history.
 #[utoipa::path(delete, operation_id = "delete_webhook", path = "/webhooks/{id}", tag = "webhooks", params(("id" = Uuid, Path)),
-    responses((status = 200, body = Deleted), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Deleted, description = "the webhook is deleted")))]
 pub async fn remove(
     State(state): State<AppState>,
     AdminAuth(principal): AdminAuth,
@@ -295,8 +292,7 @@ pub struct RotatedSecret {
 /// Replace the signing secret; the old one keeps signing for a grace period.
 #[utoipa::path(post, operation_id = "rotate_webhook_secret", path = "/webhooks/{id}/rotate-secret", tag = "webhooks", params(("id" = Uuid, Path)),
     request_body(content = Option<RotateSecret>, description = "optional"),
-    responses((status = 200, body = RotatedSecret), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = RotatedSecret, description = "the new secret; the previous one stays valid for the grace period")))]
 pub async fn rotate_secret(
     State(state): State<AppState>,
     AdminAuth(principal): AdminAuth,
