@@ -174,7 +174,8 @@ async fn read_only_commands_check_the_schema(url: &str) {
     let env = [("HERALD__DATABASE__URL", url), ("HERALD__SECRETS__KEYS", crate::support::db::TEST_KEY)];
     older_schema(url).await;
     // The latest migration's version: the number its file name starts with.
-    let needed = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite"))
+    let dialect = if url.starts_with("sqlite:") { "sqlite" } else { "postgres" };
+    let needed = std::fs::read_dir(format!("{}/migrations/{dialect}", env!("CARGO_MANIFEST_DIR")))
         .expect("dir")
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.split('_').next()?.parse::<u64>().ok())
         .max()
