@@ -108,8 +108,9 @@ pub trait AccountStore: Send + Sync + std::fmt::Debug + 'static {
     async fn bootstrap(&self, bootstrap: &Bootstrap, only_if_empty: bool) -> StoreResult<bool>;
     async fn get_organization(&self, id: Uuid) -> StoreResult<Option<Organization>>;
     async fn set_organization_active(&self, id: Uuid, active: bool) -> StoreResult<()>;
-    /// Creates a user and, in the same transaction, the `user.added` event announcing it.
-    async fn create_user(&self, user: &NewUser, announcement: &NewEvent) -> StoreResult<User>;
+    /// Creates a user and, in the same transaction, the `user.added` event announcing it (none when the
+    /// catalog leaves `user.added` out).
+    async fn create_user(&self, user: &NewUser, announcement: Option<&NewEvent>) -> StoreResult<User>;
     async fn get_user(&self, id: Uuid) -> StoreResult<Option<User>>;
     async fn list_users(&self, organization_id: Uuid) -> StoreResult<Vec<User>>;
 

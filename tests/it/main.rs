@@ -7,6 +7,7 @@ mod cli;
 mod delivery;
 mod deploy_files;
 mod events;
+mod friction;
 mod metrics;
 mod openapi;
 mod publishing;

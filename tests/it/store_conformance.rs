@@ -122,7 +122,7 @@ async fn users_are_unique_per_organization_and_announced(store: DynStore) {
         created_at: at(1),
     };
     let announcement = new_event(f.organization, "user.added", None, at(1));
-    let created = store.create_user(&user, &announcement).await.expect("created");
+    let created = store.create_user(&user, Some(&announcement)).await.expect("created");
     assert_eq!(created.role, Role::Member);
     assert_eq!(created.name.as_deref(), Some("Member"));
     let stored_event =
@@ -132,7 +132,7 @@ async fn users_are_unique_per_organization_and_announced(store: DynStore) {
 
     let duplicate = NewUser { id: Uuid::now_v7(), ..user.clone() };
     let again = new_event(f.organization, "user.added", None, at(2));
-    let error = store.create_user(&duplicate, &again).await.expect_err("same email twice");
+    let error = store.create_user(&duplicate, Some(&again)).await.expect_err("same email twice");
     assert!(matches!(error, StoreError::Conflict(_)), "{error:?}");
     assert!(store.get_event(again.id).await.expect("read").is_none(), "the failed user's event rolled back");
 

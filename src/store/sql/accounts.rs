@@ -79,10 +79,12 @@ impl AccountStore for SqlStore<DB> {
         Ok(())
     }
 
-    async fn create_user(&self, user: &NewUser, announcement: &NewEvent) -> StoreResult<User> {
+    async fn create_user(&self, user: &NewUser, announcement: Option<&NewEvent>) -> StoreResult<User> {
         let mut tx = self.write.begin_with(DB::BEGIN_WRITE).await.store()?;
         let created = Self::insert_user(&mut tx, user).await?;
-        DB::insert_events(&mut tx, std::slice::from_ref(announcement)).await?;
+        if let Some(announcement) = announcement {
+            DB::insert_events(&mut tx, std::slice::from_ref(announcement)).await?;
+        }
         tx.commit().await.store()?;
         Ok(created)
     }

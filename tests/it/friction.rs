@@ -1,0 +1,134 @@
+//! What a newcomer tripped over (issue 11, item 10): filters and statuses that matched nothing instead
+//! of being refused, a second revocation answered "not found", `user.added` outside a custom catalog,
+//! error texts that quoted library internals, a 413 that did not state the limit, and unknown JSON
+//! fields ignored without a word.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::{
+    in_both_modes,
+    support::app::{Mode, TestApp},
+};
+
+in_both_modes!(
+    listing_events_of_an_unknown_type_is_refused,
+    replay_refuses_a_status_no_delivery_has,
+    revoking_a_revoked_key_says_so,
+    user_added_is_emitted_only_when_in_the_catalog,
+    bad_request_fields_get_clear_messages,
+    the_413_message_states_the_limit,
+    unknown_body_fields_are_refused_by_name,
+);
+
+fn message(error: &Value) -> &str {
+    error["error"].as_str().unwrap_or_else(|| panic!("an error message in {error}"))
+}
+
+async fn listing_events_of_an_unknown_type_is_refused(mode: Mode) {
+    let app = TestApp::spawn(mode).await;
+    let (status, error) = app.admin(Method::GET, "/api/v1/events?type=nope", None).await;
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("unknown_event_type")),
+        "{error}"
+    );
+    assert!(message(&error).contains("item.created"), "the valid types are listed: {error}");
+    let (status, error) = app.admin(Method::GET, "/api/v1/events?type=item.created,item.updated", None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "one type per request: {error}");
+    assert!(message(&error).contains("one type"), "{error}");
+    let (status, _) = app.admin(Method::GET, "/api/v1/events?type=item.created", None).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+async fn replay_refuses_a_status_no_delivery_has(mode: Mode) {
+    let app = TestApp::spawn(mode).await;
+    let receiver = crate::support::receiver::Receiver::ok().await;
+    let webhook = app.subscribe(&receiver, json!(["*"])).await;
+    let path = format!("/api/v1/webhooks/{webhook}/replay");
+    let (status, error) = app.admin(Method::POST, &path, Some(json!({"status": "failed"}))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
+    assert!(message(&error).contains("dead") && message(&error).contains("pending"), "{error}");
+    for status_name in ["dead", "pending"] {
+        let (status, body) = app.admin(Method::POST, &path, Some(json!({"status": status_name}))).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{status_name}: {body}");
+    }
+}
+
+async fn revoking_a_revoked_key_says_so(mode: Mode) {
+    let app = TestApp::spawn(mode).await;
+    let (status, created) =
+        app.admin(Method::POST, "/api/v1/api-keys", Some(json!({"name": "ci", "purpose": "zapier"}))).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let path = format!("/api/v1/api-keys/{}", created["id"].as_str().expect("id"));
+    let (status, _) = app.admin(Method::DELETE, &path, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, error) = app.admin(Method::DELETE, &path, None).await;
+    assert_eq!((status, error["code"].as_str()), (StatusCode::CONFLICT, Some("already_revoked")), "{error}");
+    assert!(message(&error).contains("already revoked"), "{error}");
+}
+
+async fn user_added_is_emitted_only_when_in_the_catalog(mode: Mode) {
+    let app = TestApp::spawn_with(mode, |settings| settings.events.types = vec!["order.paid".into()]).await;
+    let (status, created) = app
+        .admin(Method::POST, "/api/v1/users", Some(json!({"email": "ada@test.example", "role": "member"})))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let (status, page) = app.admin(Method::GET, "/api/v1/events", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(page["events"], json!([]), "user.added is not in this catalog: {page}");
+
+    let app = TestApp::spawn(mode).await;
+    let (status, _) = app
+        .admin(Method::POST, "/api/v1/users", Some(json!({"email": "ada@test.example", "role": "member"})))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (_, page) = app.admin(Method::GET, "/api/v1/events?type=user.added", None).await;
+    assert_eq!(page["events"].as_array().expect("events").len(), 1, "the default catalog has it: {page}");
+}
+
+async fn bad_request_fields_get_clear_messages(mode: Mode) {
+    let app = TestApp::spawn(mode).await;
+    let (status, error) =
+        app.admin(Method::POST, "/api/v1/api-keys", Some(json!({"name": "ci", "expires_at": "2030"}))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
+    let text = message(&error);
+    assert!(text.contains("expires_at") && text.contains("RFC 3339"), "{error}");
+    assert!(!text.contains("premature end of input"), "no library internals: {error}");
+
+    let token = crate::support::app::jwt(&json!({"sub": app.admin_id.to_string(), "aud": "herald"}));
+    let (status, error) = app.call(Method::GET, "/api/v1/event-types", Some(&token), None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{error}");
+    assert!(message(&error).contains("exp"), "a missing claim is named: {error}");
+}
+
+async fn the_413_message_states_the_limit(mode: Mode) {
+    let app = TestApp::spawn(mode).await;
+    let big = "x".repeat(300 * 1024);
+    let (status, error) = app
+        .admin(Method::POST, "/api/v1/events", Some(json!({"event": "item.created", "data": {"big": big}})))
+        .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{error}");
+    assert!(message(&error).contains("262144 bytes"), "{error}");
+}
+
+async fn unknown_body_fields_are_refused_by_name(mode: Mode) {
+    let app = TestApp::spawn(mode).await;
+    let (status, error) = app
+        .admin(
+            Method::POST,
+            "/api/v1/events",
+            Some(json!({"event": "item.created", "data": {}, "colour": 1})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
+    assert!(message(&error).contains("unknown field `colour`"), "{error}");
+
+    let receiver = crate::support::receiver::Receiver::ok().await;
+    let webhook = app.subscribe(&receiver, json!(["*"])).await;
+    let (status, error) = app
+        .admin(Method::PATCH, &format!("/api/v1/webhooks/{webhook}"), Some(json!({"secret": "whsec_x"})))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
+    assert!(message(&error).contains("rotate-secret"), "{error}");
+}
