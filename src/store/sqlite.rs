@@ -233,9 +233,10 @@ pub async fn connect(url: &str, settings: &DatabaseSettings) -> anyhow::Result<S
         .foreign_keys(true)
         .busy_timeout(Duration::from_secs(10));
     let path = options.get_filename().to_path_buf();
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)
-            .map_err(|error| anyhow::anyhow!("creating the database folder {}: {error}", parent.display()))?;
+    // In-memory databases have no file to protect.
+    if !url.contains(":memory:") && !url.contains("mode=memory") {
+        crate::private_fs::ensure_file(&path)
+            .map_err(|error| anyhow::anyhow!("creating the database file {}: {error}", path.display()))?;
     }
     let open_error =
         |error: sqlx::Error| anyhow::anyhow!("opening SQLite database {}: {error}", path.display());

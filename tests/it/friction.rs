@@ -132,3 +132,39 @@ async fn unknown_body_fields_are_refused_by_name(mode: Mode) {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
     assert!(message(&error).contains("rotate-secret"), "{error}");
 }
+
+/// The embedded mode's data folder holds the database and the key that opens every webhook secret:
+/// its owner alone may read them.
+#[cfg(unix)]
+#[tokio::test]
+async fn the_data_folder_and_its_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let mut settings = herald::config::Settings::defaults();
+    settings.database.url =
+        herald::config::Secret::new(format!("sqlite://{}", data.join("herald.db").display()));
+    settings.secrets.key_file = data.join("herald.key");
+    let _store = herald::store::connect(&settings).await.expect("the database is created");
+    herald::crypto::SecretBox::from_settings(&settings).expect("the key file is created");
+    let mode = |path: &std::path::Path| std::fs::metadata(path).expect("exists").permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700, "the data folder");
+    for file in ["herald.db", "herald.key"] {
+        assert_eq!(mode(&data.join(file)), 0o600, "{file}");
+    }
+}
+
+/// The example receiver says "listening" only once it is: on a port already taken it fails instead.
+#[test]
+fn the_example_receiver_binds_before_it_says_listening() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+    let port = taken.local_addr().expect("addr").port().to_string();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/examples/receiver.py");
+    let output = std::process::Command::new("python3")
+        .args([script, "--secret", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "--port", &port])
+        .output()
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "the port is taken");
+    assert!(!stdout.contains("listening"), "no 'listening' before the bind: {stdout}");
+}
