@@ -19,6 +19,7 @@ in_both_modes!(
     bad_request_fields_get_clear_messages,
     the_413_message_states_the_limit,
     unknown_body_fields_are_refused_by_name,
+    refused_addresses_and_names_that_do_not_exist_die_at_once,
 );
 
 fn message(error: &Value) -> &str {
@@ -167,4 +168,39 @@ fn the_example_receiver_binds_before_it_says_listening() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(!output.status.success(), "the port is taken");
     assert!(!stdout.contains("listening"), "no 'listening' before the bind: {stdout}");
+}
+
+/// An address the SSRF policy refuses, or a name DNS says does not exist, will not change by waiting:
+/// the delivery dies after its first attempt instead of retrying for ~21 hours.
+async fn refused_addresses_and_names_that_do_not_exist_die_at_once(mode: Mode) {
+    let app = TestApp::spawn_with(mode, |s| s.delivery.allow_private_targets = false).await;
+    let urls =
+        [("http://127.0.0.1:9/hook", "blocked"), ("http://no-such-host.invalid/hook", "does not exist")];
+    let mut webhooks = Vec::new();
+    for (url, _) in urls {
+        // Stored directly: the API refuses the private address up front.
+        let id = uuid::Uuid::now_v7();
+        let webhook = herald::store::NewWebhook {
+            id,
+            organization_id: app.organization_id,
+            url: url.to_string(),
+            events: "*".into(),
+            secret: app.state.secrets.seal("whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0IQ==", id.as_bytes()),
+            description: None,
+            created_at: herald::domain::now(),
+        };
+        app.state.store.create_webhook(&webhook).await.expect("stored");
+        webhooks.push(id);
+    }
+    app.send_event("item.created", json!({})).await;
+    for (webhook, (url, expected)) in webhooks.iter().zip(urls) {
+        let id = app.wait_deliveries(*webhook, 1).await[0]["id"].as_str().expect("id").to_string();
+        let done = app
+            .wait_delivery(&id, std::time::Duration::from_secs(20), |d| {
+                d["attempts"] == 1 && d["status"] != "queued"
+            })
+            .await;
+        assert_eq!(done["status"], "dead", "{url}: no retry can help: {done}");
+        assert!(done["last_error"].as_str().expect("error").contains(expected), "{url}: {done}");
+    }
 }
