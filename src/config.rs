@@ -203,17 +203,18 @@ impl From<config::ConfigError> for ConfigError {
     }
 }
 
+/// A `--config-dir` given on the command line must exist: a mistyped folder would otherwise mean the
+/// built-in defaults without a word. (The default `config`, or `HERALD_CONFIG_DIR`, may be absent.)
+pub fn check_config_dir_flag(config_dir: &std::path::Path) -> Result<(), ConfigError> {
+    if config_dir.is_dir() {
+        return Ok(());
+    }
+    Err(ConfigError::Load(format!("--config-dir {} does not exist", config_dir.display())))
+}
+
 impl Settings {
     /// Loads the layered configuration from `config_dir` and the environment, then validates it.
-    /// A folder other than the default `config` must exist (a mistyped `--config-dir` is an error,
-    /// not the built-in defaults).
     pub fn load(config_dir: &std::path::Path) -> Result<Self, ConfigError> {
-        if !config_dir.is_dir() && config_dir != std::path::Path::new("config") {
-            return Err(ConfigError::Load(format!(
-                "the configuration folder {} (--config-dir / HERALD_CONFIG_DIR) does not exist",
-                config_dir.display()
-            )));
-        }
         let environment = std::env::var("HERALD_ENV").ok().filter(|name| !name.is_empty());
         Self::load_from(config_dir, environment.as_deref(), config::Environment::default())
     }
@@ -474,16 +475,17 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_environment_file_or_config_dir_is_an_error() {
+    fn a_missing_environment_file_or_config_dir_flag_is_an_error() {
         let dir = tempfile::tempdir().expect("temp dir");
         let error = Settings::load_from(dir.path(), Some("staging"), config::Environment::default())
             .expect_err("HERALD_ENV names a file that does not exist")
             .to_string();
         assert!(error.contains("staging.toml") && error.contains("HERALD_ENV"), "{error}");
-        let error = Settings::load(std::path::Path::new("/nonexistent/herald-config"))
-            .expect_err("an explicit config folder that does not exist")
+        let error = check_config_dir_flag(std::path::Path::new("/nonexistent/herald-config"))
+            .expect_err("a --config-dir that does not exist")
             .to_string();
         assert!(error.contains("/nonexistent/herald-config"), "{error}");
+        assert!(check_config_dir_flag(dir.path()).is_ok());
     }
 
     #[test]

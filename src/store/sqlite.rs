@@ -246,6 +246,10 @@ pub async fn connect(url: &str, settings: &DatabaseSettings) -> anyhow::Result<S
         .connect_with(options.clone())
         .await
         .map_err(open_error)?;
+    // data/ is relative to the working directory: say which file this is, in full, so that a start
+    // from another folder (a new, empty database) is noticed.
+    let absolute = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+    tracing::info!(path = %absolute.display(), "SQLite database");
     MIGRATOR.run(&write).await.map_err(|error| anyhow::anyhow!("migrating {}: {error}", path.display()))?;
     let read = SqlitePoolOptions::new()
         .max_connections(settings.max_connections)

@@ -204,3 +204,55 @@ async fn refused_addresses_and_names_that_do_not_exist_die_at_once(mode: Mode) {
         assert!(done["last_error"].as_str().expect("error").contains(expected), "{url}: {done}");
     }
 }
+
+/// `data/` is relative to the working directory; `herald serve` says which file it opened, in full.
+#[test]
+fn serve_logs_the_absolute_database_path() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().expect("dir");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .current_dir(dir.path())
+        .env("HERALD__ADMIN__BIND", "127.0.0.1:0")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("serve starts");
+    let expected = dir.path().canonicalize().expect("dir").join("data").join("herald.db");
+    let stderr = std::io::BufReader::new(child.stderr.take().expect("stderr"));
+    let mut seen = Vec::new();
+    for line in stderr.lines().take(30) {
+        let line = line.expect("utf-8");
+        let found = line.contains(&expected.display().to_string());
+        seen.push(line);
+        if found || seen.iter().any(|line| line.contains("listening")) {
+            break;
+        }
+    }
+    drop(std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status());
+    drop(child.wait());
+    assert!(
+        seen.iter().any(|line| line.contains(&expected.display().to_string())),
+        "{}: {seen:#?}",
+        expected.display()
+    );
+}
+
+/// A `--config-dir` that does not exist is an error naming it, wherever the flag is placed.
+#[test]
+fn a_config_dir_flag_naming_no_folder_is_an_error() {
+    let dir = tempfile::tempdir().expect("dir");
+    for args in [
+        ["--config-dir", "/nonexistent/herald", "migrate"],
+        ["migrate", "--config-dir", "/nonexistent/herald"],
+    ] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .expect("herald runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?}: {stderr}");
+        assert!(stderr.contains("--config-dir /nonexistent/herald does not exist"), "{args:?}: {stderr}");
+    }
+}
