@@ -256,3 +256,28 @@ fn a_config_dir_flag_naming_no_folder_is_an_error() {
         assert!(stderr.contains("--config-dir /nonexistent/herald does not exist"), "{args:?}: {stderr}");
     }
 }
+
+/// `herald dlq replay` names its scope: `--org`, `--webhook` or `--all`; `--dry-run` only counts.
+#[test]
+fn dlq_replay_needs_a_scope_and_offers_a_dry_run() {
+    let dir = tempfile::tempdir().expect("dir");
+    let herald = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+            .args(args)
+            .current_dir(dir.path())
+            .env("HERALD_CONFIG_DIR", dir.path().join("no-config"))
+            .output()
+            .expect("herald runs")
+    };
+    assert!(herald(&["migrate"]).status.success());
+    let output = herald(&["dlq", "replay"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "no scope: {stderr}");
+    assert!(stderr.contains("--org") && stderr.contains("--all"), "{stderr}");
+    let output = herald(&["dlq", "replay", "--all", "--dry-run"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("would make 0 dead deliveries due again"), "{stdout}");
+    let output = herald(&["dlq", "replay", "--all"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+}
