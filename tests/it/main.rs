@@ -6,6 +6,7 @@ mod auth;
 mod cli;
 mod delivery;
 mod deploy_files;
+mod docs_names;
 mod events;
 mod friction;
 mod metrics;
