@@ -47,6 +47,16 @@ pub enum Command {
         #[arg(long, value_name = "EMAIL")]
         email: String,
     },
+    /// Create a new API key for an existing admin (a lost key), and print it once. Older keys keep
+    /// working until revoked.
+    AdminKey {
+        /// Name of the organization.
+        #[arg(long, value_name = "NAME")]
+        org: String,
+        /// Email address of one of its admins.
+        #[arg(long, value_name = "EMAIL")]
+        email: String,
+    },
     /// Print a new encryption key for secrets.keys (ID:BASE64).
     GenKey,
     /// Print the OpenAPI 3.1 document of the API (as served at /api/v1/openapi.json).
@@ -127,6 +137,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .ok_or_else(|| anyhow::anyhow!("bootstrap did not create the organization"))?;
             tracing::info!(organization_id = %created.organization.id, admin = %created.admin.email, "organization created; its admin API key follows (shown once)");
             print_line(key.expose())
+        }
+        Command::AdminKey { org, email } => {
+            let store = store::connect(&settings).await?;
+            let (key, secret) = app::new_admin_key(&store, &org, &email).await?;
+            tracing::info!(key_id = %key.id, organization = %org, "admin API key created; it follows (shown once)");
+            print_line(secret.expose())
         }
         Command::Dlq { command } => dlq(&settings, command).await,
         Command::GenKey | Command::Openapi => Ok(()),

@@ -281,3 +281,42 @@ fn dlq_replay_needs_a_scope_and_offers_a_dry_run() {
     let output = herald(&["dlq", "replay", "--all"]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
 }
+
+/// A lost admin key is recovered with `herald admin-key`; `bootstrap` refuses a second organization of
+/// the same name (running it twice made two "acme"s).
+#[test]
+fn admin_key_recovers_access_and_bootstrap_refuses_a_duplicate_name() {
+    let dir = tempfile::tempdir().expect("dir");
+    let herald = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+            .args(args)
+            .current_dir(dir.path())
+            .env("HERALD_CONFIG_DIR", dir.path().join("no-config"))
+            .output()
+            .expect("herald runs")
+    };
+    let stdout = |output: &std::process::Output| String::from_utf8_lossy(&output.stdout).trim().to_string();
+    let stderr = |output: &std::process::Output| String::from_utf8_lossy(&output.stderr).to_string();
+    let first = herald(&["bootstrap", "--org", "acme", "--email", "ops@acme.test"]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let again = herald(&["bootstrap", "--org", "acme", "--email", "other@acme.test"]);
+    assert!(!again.status.success(), "a second acme: {}", stdout(&again));
+    assert!(stderr(&again).contains("acme") && stderr(&again).contains("admin-key"), "{}", stderr(&again));
+
+    let recovered = herald(&["admin-key", "--org", "acme", "--email", "OPS@acme.test"]);
+    assert!(recovered.status.success(), "{}", stderr(&recovered));
+    let key = stdout(&recovered);
+    assert!(key.starts_with("sk_live_") && !key.contains('\n'), "the key alone on stdout: {key}");
+    assert_ne!(key, stdout(&first), "a new key");
+    for (args, expected) in [
+        (["admin-key", "--org", "nope", "--email", "ops@acme.test"], "no organization"),
+        (["admin-key", "--org", "acme", "--email", "nobody@acme.test"], "no admin"),
+    ] {
+        let output = herald(&args);
+        assert!(
+            !output.status.success() && stderr(&output).contains(expected),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+    }
+}

@@ -60,7 +60,9 @@ struct Fixture {
 }
 
 async fn fixture(store: &DynStore) -> Fixture {
-    let (bootstrap, _) = herald::app::bootstrap(store, "acme", "admin@acme.test", false)
+    // A fresh name each time: bootstrap refuses a second organization of one name (issue 11).
+    let name = format!("acme-{}", Uuid::now_v7().simple());
+    let (bootstrap, _) = herald::app::bootstrap(store, &name, "admin@acme.test", false)
         .await
         .expect("bootstrap")
         .expect("created");
