@@ -257,18 +257,21 @@ fn a_config_dir_flag_naming_no_folder_is_an_error() {
     }
 }
 
+/// `herald ARGS` run in `dir` on the built-in defaults (its `data/` folder).
+fn herald_in(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(args)
+        .current_dir(dir)
+        .env("HERALD_CONFIG_DIR", dir.join("no-config"))
+        .output()
+        .expect("herald runs")
+}
+
 /// `herald dlq replay` names its scope: `--org`, `--webhook` or `--all`; `--dry-run` only counts.
 #[test]
 fn dlq_replay_needs_a_scope_and_offers_a_dry_run() {
     let dir = tempfile::tempdir().expect("dir");
-    let herald = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
-            .args(args)
-            .current_dir(dir.path())
-            .env("HERALD_CONFIG_DIR", dir.path().join("no-config"))
-            .output()
-            .expect("herald runs")
-    };
+    let herald = |args: &[&str]| herald_in(dir.path(), args);
     assert!(herald(&["migrate"]).status.success());
     let output = herald(&["dlq", "replay"]);
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -287,14 +290,7 @@ fn dlq_replay_needs_a_scope_and_offers_a_dry_run() {
 #[test]
 fn admin_key_recovers_access_and_bootstrap_refuses_a_duplicate_name() {
     let dir = tempfile::tempdir().expect("dir");
-    let herald = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
-            .args(args)
-            .current_dir(dir.path())
-            .env("HERALD_CONFIG_DIR", dir.path().join("no-config"))
-            .output()
-            .expect("herald runs")
-    };
+    let herald = |args: &[&str]| herald_in(dir.path(), args);
     let stdout = |output: &std::process::Output| String::from_utf8_lossy(&output.stdout).trim().to_string();
     let stderr = |output: &std::process::Output| String::from_utf8_lossy(&output.stderr).to_string();
     let first = herald(&["bootstrap", "--org", "acme", "--email", "ops@acme.test"]);
