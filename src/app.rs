@@ -19,7 +19,7 @@ use crate::{
     readiness::Readiness,
     services::Services,
     stages::Stages,
-    store::{Bootstrap, DynStore, NewApiKey, NewUser, Organization},
+    store::{Bootstrap, DynStore, NewApiKey, NewUser, Organization, StoreError},
     telemetry::{metrics, sampler::Sampler},
 };
 
@@ -151,18 +151,66 @@ pub async fn bootstrap(
         role: domain::Role::Admin,
         created_at: now,
     };
+    let (key, secret) = admin_key(organization.id, admin.id, "bootstrap admin key", now);
+    let bootstrap = Bootstrap { organization, admin, key };
+    match store.bootstrap(&bootstrap, only_if_empty).await {
+        Ok(true) => Ok(Some((bootstrap, secret))),
+        Ok(false) => Ok(None),
+        Err(StoreError::Conflict(_)) => anyhow::bail!(
+            "an organization named '{organization_name}' exists already; for a new admin key run \
+             herald admin-key --org '{organization_name}' --email EMAIL"
+        ),
+        Err(other) => Err(other.into()),
+    }
+}
+
+/// A new API key for an organization's existing admin (`herald admin-key`: a lost key is replaced, the
+/// old ones keep working until revoked). The secret is returned once, to be printed.
+pub async fn new_admin_key(
+    store: &DynStore,
+    organization_name: &str,
+    admin_email: &str,
+) -> anyhow::Result<(NewApiKey, domain::ApiKeySecret)> {
+    let organizations = store.organizations_named(organization_name).await?;
+    let organization = match organizations.as_slice() {
+        [] => anyhow::bail!("no organization is named '{organization_name}'"),
+        [one] => one,
+        many => anyhow::bail!(
+            "{} organizations are named '{organization_name}' (made before bootstrap refused duplicates); \
+             rename all but one in the database first",
+            many.len()
+        ),
+    };
+    let email = admin_email.trim().to_lowercase();
+    let admin = store
+        .find_user_by_email(organization.id, &email)
+        .await?
+        .filter(|user| user.role == domain::Role::Admin && user.is_active)
+        .ok_or_else(|| {
+            anyhow::anyhow!("no admin of '{organization_name}' is active with the email {email}")
+        })?;
+    let (key, secret) = admin_key(organization.id, admin.id, "admin key (herald admin-key)", domain::now());
+    store.create_api_key(&key).await?;
+    Ok((key, secret))
+}
+
+fn admin_key(
+    organization_id: uuid::Uuid,
+    user_id: uuid::Uuid,
+    name: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> (NewApiKey, domain::ApiKeySecret) {
     let secret = domain::ApiKeySecret::generate();
     let key = NewApiKey {
         id: uuid::Uuid::now_v7(),
-        organization_id: organization.id,
-        user_id: admin.id,
+        organization_id,
+        user_id,
         key_hash: secret.hash(),
         prefix: secret.hint(),
-        name: "bootstrap admin key".into(),
+        name: name.into(),
         purpose: domain::KeyPurpose::Custom,
         expires_at: None,
         created_at: now,
     };
-    let bootstrap = Bootstrap { organization, admin, key };
-    if store.bootstrap(&bootstrap, only_if_empty).await? { Ok(Some((bootstrap, secret))) } else { Ok(None) }
+    (key, secret)
 }

@@ -48,6 +48,16 @@ pub enum Command {
         #[arg(long, value_name = "EMAIL")]
         email: String,
     },
+    /// Create a new API key for an existing admin (a lost key), and print it once. Older keys keep
+    /// working until revoked.
+    AdminKey {
+        /// Name of the organization.
+        #[arg(long, value_name = "NAME")]
+        org: String,
+        /// Email address of one of its admins.
+        #[arg(long, value_name = "EMAIL")]
+        email: String,
+    },
     /// Print a new encryption key for secrets.keys (ID:BASE64).
     GenKey,
     /// Print the OpenAPI 3.1 document of the API (as served at /api/v1/openapi.json).
@@ -69,10 +79,18 @@ pub enum DlqCommand {
         #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(i64).range(1..=10_000))]
         limit: i64,
     },
-    /// Make dead deliveries due again; running workers deliver them (one more attempt each).
+    /// Make dead deliveries due again; running workers deliver them (one more attempt each). Name the
+    /// scope: --org, --webhook, or --all for every organization's.
+    #[command(group(clap::ArgGroup::new("scope").required(true).multiple(true).args(["organization", "webhook", "all"])))]
     Replay {
         #[command(flatten)]
         scope: DlqScope,
+        /// Every organization's dead deliveries (instead of --org or --webhook).
+        #[arg(long, conflicts_with_all = ["organization", "webhook"])]
+        all: bool,
+        /// Only count the deliveries that would be replayed; change nothing.
+        #[arg(long)]
+        dry_run: bool,
         /// Only deliveries created at or after this time (RFC 3339).
         #[arg(long, value_name = "TIME")]
         since: Option<chrono::DateTime<chrono::Utc>>,
@@ -120,6 +138,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .ok_or_else(|| anyhow::anyhow!("bootstrap did not create the organization"))?;
             tracing::info!(organization_id = %created.organization.id, admin = %created.admin.email, "organization created; its admin API key follows (shown once)");
             print_line(key.expose())
+        }
+        Command::AdminKey { org, email } => {
+            let store = store::connect(&settings).await?;
+            let (key, secret) = app::new_admin_key(&store, &org, &email).await?;
+            tracing::info!(key_id = %key.id, organization = %org, "admin API key created; it follows (shown once)");
+            print_line(secret.expose())
         }
         Command::Dlq { command } => dlq(&settings, command).await,
         Command::GenKey | Command::Openapi => Ok(()),
@@ -187,7 +211,13 @@ async fn dlq(settings: &Settings, command: DlqCommand) -> anyhow::Result<()> {
             }
             writeln!(out, "{} dead deliveries shown (at most {limit})", dead.len())?;
         }
-        DlqCommand::Replay { scope, since, until } => {
+        DlqCommand::Replay { scope, since, until, dry_run: true, .. } => {
+            let dead = store.list_dead_deliveries(scope.organization, scope.webhook, i64::MAX).await?;
+            let within = |at| since.is_none_or(|since| at >= since) && until.is_none_or(|until| at <= until);
+            let count = dead.iter().filter(|delivery| within(delivery.created_at)).count();
+            writeln!(out, "would make {count} dead deliveries due again (dry run: nothing changed)")?;
+        }
+        DlqCommand::Replay { scope, since, until, .. } => {
             let filter = store::ReplayFilter {
                 organization_id: scope.organization,
                 webhook_id: scope.webhook,

@@ -164,10 +164,23 @@ pub struct TelemetrySettings {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(try_from = "String")]
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// Parsed from a string so that a wrong value is named in Herald's words, not the config crate's.
+impl TryFrom<String> for LogFormat {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        match text.as_str() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("log.format must be text or json, not '{other}'")),
+        }
+    }
 }
 
 /// Which store a database URL selects.
@@ -193,10 +206,19 @@ impl From<config::ConfigError> for ConfigError {
     }
 }
 
+/// A `--config-dir` given on the command line must exist: a mistyped folder would otherwise mean the
+/// built-in defaults without a word. (The default `config`, or `HERALD_CONFIG_DIR`, may be absent.)
+pub fn check_config_dir_flag(config_dir: &std::path::Path) -> Result<(), ConfigError> {
+    if config_dir.is_dir() {
+        return Ok(());
+    }
+    Err(ConfigError::Load(format!("--config-dir {} does not exist", config_dir.display())))
+}
+
 impl Settings {
     /// Loads the layered configuration from `config_dir` and the environment, then validates it.
     pub fn load(config_dir: &std::path::Path) -> Result<Self, ConfigError> {
-        let environment = std::env::var("HERALD_ENV").ok();
+        let environment = std::env::var("HERALD_ENV").ok().filter(|name| !name.is_empty());
         Self::load_from(config_dir, environment.as_deref(), config::Environment::default())
     }
 
@@ -211,8 +233,15 @@ impl Settings {
             .add_source(File::from_str(DEFAULTS, FileFormat::Toml))
             .add_source(File::from(config_dir.join("default.toml")).required(false));
         if let Some(environment) = environment {
-            builder = builder
-                .add_source(File::from(config_dir.join(format!("{environment}.toml"))).required(false));
+            // Named explicitly, so a missing file is an error rather than silently the defaults.
+            let path = config_dir.join(format!("{environment}.toml"));
+            if !path.is_file() {
+                return Err(ConfigError::Load(format!(
+                    "HERALD_ENV={environment} but {} does not exist",
+                    path.display()
+                )));
+            }
+            builder = builder.add_source(File::from(path));
         }
         let settings: Settings = builder
             .add_source(env_source.prefix("HERALD").prefix_separator("__").separator("__"))
@@ -380,6 +409,27 @@ mod tests {
         let source = config::Environment::default()
             .source(Some(vars.iter().map(|(k, v)| ((*k).to_string(), (*v).to_string())).collect()));
         Settings::load_from(std::path::Path::new("/nonexistent"), None, source)
+    }
+
+    #[test]
+    fn a_bad_log_format_names_the_choices() {
+        let error = load(&[("HERALD__LOG__FORMAT", "yaml")]).expect_err("yaml is no log format").to_string();
+        assert!(error.contains("log.format") && error.contains("text or json"), "{error}");
+        assert!(!error.contains("variant constructor"), "no library internals: {error}");
+    }
+
+    #[test]
+    fn a_missing_environment_file_or_config_dir_flag_is_an_error() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let error = Settings::load_from(dir.path(), Some("staging"), config::Environment::default())
+            .expect_err("HERALD_ENV names a file that does not exist")
+            .to_string();
+        assert!(error.contains("staging.toml") && error.contains("HERALD_ENV"), "{error}");
+        let error = check_config_dir_flag(std::path::Path::new("/nonexistent/herald-config"))
+            .expect_err("a --config-dir that does not exist")
+            .to_string();
+        assert!(error.contains("/nonexistent/herald-config"), "{error}");
+        assert!(check_config_dir_flag(dir.path()).is_ok());
     }
 
     #[test]

@@ -119,15 +119,7 @@ impl SecretBox {
 
 /// Writes a new key file readable by its owner only.
 fn create_key_file(path: &Path) -> anyhow::Result<()> {
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)?;
-    }
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
-        .open(path)
+    let mut file = crate::private_fs::create_file(path)
         .map_err(|error| anyhow::anyhow!("creating secrets.key_file {}: {error}", path.display()))?;
     writeln!(file, "{}", SecretBox::generate_key_text())?;
     file.sync_all()?;

@@ -20,7 +20,7 @@
 //! - [`domain`] (parsed types: event types, URLs, secrets, API keys), [`crypto`] (sealed secrets),
 //!   [`signature`] (the public signing functions), and the small tools `batch` (group commit),
 //!   `retrying` (backoff for transient failures), `outage` (a lost database or broker logged once),
-//!   `net_guard` (SSRF policy), [`shutdown`], [`stages`] (the owner of every long-running task: the first
+//!   `net_guard` (SSRF policy), `private_fs` (owner-only data files), [`shutdown`], [`stages`] (the owner of every long-running task: the first
 //!   failure stops the process); `telemetry_otlp` (the optional trace exporter).
 //!
 //! `docs/architecture.md` walks an event's journey through them.
@@ -39,6 +39,7 @@ pub mod http;
 pub(crate) mod net_guard;
 pub(crate) mod outage;
 pub(crate) mod outbox;
+pub(crate) mod private_fs;
 pub mod queue;
 pub mod readiness;
 pub(crate) mod retrying;

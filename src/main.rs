@@ -2,10 +2,17 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, parser::ValueSource};
 
 fn main() -> ExitCode {
-    let cli = herald::cli::Cli::parse();
+    let matches = herald::cli::Cli::command().get_matches();
+    let cli = herald::cli::Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
+    if matches.value_source("config_dir") == Some(ValueSource::CommandLine)
+        && let Err(error) = herald::config::check_config_dir_flag(&cli.config_dir)
+    {
+        eprintln!("error: {error}");
+        return ExitCode::FAILURE;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {

@@ -50,8 +50,9 @@ def main():
         def log_message(self, *args):
             pass
 
+    server = http.server.HTTPServer(("127.0.0.1", args.port), Handler)  # binds, or fails here
     print(f"listening on http://127.0.0.1:{args.port}/", flush=True)
-    http.server.HTTPServer(("127.0.0.1", args.port), Handler).serve_forever()
+    server.serve_forever()
 
 
 if __name__ == "__main__":

@@ -51,7 +51,9 @@ enum Audience {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum JwtError {
-    #[error("malformed JWT")]
+    #[error(
+        "malformed JWT: expected header.claims.signature in base64url, the claims a JSON object with a numeric exp (expiry, Unix seconds)"
+    )]
     Malformed,
     #[error("JWT algorithm must be HS256")]
     Algorithm,

@@ -30,6 +30,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CreateApiKey {
     /// A name to recognise the key by, 1 to 100 characters.
     #[schema(example = "My Production Key")]
@@ -233,6 +234,7 @@ pub struct Message {
         (status = 400, body = ErrorBody, description = "invalid UUID"),
         (status = 403, body = ErrorBody, description = "a non-admin revoking another user's key"),
         (status = 404, body = ErrorBody, description = "key not found"),
+        (status = 409, body = ErrorBody, description = "already_revoked: the key was revoked before"),
     ))]
 pub async fn revoke(
     State(state): State<AppState>,
@@ -243,16 +245,21 @@ pub async fn revoke(
         .store
         .get_api_key(id)
         .await?
-        .filter(|key| key.organization_id == principal.organization_id && key.revoked_at.is_none())
+        .filter(|key| key.organization_id == principal.organization_id)
         .ok_or_else(|| ApiError::not_found("API key not found"))?;
     if !principal.is_admin() && principal.user_id() != Some(key.user_id) {
         return Err(ApiError::forbidden("only admins can revoke another user's API key"));
     }
-    if !state.store.revoke_api_key(id, domain::now()).await? {
-        return Err(ApiError::not_found("API key not found"));
+    if key.revoked_at.is_some() || !state.store.revoke_api_key(id, domain::now()).await? {
+        return Err(already_revoked());
     }
     state.auth.forget_key(id);
     Ok(axum::Json(Message { message: "API key revoked successfully" }))
+}
+
+/// A second revocation: the key exists and stays revoked; the caller learns it was so already.
+fn already_revoked() -> ApiError {
+    ApiError::conflict("already_revoked", "this API key is already revoked")
 }
 
 /// The user a key operation is for: the caller, or (admins) the user named by `user_id`.

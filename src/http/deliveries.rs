@@ -170,6 +170,7 @@ pub async fn retry(
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Replay {
     /// Only deliveries created at or after this time.
     #[serde(default)]
@@ -177,8 +178,8 @@ pub struct Replay {
     /// Only deliveries created at or before this time.
     #[serde(default)]
     until: Option<DateTime<Utc>>,
-    /// `dead` (default): deliveries that ran out of attempts; `failed`: deliveries waiting for a retry,
-    /// which are attempted now instead.
+    /// `dead` (default): deliveries that ran out of attempts; `pending`: deliveries waiting for a retry,
+    /// which are attempted now instead. Any other value is a 400.
     #[serde(default)]
     status: Option<String>,
 }
@@ -202,9 +203,11 @@ pub async fn replay(
 ) -> ApiResult<(StatusCode, axum::Json<Replayed>)> {
     let status = match request.status.as_deref() {
         None | Some("dead") => DeliveryStatus::Dead,
-        Some("failed") => DeliveryStatus::Pending,
+        Some("pending") => DeliveryStatus::Pending,
         Some(other) => {
-            return Err(ApiError::invalid(format!("status must be 'dead' or 'failed', not '{other}'")));
+            return Err(ApiError::invalid(format!(
+                "status must be 'dead' (the default) or 'pending' (waiting for a retry), not '{other}'"
+            )));
         }
     };
     if let (Some(since), Some(until)) = (request.since, request.until)

@@ -51,6 +51,7 @@ pub async fn event_types(State(state): State<AppState>, _auth: Auth) -> axum::Js
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct SendEvent {
     /// An event type from the catalog.
     #[schema(example = "item.created")]
@@ -157,7 +158,7 @@ fn idempotency_key(headers: &HeaderMap, body: Option<String>) -> ApiResult<Optio
 
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct ListEvents {
-    /// Only events of this type.
+    /// Only events of this type: one catalog type (an unknown type or a comma-separated list is a 400).
     #[serde(rename = "type")]
     #[param(rename = "type")]
     event_type: Option<String>,
@@ -200,6 +201,15 @@ pub async fn list(
     Query(query): Query<ListEvents>,
 ) -> ApiResult<axum::Json<EventPage>> {
     let limit = page_limit(query.limit)?;
+    if let Some(event_type) = &query.event_type {
+        if event_type.contains(',') {
+            return Err(ApiError::bad_request(
+                "unknown_event_type",
+                "type takes one type per request (a comma-separated list is not supported)",
+            ));
+        }
+        state.catalog.parse(event_type).map_err(|m| ApiError::bad_request("unknown_event_type", m))?;
+    }
     let events = state
         .store
         .list_events(&EventQuery {

@@ -1,5 +1,7 @@
 //! Extractors that answer malformed input with [`ApiError`] (and so with the JSON error shape) instead
-//! of axum's plain-text rejections: JSON bodies, path parameters and query strings.
+//! of axum's plain-text rejections: JSON bodies, path parameters and query strings. Messages name the
+//! field and the form it takes, not the parser's wording (`expires_at: premature end of input`); request
+//! bodies refuse unknown fields (`deny_unknown_fields`), and the refusal names them.
 
 use axum::{
     extract::{FromRequest, FromRequestParts, Request, rejection::JsonRejection},
@@ -14,15 +16,79 @@ use super::error::ApiError;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Json<T>(pub T);
 
+/// The body size limit (`server.max_body_bytes`), as a request extension, for the 413 message.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BodyLimit(pub(crate) usize);
+
+/// What the extractors need to know of the request once its body is taken.
+struct BodyContext {
+    limit: Option<usize>,
+    webhook: bool,
+}
+
+impl BodyContext {
+    fn of(request: &Request) -> Self {
+        Self {
+            limit: request.extensions().get::<BodyLimit>().map(|limit| limit.0),
+            webhook: request.uri().path().contains("/webhooks/"),
+        }
+    }
+
+    fn too_large(&self) -> ApiError {
+        let message = match self.limit {
+            Some(limit) => {
+                format!("request body is larger than the limit of {limit} bytes (server.max_body_bytes)")
+            }
+            None => "request body is larger than the limit (server.max_body_bytes)".to_string(),
+        };
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
+    }
+
+    /// A body that parsed as JSON but not into the request type.
+    fn invalid(&self, detail: &str) -> ApiError {
+        let mut message = format!("invalid request body: {}", clear_detail(detail));
+        if self.webhook && detail.contains("unknown field `secret`") {
+            message.push_str("; a webhook's secret changes with POST /api/v1/webhooks/{id}/rotate-secret");
+        }
+        ApiError::invalid(message)
+    }
+}
+
+/// serde's `field: parser message at line L column C`, with the parser messages of chrono and uuid
+/// replaced by the form the field takes.
+fn clear_detail(detail: &str) -> String {
+    const TIME: [&str; 7] = [
+        "premature end of input",
+        "input contains invalid characters",
+        "input is out of range",
+        "input is not enough for unique date and time",
+        "trailing input",
+        "no possible date and time matching input",
+        "bad or unsupported format string",
+    ];
+    let head = detail.split(" at line ").next().unwrap_or(detail);
+    let Some((field, problem)) = head.split_once(": ") else { return detail.to_string() };
+    if TIME.iter().any(|message| problem.starts_with(message)) {
+        format!("{field} must be an RFC 3339 time such as 2030-01-31T12:00:00Z")
+    } else if problem.contains("urn:uuid:") || problem.starts_with("invalid length: expected length 32") {
+        format!("{field} must be a UUID such as 01a20562-11e0-76a6-aa33-890561b0b265")
+    } else {
+        detail.to_string()
+    }
+}
+
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
         // The content type, the size limit and the syntax first, then the shape, then the fields.
-        let axum::Json(raw) =
-            axum::Json::<Box<RawValue>>::from_request(request, state).await.map_err(json_rejection)?;
+        let context = BodyContext::of(&request);
+        let axum::Json(raw) = axum::Json::<Box<RawValue>>::from_request(request, state)
+            .await
+            .map_err(|rejection| json_rejection(&context, rejection))?;
         require_object(raw.get())?;
-        let axum::Json(value) = axum::Json::<T>::from_bytes(raw.get().as_bytes()).map_err(json_rejection)?;
+        let axum::Json(value) = axum::Json::<T>::from_bytes(raw.get().as_bytes())
+            .map_err(|rejection| json_rejection(&context, rejection))?;
         Ok(Json(value))
     }
 }
@@ -37,14 +103,14 @@ fn require_object(json: &str) -> Result<(), ApiError> {
     }
 }
 
-fn json_rejection(rejection: JsonRejection) -> ApiError {
+fn json_rejection(context: &BodyContext, rejection: JsonRejection) -> ApiError {
     match rejection {
         JsonRejection::JsonDataError(error) => {
             let text = error.body_text();
             let detail = text
                 .strip_prefix("Failed to deserialize the JSON body into the target type: ")
                 .unwrap_or(&text);
-            ApiError::invalid(format!("invalid request body: {detail}"))
+            context.invalid(detail)
         }
         JsonRejection::JsonSyntaxError(error) => {
             let text = error.body_text();
@@ -55,9 +121,7 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
             "unsupported_media_type",
             "expected a JSON body with Content-Type: application/json",
         ),
-        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "request body is too large")
-        }
+        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => context.too_large(),
         other => ApiError::bad_request("invalid_body", other.body_text()),
     }
 }
@@ -70,9 +134,10 @@ impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for OptionalJ
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let context = BodyContext::of(&request);
         let body = axum::body::Bytes::from_request(request, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "request body is too large")
+                context.too_large()
             } else {
                 ApiError::bad_request("invalid_body", rejection.body_text())
             }
@@ -84,9 +149,7 @@ impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for OptionalJ
             ApiError::bad_request("malformed_json", format!("request body is not valid JSON: {error}"))
         })?;
         require_object(raw.get())?;
-        serde_json::from_str(raw.get())
-            .map(OptionalJson)
-            .map_err(|error| ApiError::invalid(format!("invalid request body: {error}")))
+        serde_json::from_str(raw.get()).map(OptionalJson).map_err(|error| context.invalid(&error.to_string()))
     }
 }
 

@@ -64,6 +64,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(unknown_route)
         .method_not_allowed_fallback(unknown_method)
         .layer(DefaultBodyLimit::max(settings.server.max_body_bytes))
+        .layer(axum::Extension(self::extract::BodyLimit(settings.server.max_body_bytes)))
         .layer(middleware::from_fn(move |request: Request, next: Next| enforce_timeout(timeout, request, next)))
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &Request| {

@@ -1,5 +1,5 @@
 //! Users of an organization (admins only). Adding a user records a `user.added` event in the outbox, in
-//! the same transaction, so subscribed webhooks hear about it.
+//! the same transaction, so subscribed webhooks hear about it (when the catalog has `user.added`).
 
 use axum::{extract::State, http::StatusCode};
 use chrono::{DateTime, Utc};
@@ -7,6 +7,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
+
+/// The event announcing a new user.
+const USER_ADDED: &str = "user.added";
 
 use super::{ApiError, ApiResult, AppState, ErrorBody, auth::AdminAuth, extract::Json};
 use crate::{
@@ -20,6 +23,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CreateUser {
     #[schema(example = "ada@example.com")]
     email: String,
@@ -89,14 +93,22 @@ pub async fn create(
     };
     let data =
         serde_json::json!({ "id": user.id, "email": user.email, "name": user.name, "role": user.role });
-    let announcement = emit::new_event(user.organization_id, "user.added", &data.to_string(), now);
-    let created = state.store.create_user(&user, &announcement).await.map_err(|error| match error {
-        StoreError::Conflict(_) => {
-            ApiError::conflict("user_exists", "a user with this email already exists in the organization")
-        }
-        other => other.into(),
-    })?;
-    state.emitter.committed(announcement);
+    // Announced only when the catalog has the type: a custom `events.types` without it means no one
+    // may subscribe to it, so no such event exists.
+    let announcement =
+        state.catalog.parse(USER_ADDED).ok().map(|event_type| {
+            emit::new_event(user.organization_id, event_type.as_str(), &data.to_string(), now)
+        });
+    let created =
+        state.store.create_user(&user, announcement.as_ref()).await.map_err(|error| match error {
+            StoreError::Conflict(_) => {
+                ApiError::conflict("user_exists", "a user with this email already exists in the organization")
+            }
+            other => other.into(),
+        })?;
+    if let Some(announcement) = announcement {
+        state.emitter.committed(announcement);
+    }
     Ok((StatusCode::CREATED, axum::Json(created.into())))
 }
 

@@ -51,6 +51,7 @@ impl EventList {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CreateWebhook {
     /// Absolute `https` URL of the endpoint.
     #[schema(example = "https://hooks.example.com/herald")]
@@ -192,6 +193,7 @@ pub async fn read(
 
 /// The changes of seed 000's WebhookUpdate (url, events, is_active) plus description; absent fields stay.
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct UpdateWebhook {
     #[serde(default)]
     url: Option<String>,
@@ -271,6 +273,7 @@ pub async fn remove(
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RotateSecret {
     /// How long the old secret keeps signing deliveries, in seconds (default 86400, at most 604800).
     #[serde(default)]

@@ -136,11 +136,17 @@ pub trait AccountStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// Creates an organization with its first admin and that admin's API key. With `only_if_empty`,
     /// does nothing and returns `false` when any organization exists (first start of `herald serve`).
+    /// An organization of the same name is a `Conflict`.
     async fn bootstrap(&self, bootstrap: &Bootstrap, only_if_empty: bool) -> StoreResult<bool>;
     async fn get_organization(&self, id: Uuid) -> StoreResult<Option<Organization>>;
+    /// The organizations with this name (one, since bootstrap refuses duplicates; older data may hold more).
+    async fn organizations_named(&self, name: &str) -> StoreResult<Vec<Organization>>;
+    /// The organization's user with this (lowercase) email.
+    async fn find_user_by_email(&self, organization_id: Uuid, email: &str) -> StoreResult<Option<User>>;
     async fn set_organization_active(&self, id: Uuid, active: bool) -> StoreResult<()>;
-    /// Creates a user and, in the same transaction, the `user.added` event announcing it.
-    async fn create_user(&self, user: &NewUser, announcement: &NewEvent) -> StoreResult<User>;
+    /// Creates a user and, in the same transaction, the `user.added` event announcing it (none when the
+    /// catalog leaves `user.added` out).
+    async fn create_user(&self, user: &NewUser, announcement: Option<&NewEvent>) -> StoreResult<User>;
     async fn get_user(&self, id: Uuid) -> StoreResult<Option<User>>;
     async fn list_users(&self, organization_id: Uuid) -> StoreResult<Vec<User>>;
 

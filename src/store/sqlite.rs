@@ -243,9 +243,10 @@ pub(crate) async fn connect(
     if !migrate && !path.exists() {
         anyhow::bail!("no database at {}: run `herald migrate` first (or `herald serve`)", path.display());
     }
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)
-            .map_err(|error| anyhow::anyhow!("creating the database folder {}: {error}", parent.display()))?;
+    // In-memory databases have no file to protect.
+    if !url.contains(":memory:") && !url.contains("mode=memory") {
+        crate::private_fs::ensure_file(&path)
+            .map_err(|error| anyhow::anyhow!("creating the database file {}: {error}", path.display()))?;
     }
     let open_error =
         |error: sqlx::Error| anyhow::anyhow!("opening SQLite database {}: {error}", path.display());
@@ -255,6 +256,10 @@ pub(crate) async fn connect(
         .connect_with(options.clone())
         .await
         .map_err(open_error)?;
+    // data/ is relative to the working directory: say which file this is, in full, so that a start
+    // from another folder (a new, empty database) is noticed.
+    let absolute = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+    tracing::info!(path = %absolute.display(), "SQLite database");
     if migrate {
         MIGRATOR
             .run(&write)

@@ -273,6 +273,7 @@ impl Deliverer {
             Some(410) => Outcome::Gone,
             Some(429) => Outcome::SlowDown { retry_after },
             Some(_) => Outcome::Failure { retry_after },
+            None if exchange.is_permanent_failure() => Outcome::Permanent,
             None if exchange.timed_out => Outcome::SlowDown { retry_after: None },
             None => Outcome::Failure { retry_after: None },
         };

@@ -1,7 +1,8 @@
 //! What follows a failed attempt: the retry schedule (`delivery.retry_schedule`, each delay +/- jitter),
 //! `Retry-After` honoured but clamped to the schedule's bounds, a floor (`delivery.slow_down_floor`)
 //! after 429 and timeouts, `410 Gone` ending the delivery at once (and [`super::disable`] disabling the
-//! webhook), and `dead` after the last attempt.
+//! webhook), a refused address or a name that does not exist ending it at once too, and `dead` after the
+//! last attempt.
 
 use std::time::Duration;
 
@@ -18,7 +19,10 @@ pub enum Outcome {
     Gone,
     /// 429, or no answer within the timeout: wait at least the floor.
     SlowDown { retry_after: Option<Duration> },
-    /// Any other failure (other status, connection refused, blocked address, redirect).
+    /// No retry can help: the SSRF policy refuses the address, or the host name does not exist. Only a
+    /// new URL can; the delivery dies now and is replayed after the webhook is fixed.
+    Permanent,
+    /// Any other failure (other status, connection refused, redirect).
     Failure { retry_after: Option<Duration> },
 }
 
@@ -48,7 +52,7 @@ impl RetryPolicy {
     pub fn next(&self, attempt: u32, outcome: &Outcome, now: DateTime<Utc>) -> NextStep {
         let retry_after = match outcome {
             Outcome::Success => return NextStep::Succeeded,
-            Outcome::Gone => return NextStep::Dead,
+            Outcome::Gone | Outcome::Permanent => return NextStep::Dead,
             Outcome::SlowDown { retry_after } | Outcome::Failure { retry_after } => *retry_after,
         };
         let Some(scheduled) = self.schedule.get(attempt.saturating_sub(1) as usize) else {
@@ -113,6 +117,7 @@ mod tests {
         assert_eq!(delay(policy(0.0).next(3, &failure, now), now), Duration::from_secs(120));
         assert_eq!(policy(0.0).next(4, &failure, now), NextStep::Dead);
         assert_eq!(policy(0.0).next(2, &Outcome::Success, now), NextStep::Succeeded);
+        assert_eq!(policy(0.0).next(1, &Outcome::Permanent, now), NextStep::Dead, "no retry can help");
     }
 
     #[test]

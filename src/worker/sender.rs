@@ -23,14 +23,20 @@ pub struct Exchange {
     pub body: Option<String>,
     /// Why there is no status (connection refused, blocked address, timeout...).
     pub error: Option<String>,
-    /// The kind of `error` in one word (`blocked`, `timeout`, `connect`, `request`, `response`), for logs
-    /// and traces: unlike `error`, it never holds a host name or a URL.
+    /// The kind of `error` in one word (`blocked`, `unknown_host`, `timeout`, `connect`, `request`,
+    /// `response`), for logs and traces: unlike `error`, it never holds a host name or a URL.
     pub error_class: Option<&'static str>,
     pub timed_out: bool,
     pub duration_ms: i64,
 }
 
 impl Exchange {
+    /// Whether waiting cannot help: the SSRF policy refuses every address, or DNS says the name does
+    /// not exist. Only a change of the webhook's URL (then a replay) can.
+    pub fn is_permanent_failure(&self) -> bool {
+        self.status.is_none() && matches!(self.error_class, Some("blocked" | "unknown_host"))
+    }
+
     /// The attempt's outcome class, as `herald_attempts_total` labels it.
     pub fn outcome_class(&self) -> &'static str {
         match self.status {
@@ -144,6 +150,9 @@ fn classify(error: &reqwest::Error) -> &'static str {
         if cause.is::<AllBlocked>() {
             return "blocked";
         }
+        if cause.is::<NoSuchName>() {
+            return "unknown_host";
+        }
         source = cause.source();
     }
     if error.is_timeout() {
@@ -185,12 +194,36 @@ struct AllBlocked {
     reason: String,
 }
 
+/// DNS answered that the name does not exist (not a timeout or a server failure, which may pass).
+#[derive(Debug, thiserror::Error)]
+#[error("the host {name} does not exist ({answer}); fix the webhook's URL, then replay")]
+struct NoSuchName {
+    name: String,
+    answer: String,
+}
+
+/// getaddrinfo's "no such name" (`EAI_NONAME`, and `EAI_NODATA` for a name without addresses), as
+/// the standard library words it on Linux and macOS; temporary failures (`EAI_AGAIN`) are not.
+fn name_does_not_exist(error: &std::io::Error) -> bool {
+    let text = error.to_string();
+    ["Name or service not known", "No address associated with hostname", "nodename nor servname"]
+        .iter()
+        .any(|answer| text.contains(answer))
+}
+
 impl Resolve for GuardedResolver {
     fn resolve(&self, name: Name) -> Resolving {
         let target_policy = self.target_policy.clone();
         Box::pin(async move {
             let host = name.as_str().to_string();
-            let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let resolved: Vec<SocketAddr> = match tokio::net::lookup_host((host.clone(), 0)).await {
+                Ok(addresses) => addresses.collect(),
+                Err(error) if name_does_not_exist(&error) => {
+                    let error = NoSuchName { name: host, answer: error.to_string() };
+                    return Err(Box::new(error) as Box<dyn std::error::Error + Send + Sync>);
+                }
+                Err(error) => return Err(error.into()),
+            };
             let mut reason = String::new();
             let allowed: Vec<SocketAddr> = resolved
                 .into_iter()

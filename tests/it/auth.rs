@@ -173,7 +173,7 @@ async fn delete_answers_400_403_404(mode: Mode) {
         app.call(Method::DELETE, &format!("{KEYS}/{other_key_id}"), Some(&other_member_key), None).await;
     assert_eq!(status, StatusCode::OK, "a member revokes their own key");
     let (status, _) = app.admin(Method::DELETE, &format!("{KEYS}/{other_key_id}"), None).await;
-    assert_eq!(status, StatusCode::NOT_FOUND, "a revoked key is gone");
+    assert_eq!(status, StatusCode::CONFLICT, "a revoked key says so (issue 11: was 404 \"not found\")");
 }
 
 async fn every_bad_credential_has_its_own_401(mode: Mode) {

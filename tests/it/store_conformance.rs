@@ -62,7 +62,9 @@ struct Fixture {
 }
 
 async fn fixture(store: &DynStore) -> Fixture {
-    let (bootstrap, _) = herald::app::bootstrap(store, "acme", "admin@acme.test", false)
+    // A fresh name each time: bootstrap refuses a second organization of one name (issue 11).
+    let name = format!("acme-{}", Uuid::now_v7().simple());
+    let (bootstrap, _) = herald::app::bootstrap(store, &name, "admin@acme.test", false)
         .await
         .expect("bootstrap")
         .expect("created");
@@ -125,7 +127,7 @@ async fn users_are_unique_per_organization_and_announced(store: DynStore) {
         created_at: at(1),
     };
     let announcement = new_event(f.organization, "user.added", None, at(1));
-    let created = store.create_user(&user, &announcement).await.expect("created");
+    let created = store.create_user(&user, Some(&announcement)).await.expect("created");
     assert_eq!(created.role, Role::Member);
     assert_eq!(created.name.as_deref(), Some("Member"));
     let stored_event =
@@ -135,7 +137,7 @@ async fn users_are_unique_per_organization_and_announced(store: DynStore) {
 
     let duplicate = NewUser { id: Uuid::now_v7(), ..user.clone() };
     let again = new_event(f.organization, "user.added", None, at(2));
-    let error = store.create_user(&duplicate, &again).await.expect_err("same email twice");
+    let error = store.create_user(&duplicate, Some(&again)).await.expect_err("same email twice");
     assert!(matches!(error, StoreError::Conflict(_)), "{error:?}");
     assert!(store.get_event(again.id).await.expect("read").is_none(), "the failed user's event rolled back");
 

@@ -5,7 +5,7 @@
 
 use std::{path::PathBuf, process::ExitCode};
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 
 /// Herald's worker: consumes events from RabbitMQ, fans them out to subscribed webhooks and delivers them.
 /// Run as many as you like, on as many machines: they compete for work.
@@ -32,7 +32,14 @@ enum Role {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let matches = Args::command().get_matches();
+    let args = Args::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
+    if matches.value_source("config_dir") == Some(clap::parser::ValueSource::CommandLine)
+        && let Err(error) = herald::config::check_config_dir_flag(&args.config_dir)
+    {
+        eprintln!("error: {error}");
+        return ExitCode::FAILURE;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {

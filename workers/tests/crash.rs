@@ -60,6 +60,7 @@ async fn wait_all_arrived(receiver: &Receiver, ids: &[String], timeout: Duration
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL and RabbitMQ: set HERALD_TEST_DATABASE_URL and HERALD_TEST_AMQP_URL, run with -- --ignored"]
 async fn a_killed_worker_loses_nothing() {
     if !Mode::services_available() {
         return;
@@ -92,6 +93,7 @@ async fn a_killed_worker_loses_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL and RabbitMQ: set HERALD_TEST_DATABASE_URL and HERALD_TEST_AMQP_URL, run with -- --ignored"]
 async fn sigterm_finishes_in_flight_deliveries() {
     if !Mode::services_available() {
         return;
@@ -120,6 +122,7 @@ async fn sigterm_finishes_in_flight_deliveries() {
 /// A worker never runs half-dead: a stage that fails (made to, with the debug-build hook) stops the
 /// process within a second, naming the stage.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL and RabbitMQ: set HERALD_TEST_DATABASE_URL and HERALD_TEST_AMQP_URL, run with -- --ignored"]
 async fn a_failed_stage_stops_the_worker() {
     if !Mode::services_available() {
         eprintln!("skipped: HERALD_TEST_DATABASE_URL and HERALD_TEST_AMQP_URL are not set");

@@ -14,6 +14,7 @@ use support::{
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL and RabbitMQ: set HERALD_TEST_DATABASE_URL and HERALD_TEST_AMQP_URL, run with -- --ignored"]
 async fn the_api_and_a_worker_count_every_delivery_together() {
     if !Mode::services_available() {
         return;

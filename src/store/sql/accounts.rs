@@ -40,6 +40,15 @@ impl AccountStore for SqlStore<DB> {
             }
         }
         let org = &bootstrap.organization;
+        let (same_name,): (i64,) =
+            sqlx::query_as::<DB, (i64,)>("SELECT COUNT(*) FROM organizations WHERE name = $1")
+                .bind(org.name.as_str())
+                .fetch_one(&mut *tx)
+                .await
+                .store()?;
+        if same_name > 0 {
+            return Err(StoreError::Conflict(format!("an organization named '{}' exists", org.name)));
+        }
         sqlx::query::<DB>(
             "INSERT INTO organizations (id, name, is_active, created_at) VALUES ($1, $2, $3, $4)",
         )
@@ -79,12 +88,37 @@ impl AccountStore for SqlStore<DB> {
         Ok(())
     }
 
-    async fn create_user(&self, user: &NewUser, announcement: &NewEvent) -> StoreResult<User> {
+    async fn create_user(&self, user: &NewUser, announcement: Option<&NewEvent>) -> StoreResult<User> {
         let mut tx = self.write.begin_with(DB::BEGIN_WRITE).await.store()?;
         let created = Self::insert_user(&mut tx, user).await?;
-        DB::insert_events(&mut tx, std::slice::from_ref(announcement)).await?;
+        if let Some(announcement) = announcement {
+            DB::insert_events(&mut tx, std::slice::from_ref(announcement)).await?;
+        }
         tx.commit().await.store()?;
         Ok(created)
+    }
+
+    async fn organizations_named(&self, name: &str) -> StoreResult<Vec<Organization>> {
+        sqlx::query_as::<DB, Organization>(
+            "SELECT id, name, is_active, created_at FROM organizations WHERE name = $1 ORDER BY created_at",
+        )
+        .bind(name)
+        .fetch_all(&self.read)
+        .await
+        .store()
+    }
+
+    async fn find_user_by_email(&self, organization_id: Uuid, email: &str) -> StoreResult<Option<User>> {
+        sqlx::query_as::<DB, User>(concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM users WHERE organization_id = $1 AND email = $2"
+        ))
+        .bind(organization_id)
+        .bind(email)
+        .fetch_optional(&self.read)
+        .await
+        .store()
     }
 
     async fn get_user(&self, id: Uuid) -> StoreResult<Option<User>> {

@@ -12,6 +12,8 @@ pub mod process;
 pub mod proxy;
 pub mod receiver;
 
+use std::io::Write;
+
 /// Whether the PostgreSQL/RabbitMQ variants must run. With `HERALD_TEST_REQUIRE_SERVICES=1` (CI) a
 /// missing service is a failure; otherwise those variants are skipped with a note.
 pub fn services_required() -> bool {
@@ -24,7 +26,10 @@ pub fn service_env(name: &str) -> Option<String> {
         Ok(value) if !value.is_empty() => Some(value),
         _ if services_required() => panic!("{name} is not set but HERALD_TEST_REQUIRE_SERVICES=1"),
         _ => {
-            eprintln!("skipped: {name} is not set");
+            // Written to stderr directly, past the test harness's capture, so that a plain `cargo test`
+            // shows which tests did not run instead of only counting them as passed.
+            let test = std::thread::current().name().unwrap_or("a test").to_string();
+            let _ = writeln!(std::io::stderr(), "skipped: {test} ({name} is not set)");
             None
         }
     }
