@@ -50,6 +50,7 @@ export HERALD__LOG__LEVEL=warn
 export HERALD__DELIVERY__RETRY_SCHEDULE=${HERALD__DELIVERY__RETRY_SCHEDULE:-100ms,200ms,400ms,800ms}
 export HERALD__DELIVERY__SCHEDULER_INTERVAL=${HERALD__DELIVERY__SCHEDULER_INTERVAL:-100ms}
 export HERALD_CONFIG_DIR="$work/no-config"
+mkdir -p "$HERALD_CONFIG_DIR"
 case "$mode" in
   embedded) ;;
   services)

@@ -212,7 +212,10 @@ pub fn check_config_dir_flag(config_dir: &std::path::Path) -> Result<(), ConfigE
     if config_dir.is_dir() {
         return Ok(());
     }
-    Err(ConfigError::Load(format!("--config-dir {} does not exist", config_dir.display())))
+    Err(ConfigError::Load(format!(
+        "--config-dir (HERALD_CONFIG_DIR) {} does not exist; leave it unset for the built-in defaults",
+        config_dir.display()
+    )))
 }
 
 impl Settings {

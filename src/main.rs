@@ -7,7 +7,7 @@ use clap::{CommandFactory, FromArgMatches, parser::ValueSource};
 fn main() -> ExitCode {
     let matches = herald::cli::Cli::command().get_matches();
     let cli = herald::cli::Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
-    if matches.value_source("config_dir") == Some(ValueSource::CommandLine)
+    if matches!(matches.value_source("config_dir"), Some(ValueSource::CommandLine | ValueSource::EnvVariable))
         && let Err(error) = herald::config::check_config_dir_flag(&cli.config_dir)
     {
         eprintln!("error: {error}");

@@ -28,6 +28,14 @@ pub fn format_timestamp(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
+/// `#[serde(serialize_with)]` for a timestamp that must read exactly as in the payload (six digits).
+pub fn serialize_timestamp<S: serde::Serializer>(
+    at: &DateTime<Utc>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&format_timestamp(*at))
+}
+
 /// A light check that a string looks like an email address (one `@`, a dot in the domain, no spaces);
 /// delivery of mail is not Herald's business, catching typos is.
 pub fn is_plausible_email(text: &str) -> bool {

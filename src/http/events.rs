@@ -71,6 +71,8 @@ pub struct EventAccepted {
     id: Uuid,
     #[schema(example = "item.created")]
     event: String,
+    /// Exactly as in the payload.
+    #[serde(serialize_with = "domain::serialize_timestamp")]
     timestamp: DateTime<Utc>,
 }
 

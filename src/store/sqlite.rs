@@ -258,9 +258,10 @@ pub(crate) async fn connect(
         .map_err(open_error)?;
     // data/ is relative to the working directory: say which file this is, in full, so that a start
     // from another folder (a new, empty database) is noticed.
-    let absolute = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
-    tracing::info!(path = %absolute.display(), "SQLite database");
+    // Only where it matters (serve, migrate): read-only commands print nothing but their output.
     if migrate {
+        let absolute = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+        tracing::info!(path = %absolute.display(), "SQLite database");
         MIGRATOR
             .run(&write)
             .await

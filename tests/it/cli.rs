@@ -9,7 +9,7 @@ fn herald(args: &[&str], env: &[(&str, &str)], dir: &std::path::Path) -> Output 
         .current_dir(dir)
         .env_remove("RUST_LOG")
         .env("HERALD__ADMIN__BIND", "127.0.0.1:0")
-        .env("HERALD_CONFIG_DIR", dir.join("no-config"));
+        .env("HERALD_CONFIG_DIR", crate::support::empty_config_dir());
     for (name, value) in env {
         command.env(name, value);
     }
@@ -95,7 +95,7 @@ fn first_serve_bootstraps_and_answers() {
     let child = Command::new(env!("CARGO_BIN_EXE_herald"))
         .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
         .current_dir(dir.path())
-        .env("HERALD_CONFIG_DIR", dir.path().join("no-config"))
+        .env("HERALD_CONFIG_DIR", crate::support::empty_config_dir())
         .env("HERALD__ADMIN__BIND", "127.0.0.1:0")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -180,7 +180,7 @@ async fn read_only_commands_check_the_schema(url: &str) {
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.split('_').next()?.parse::<u64>().ok())
         .max()
         .expect("migrations");
-    for args in [&["dlq", "list"][..], &["dlq", "replay"][..]] {
+    for args in [&["dlq", "list"][..], &["dlq", "replay", "--all"][..]] {
         let output = herald(args, &env, dir.path());
         assert_eq!(output.status.code(), Some(1), "{args:?} refuses an older schema");
         let lines = stderr_lines(&output);

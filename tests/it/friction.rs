@@ -253,8 +253,18 @@ fn a_config_dir_flag_naming_no_folder_is_an_error() {
             .expect("herald runs");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(!output.status.success(), "{args:?}: {stderr}");
-        assert!(stderr.contains("--config-dir /nonexistent/herald does not exist"), "{args:?}: {stderr}");
+        assert!(stderr.contains("/nonexistent/herald does not exist"), "{args:?}: {stderr}");
     }
+    // Named by the environment, it is as explicit as the flag.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .arg("migrate")
+        .env("HERALD_CONFIG_DIR", "/nonexistent/herald")
+        .current_dir(dir.path())
+        .output()
+        .expect("herald runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "HERALD_CONFIG_DIR: {stderr}");
+    assert!(stderr.contains("HERALD_CONFIG_DIR") && stderr.contains("/nonexistent/herald"), "{stderr}");
 }
 
 /// `herald ARGS` run in `dir` on the built-in defaults (its `data/` folder).
@@ -262,7 +272,7 @@ fn herald_in(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
         .args(args)
         .current_dir(dir)
-        .env("HERALD_CONFIG_DIR", dir.join("no-config"))
+        .env("HERALD_CONFIG_DIR", crate::support::empty_config_dir())
         .output()
         .expect("herald runs")
 }

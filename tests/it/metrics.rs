@@ -67,7 +67,7 @@ async fn serve(dir: &std::path::Path, env: &[(String, String)]) -> (Process, Str
         .args(["serve", "--bind", &format!("127.0.0.1:{api}")])
         .current_dir(dir)
         .env_remove("RUST_LOG")
-        .env("HERALD_CONFIG_DIR", dir.join("no-config"))
+        .env("HERALD_CONFIG_DIR", crate::support::empty_config_dir())
         .envs(env.iter().cloned())
         .env("HERALD__ADMIN__BIND", format!("127.0.0.1:{admin}"))
         .stdout(Stdio::piped())

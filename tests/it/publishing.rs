@@ -218,7 +218,7 @@ async fn serve_waits_for_the_broker_and_logs_the_outage_once() {
         .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
         .current_dir(dir.path())
         .env_remove("RUST_LOG")
-        .env("HERALD_CONFIG_DIR", dir.path().join("no-config"))
+        .env("HERALD_CONFIG_DIR", crate::support::empty_config_dir())
         .env("HERALD__ADMIN__BIND", "127.0.0.1:0")
         .env("HERALD__DATABASE__URL", &database.url)
         .env("HERALD__QUEUE__URL", through_proxy.as_str())

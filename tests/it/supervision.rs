@@ -19,7 +19,7 @@ fn a_failed_stage_stops_herald_serve() {
         command
             .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
             .current_dir(dir.path())
-            .env("HERALD_CONFIG_DIR", dir.path().join("no-config"))
+            .env("HERALD_CONFIG_DIR", crate::support::empty_config_dir())
             .env("HERALD__LOG__LEVEL", "info")
             .env(FAIL_STAGE, stage)
             .env(FAIL_AFTER_MS, FAIL_AFTER.as_millis().to_string());

@@ -19,7 +19,7 @@ struct Args {
     /// scheduler), or all.
     #[arg(long, value_enum, default_value_t = Role::All)]
     role: Role,
-    /// Deliveries in flight at once (and the RabbitMQ prefetch), instead of delivery.concurrency.
+    /// Deliveries in flight at once, instead of delivery.concurrency (the RabbitMQ prefetch is twice this).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     concurrency: Option<u16>,
 }
@@ -34,8 +34,10 @@ enum Role {
 fn main() -> ExitCode {
     let matches = Args::command().get_matches();
     let args = Args::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
-    if matches.value_source("config_dir") == Some(clap::parser::ValueSource::CommandLine)
-        && let Err(error) = herald::config::check_config_dir_flag(&args.config_dir)
+    if matches!(
+        matches.value_source("config_dir"),
+        Some(clap::parser::ValueSource::CommandLine | clap::parser::ValueSource::EnvVariable)
+    ) && let Err(error) = herald::config::check_config_dir_flag(&args.config_dir)
     {
         eprintln!("error: {error}");
         return ExitCode::FAILURE;

@@ -40,7 +40,7 @@ async fn deliveries_survive_a_broker_restart() {
     let webhook = app.subscribe(&receiver, json!(["*"])).await;
     let mut worker = Command::new(env!("CARGO_BIN_EXE_herald-worker"))
         .envs(app.worker_env())
-        .env("HERALD_CONFIG_DIR", "/nonexistent")
+        .env("HERALD_CONFIG_DIR", crate::support::empty_config_dir())
         .spawn()
         .expect("herald-worker starts");
 

@@ -22,7 +22,7 @@ use support::{
 fn worker(app: &TestApp) -> Child {
     Command::new(env!("CARGO_BIN_EXE_herald-worker"))
         .envs(app.worker_env())
-        .env("HERALD_CONFIG_DIR", "/nonexistent")
+        .env("HERALD_CONFIG_DIR", crate::support::empty_config_dir())
         .spawn()
         .expect("herald-worker starts")
 }
@@ -134,7 +134,7 @@ async fn a_failed_stage_stops_the_worker() {
         let mut command = Command::new(env!("CARGO_BIN_EXE_herald-worker"));
         command
             .envs(app.worker_env())
-            .env("HERALD_CONFIG_DIR", "/nonexistent")
+            .env("HERALD_CONFIG_DIR", crate::support::empty_config_dir())
             .env("HERALD__LOG__LEVEL", "info")
             .env(FAIL_STAGE, stage)
             .env(FAIL_AFTER_MS, fail_after.as_millis().to_string());

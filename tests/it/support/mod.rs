@@ -14,6 +14,14 @@ pub mod receiver;
 
 use std::io::Write;
 
+/// An empty folder for `HERALD_CONFIG_DIR`, so a Herald binary a test starts reads no config files (a
+/// folder that does not exist is an error when named explicitly).
+pub fn empty_config_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("herald-test-no-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("an empty config folder");
+    dir
+}
+
 /// Whether the PostgreSQL/RabbitMQ variants must run. With `HERALD_TEST_REQUIRE_SERVICES=1` (CI) a
 /// missing service is a failure; otherwise those variants are skipped with a note.
 pub fn services_required() -> bool {

@@ -98,7 +98,7 @@ impl Worker {
             std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
         let child = Command::new(binary)
             .envs(app.worker_env())
-            .env("HERALD_CONFIG_DIR", "/nonexistent")
+            .env("HERALD_CONFIG_DIR", super::empty_config_dir())
             .env("HERALD__ADMIN__BIND", format!("127.0.0.1:{admin}"))
             .spawn()
             .expect("herald-worker starts");
