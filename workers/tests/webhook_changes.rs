@@ -17,6 +17,7 @@ use support::{
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL and RabbitMQ: set HERALD_TEST_DATABASE_URL and HERALD_TEST_AMQP_URL, run with -- --ignored"]
 async fn two_workers_see_a_change_before_the_next_delivery() {
     if !Mode::services_available() {
         return;
