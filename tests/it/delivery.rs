@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use herald::store::NewWebhook;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -235,18 +234,7 @@ async fn the_ssrf_guard_refuses_private_targets(mode: Mode) {
     for (url, _) in &urls {
         // Stored directly: the API refuses such URLs up front (tested elsewhere); this is the guard at
         // delivery, for names that resolve to private addresses and webhooks stored under another policy.
-        let id = Uuid::now_v7();
-        let webhook = NewWebhook {
-            id,
-            organization_id: app.organization_id,
-            url: url.clone(),
-            events: "*".into(),
-            secret: app.state.secrets.seal("whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0IQ==", id.as_bytes()),
-            description: None,
-            created_at: herald::domain::now(),
-        };
-        app.state.store.create_webhook(&webhook).await.expect("stored");
-        webhooks.push(id);
+        webhooks.push(app.store_webhook(url, |sealed| sealed).await);
     }
     app.send_event("item.created", json!({})).await;
     for (webhook, (url, class)) in webhooks.iter().zip(&urls) {
@@ -460,18 +448,9 @@ async fn an_undecryptable_secret_ends_the_delivery_dead(mode: Mode) {
     let app = TestApp::spawn(mode).await;
     let canary = Canary::start().await;
     // Stored directly, as if sealed under a key since removed from secrets.keys: no retry can open it.
-    let id = Uuid::now_v7();
-    let sealed = app.state.secrets.seal("whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0IQ==", id.as_bytes());
-    let webhook = NewWebhook {
-        id,
-        organization_id: app.organization_id,
-        url: format!("http://127.0.0.1:{}/hook", canary.port),
-        events: "*".into(),
-        secret: herald::crypto::Sealed { key_id: "retired".into(), ..sealed },
-        description: None,
-        created_at: herald::domain::now(),
-    };
-    app.state.store.create_webhook(&webhook).await.expect("stored");
+    let url = format!("http://127.0.0.1:{}/hook", canary.port);
+    let id =
+        app.store_webhook(&url, |sealed| herald::crypto::Sealed { key_id: "retired".into(), ..sealed }).await;
     app.send_event("item.created", json!({})).await;
     let delivery = app.wait_deliveries(id, 1).await[0]["id"].as_str().expect("id").to_string();
     let done = app.wait_delivery(&delivery, WAIT, |d| d["status"] == "dead").await;

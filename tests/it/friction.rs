@@ -179,18 +179,7 @@ async fn refused_addresses_and_names_that_do_not_exist_die_at_once(mode: Mode) {
     let mut webhooks = Vec::new();
     for (url, _) in urls {
         // Stored directly: the API refuses the private address up front.
-        let id = uuid::Uuid::now_v7();
-        let webhook = herald::store::NewWebhook {
-            id,
-            organization_id: app.organization_id,
-            url: url.to_string(),
-            events: "*".into(),
-            secret: app.state.secrets.seal("whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0IQ==", id.as_bytes()),
-            description: None,
-            created_at: herald::domain::now(),
-        };
-        app.state.store.create_webhook(&webhook).await.expect("stored");
-        webhooks.push(id);
+        webhooks.push(app.store_webhook(url, |sealed| sealed).await);
     }
     app.send_event("item.created", json!({})).await;
     for (webhook, (url, expected)) in webhooks.iter().zip(urls) {

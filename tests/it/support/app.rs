@@ -223,6 +223,28 @@ impl TestApp {
         ]
     }
 
+    /// Stores a webhook subscribed to every type directly, past the API's checks (a URL the API would
+    /// refuse, a secret sealed under another key); `seal` may change the sealed secret. Returns its id.
+    pub async fn store_webhook(
+        &self,
+        url: &str,
+        seal: impl FnOnce(herald::crypto::Sealed) -> herald::crypto::Sealed,
+    ) -> uuid::Uuid {
+        let id = uuid::Uuid::now_v7();
+        let sealed = self.state.secrets.seal("whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0IQ==", id.as_bytes());
+        let webhook = herald::store::NewWebhook {
+            id,
+            organization_id: self.organization_id,
+            url: url.to_string(),
+            events: "*".into(),
+            secret: seal(sealed),
+            description: None,
+            created_at: herald::domain::now(),
+        };
+        self.state.store.create_webhook(&webhook).await.expect("stored");
+        id
+    }
+
     /// Creates a webhook for `receiver` through the API and tells the receiver its secret.
     pub async fn subscribe(&self, receiver: &super::receiver::Receiver, events: Value) -> uuid::Uuid {
         let (status, created) = self
