@@ -12,19 +12,17 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use uuid::Uuid;
 
 use super::{
-    disable::DisableRule,
     endpoints::{Admission, Endpoints},
+    record::{Recorder, ended},
     report,
     retry::{Outcome, RetryPolicy, parse_retry_after},
     sender::{Exchange, Sender},
+    storable::storable_text,
 };
 use crate::{
-    batch::Batcher,
     queue::{Consumer, DeliveryTask, Received},
-    retrying::{self, GaveUp},
     signature,
-    stages::Stages,
-    store::{self, AttemptOutcome, DeliveryStore, NextStep, StoreError},
+    store::{self, AttemptOutcome, DeliveryStore, NextStep},
     telemetry::metrics::{Cached, names},
     webhook_cache::{DeliveryTarget, WebhookCache, WebhookCacheError},
 };
@@ -32,13 +30,6 @@ use crate::{
 /// `herald_attempts_total` by outcome class.
 static ATTEMPTS: Cached<&str, metrics::Counter> =
     Cached::new(|outcome| metrics::counter!(names::ATTEMPTS, "outcome" => *outcome));
-
-/// Counts a delivery reaching a final state: `succeeded`, `dead` or `dropped`.
-fn ended(result: &'static str, count: u64) {
-    static ENDED: Cached<&str, metrics::Counter> =
-        Cached::new(|result| metrics::counter!(names::DELIVERIES_ENDED, "result" => *result));
-    ENDED.get(result).increment(count);
-}
 
 /// The time from the event's acceptance (its id is a UUIDv7: its timestamp is the creation time).
 fn since_accepted(event_id: Uuid) -> Option<f64> {
@@ -64,11 +55,6 @@ impl Drop for InFlight {
     }
 }
 
-/// Outcomes written per transaction at most.
-const RECORD_BATCH: usize = 512;
-/// First and longest wait before an outcome the store could not take is written again.
-const RECORD_RETRY_DELAYS: (Duration, Duration) = (Duration::from_millis(200), Duration::from_secs(30));
-
 #[derive(Debug)]
 pub struct Deliverer {
     pub webhooks: Arc<WebhookCache>,
@@ -84,8 +70,8 @@ pub struct Deliverer {
 
 /// How a task is settled once its attempt is over.
 enum Settlement {
-    /// Record the outcome, then acknowledge.
-    Record(AttemptOutcome),
+    /// Record the outcome, then acknowledge; with the class of its error, if it has one.
+    Record(AttemptOutcome, Option<&'static str>),
     /// Nothing to record (the webhook was deleted with its deliveries): acknowledge.
     Ack,
     /// Hand it back to the queue (the webhook could not be loaded).
@@ -163,8 +149,8 @@ impl Deliverer {
 
     async fn settle(&self, received: Received<DeliveryTask>, settlement: Settlement) {
         match settlement {
-            Settlement::Record(outcome) => {
-                if self.recorder.record(outcome).await {
+            Settlement::Record(outcome, error_class) => {
+                if self.recorder.record(outcome, error_class).await {
                     received.ack().await;
                 }
             }
@@ -229,20 +215,30 @@ impl Deliverer {
             }
         };
         report::attempted(task, &exchange, &next);
-        Settlement::Record(AttemptOutcome {
-            attempt: store::Attempt {
-                id: Uuid::now_v7(),
-                delivery_id: task.delivery_id,
-                attempt_number: i64::from(task.attempt),
-                started_at,
-                duration_ms: exchange.duration_ms,
-                status_code: exchange.status.map(i64::from),
-                response_body: exchange.body,
-                error: exchange.error,
-            },
-            webhook_id: task.webhook_id,
-            next,
-        })
+        let error_class = exchange.error_class;
+        let attempt = self.stored_attempt(task, started_at, exchange);
+        Settlement::Record(AttemptOutcome { attempt, webhook_id: task.webhook_id, next }, error_class)
+    }
+
+    /// The attempt as it is stored: the response body and the error text, which a receiver (or the
+    /// network) controls, made storable by [`storable_text`] within the body limit.
+    fn stored_attempt(
+        &self,
+        task: &DeliveryTask,
+        started_at: chrono::DateTime<Utc>,
+        exchange: Exchange,
+    ) -> store::Attempt {
+        let limit = self.sender.max_response_bytes();
+        store::Attempt {
+            id: Uuid::now_v7(),
+            delivery_id: task.delivery_id,
+            attempt_number: i64::from(task.attempt),
+            started_at,
+            duration_ms: exchange.duration_ms,
+            status_code: exchange.status.map(i64::from),
+            response_body: exchange.body.map(|body| storable_text(&body, limit)),
+            error: exchange.error.map(|error| storable_text(error.as_bytes(), limit)),
+        }
     }
 
     /// Makes the HTTP attempt (unless the webhook cannot be delivered to) and classifies it.
@@ -312,105 +308,4 @@ pub fn signed_headers(
         HeaderValue::from_str(&signature::standard_signature_header(secrets, &message_id, timestamp, body))?,
     );
     Ok(headers)
-}
-
-/// Writes attempt outcomes in batches, with their consequences for the webhook ([`DisableRule`]).
-#[derive(Debug, Clone)]
-pub struct Recorder {
-    batcher: Batcher<AttemptOutcome, (), StoreError>,
-    writer: OutcomeWriter,
-    shutdown: CancellationToken,
-}
-
-impl Recorder {
-    /// Starts the group-commit writer of outcomes (the stage `outcome-recorder`).
-    pub fn start(
-        stages: &Stages,
-        store: Arc<dyn DeliveryStore>,
-        webhooks: Arc<WebhookCache>,
-        rule: DisableRule,
-        shutdown: CancellationToken,
-    ) -> Self {
-        let writer = OutcomeWriter { store, webhooks, rule };
-        let batch_writer = writer.clone();
-        let batcher =
-            Batcher::spawn(stages, "outcome-recorder", RECORD_BATCH, move |outcomes: Vec<AttemptOutcome>| {
-                let writer = batch_writer.clone();
-                async move {
-                    writer.write(&outcomes).await?;
-                    Ok(vec![(); outcomes.len()])
-                }
-            });
-        Self { batcher, writer, shutdown }
-    }
-
-    /// Records one outcome (batched with others). If its batch fails, it is retried alone, so that one
-    /// outcome the store refuses cannot hold back the others; while the store is unreachable it is retried
-    /// with backoff. Returns `false` if shutdown came first (the task is then left unacknowledged, to be
-    /// delivered again), `true` once recorded or given up as unrecordable (logged; the sweeper still
-    /// covers the delivery).
-    pub async fn record(&self, outcome: AttemptOutcome) -> bool {
-        if self.batcher.submit(outcome.clone()).await.is_ok() {
-            return true;
-        }
-        let alone = std::slice::from_ref(&outcome);
-        let transient = |error: &StoreError| matches!(error, StoreError::Unavailable(_));
-        let recorded = retrying::until_done(
-            "recording a delivery attempt",
-            RECORD_RETRY_DELAYS,
-            &self.shutdown,
-            transient,
-            || self.writer.write(alone),
-        )
-        .await;
-        match recorded {
-            Ok(()) => true,
-            Err(GaveUp::ShuttingDown) => false,
-            Err(GaveUp::Permanent(error)) => {
-                tracing::error!(%error, delivery_id = %outcome.attempt.delivery_id, "a delivery attempt cannot be recorded; dropped");
-                ended("dropped", 1);
-                true
-            }
-        }
-    }
-}
-
-/// Records outcomes, and forgets the cached copy of every webhook they disabled.
-#[derive(Debug, Clone)]
-struct OutcomeWriter {
-    store: Arc<dyn DeliveryStore>,
-    webhooks: Arc<WebhookCache>,
-    rule: DisableRule,
-}
-
-impl OutcomeWriter {
-    #[tracing::instrument(name = "record", skip_all, fields(count = outcomes.len(), disabled = tracing::field::Empty))]
-    async fn write(&self, outcomes: &[AttemptOutcome]) -> Result<(), StoreError> {
-        let rule = self.rule;
-        let decide =
-            move |outcome: &AttemptOutcome, consecutive_dead: u32| rule.decide(outcome, consecutive_dead);
-        let disabled_webhooks = self.store.record_outcomes(outcomes, &decide).await?;
-        if !disabled_webhooks.is_empty() {
-            tracing::Span::current().record("disabled", disabled_webhooks.len());
-        }
-        let (mut succeeded, mut dead, mut retried) = (0, 0, 0);
-        for outcome in outcomes {
-            match outcome.next {
-                NextStep::Succeeded => succeeded += 1,
-                NextStep::Dead => dead += 1,
-                NextStep::Retry(_) => retried += 1,
-            }
-        }
-        ended("succeeded", succeeded);
-        ended("dead", dead);
-        metrics::counter!(names::RETRIES_SCHEDULED).increment(retried);
-        for disabled in disabled_webhooks {
-            tracing::warn!(webhook_id = %disabled.webhook_id, reason = %disabled.reason, "webhook disabled");
-            static DISABLED: Cached<&str, metrics::Counter> =
-                Cached::new(|reason| metrics::counter!(names::WEBHOOKS_DISABLED, "reason" => *reason));
-            DISABLED.get(DisableRule::metric_reason(&disabled.reason)).increment(1);
-            self.webhooks.disabled(disabled.webhook_id).await;
-        }
-        Ok(())
-    }
 }

@@ -1,4 +1,5 @@
-//! The workers: fan-out ([`fanout`]), delivery ([`deliver`]) and the retry scheduler ([`scheduler`]).
+//! The workers: fan-out ([`fanout`]), delivery ([`deliver`], its outcomes recorded by `record`) and the
+//! retry scheduler ([`scheduler`]).
 //! `herald-worker` runs them against RabbitMQ; in embedded mode `herald serve` runs the same code
 //! in-process on the embedded queue.
 
@@ -6,10 +7,12 @@ pub(crate) mod deliver;
 pub(crate) mod disable;
 pub(crate) mod endpoints;
 pub(crate) mod fanout;
+pub(crate) mod record;
 mod report;
 pub(crate) mod retry;
 pub(crate) mod scheduler;
 pub(crate) mod sender;
+mod storable;
 
 pub use disable::DisableRule;
 
@@ -59,7 +62,7 @@ pub async fn start(services: Services, roles: Roles, stages: &Stages) -> anyhow:
         // and must not leave the HTTP slots idle meanwhile.
         let prefetch = u16::try_from(delivery.concurrency.saturating_mul(2)).unwrap_or(u16::MAX);
         let consumer = queue.consume_deliveries(prefetch).await?;
-        let recorder = deliver::Recorder::start(
+        let recorder = record::Recorder::start(
             stages,
             store.clone(),
             webhooks.clone(),

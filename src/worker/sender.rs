@@ -19,9 +19,11 @@ use crate::{config::DeliverySettings, net_guard::TargetPolicy};
 pub struct Exchange {
     pub status: Option<u16>,
     pub headers: HeaderMap,
-    /// The response body, truncated to the limit (lossy UTF-8).
-    pub body: Option<String>,
-    /// Why there is no status (connection refused, blocked address, timeout...).
+    /// The response body's first bytes (up to the limit) as they came, not necessarily UTF-8; made
+    /// storable with the error text when the attempt is recorded ([`super::storable`]).
+    pub body: Option<Bytes>,
+    /// Why there is no status (connection refused, blocked address, timeout...), or what else went wrong
+    /// (a redirect, a body cut short).
     pub error: Option<String>,
     /// The kind of `error` in one word (`blocked`, `unknown_host`, `timeout`, `connect`, `request`,
     /// `response`), for logs and traces: unlike `error`, it never holds a host name or a URL.
@@ -72,6 +74,11 @@ impl Sender {
             .dns_resolver(GuardedResolver { target_policy: target_policy.clone() })
             .build()?;
         Ok(Self { client, target_policy, max_response_bytes: settings.max_response_bytes })
+    }
+
+    /// The most bytes of a response body kept, and of an error text stored.
+    pub fn max_response_bytes(&self) -> usize {
+        self.max_response_bytes
     }
 
     /// POSTs `body` to `url` with `headers`. Never fails: problems are described in the exchange.
@@ -138,7 +145,7 @@ impl Sender {
             let location = exchange.headers.get("location").and_then(|v| v.to_str().ok()).unwrap_or("?");
             exchange.error = Some(format!("redirects are not followed ({status} to {location})"));
         }
-        exchange.body = (!body.is_empty()).then(|| String::from_utf8_lossy(&body).into_owned());
+        exchange.body = (!body.is_empty()).then(|| Bytes::from(body));
         exchange
     }
 }
