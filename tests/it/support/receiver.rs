@@ -1,6 +1,7 @@
 //! Real webhook receivers on 127.0.0.1 for tests: each verifies `X-Signature` (and `X-Signature-Next`)
 //! and the Standard Webhooks signature with its own HMAC code (not Herald's), records every request, and
-//! answers as the test says, or, for a [`Receiver::verifying`] one, 401 to a request it cannot verify.
+//! answers as the test says (with `received`, or with the raw bytes of a [`Receiver::answering`] one), or,
+//! for a [`Receiver::verifying`] one, 401 to a request it cannot verify.
 
 use std::{
     sync::{Arc, Mutex},
@@ -17,6 +18,9 @@ use hmac::{KeyInit, Mac};
 use tokio::sync::Notify;
 
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+
+/// What receivers answer unless told otherwise.
+const RECEIVED: &[u8] = b"received";
 
 /// One request a receiver got.
 #[derive(Debug, Clone)]
@@ -60,6 +64,8 @@ struct Shared {
     verify: Option<Accepts>,
     arrivals: Mutex<Vec<Arrival>>,
     reply: Box<dyn Fn(usize) -> Reply + Send + Sync>,
+    /// The body of every answer, sent byte for byte.
+    body: Bytes,
     arrived: Notify,
 }
 
@@ -76,21 +82,35 @@ impl Receiver {
     }
 
     pub async fn start(reply: impl Fn(usize) -> Reply + Send + Sync + 'static) -> Self {
-        Self::spawn(None, Box::new(reply)).await
+        Self::spawn(None, Box::new(reply), Bytes::from_static(RECEIVED)).await
+    }
+
+    /// A receiver answering as `reply` says, with `body` (any bytes, not necessarily UTF-8) as the body.
+    pub async fn answering(
+        body: &'static [u8],
+        reply: impl Fn(usize) -> Reply + Send + Sync + 'static,
+    ) -> Self {
+        Self::spawn(None, Box::new(reply), Bytes::from_static(body)).await
     }
 
     /// A receiver answering 200 to what it verifies with its secrets (the `accepts` header and
     /// `webhook-signature`) and 401 to anything else, as a real receiver does.
     pub async fn verifying(accepts: Accepts) -> Self {
-        Self::spawn(Some(accepts), Box::new(|_| (200, vec![], Duration::ZERO))).await
+        Self::spawn(Some(accepts), Box::new(|_| (200, vec![], Duration::ZERO)), Bytes::from_static(RECEIVED))
+            .await
     }
 
-    async fn spawn(verify: Option<Accepts>, reply: Box<dyn Fn(usize) -> Reply + Send + Sync>) -> Self {
+    async fn spawn(
+        verify: Option<Accepts>,
+        reply: Box<dyn Fn(usize) -> Reply + Send + Sync>,
+        body: Bytes,
+    ) -> Self {
         let shared = Arc::new(Shared {
             secrets: Mutex::new(Vec::new()),
             verify,
             arrivals: Mutex::new(Vec::new()),
             reply,
+            body,
             arrived: Notify::new(),
         });
         let handler_shared = shared.clone();
@@ -184,7 +204,7 @@ async fn receive(shared: Arc<Shared>, headers: HeaderMap, body: Bytes) -> impl I
     };
     let (status, extra, delay) = if verified { (shared.reply)(index) } else { (401, vec![], Duration::ZERO) };
     tokio::time::sleep(delay).await;
-    let mut response = (StatusCode::from_u16(status).expect("status"), "received").into_response();
+    let mut response = (StatusCode::from_u16(status).expect("status"), shared.body.clone()).into_response();
     for (name, value) in extra {
         response.headers_mut().insert(name, value.parse().expect("header value"));
     }
