@@ -141,7 +141,12 @@ pub struct DeliverySettings {
     #[serde(deserialize_with = "cidr_list")]
     pub allowed_cidrs: Vec<IpNet>,
     pub disable_after_dead: u32,
+    /// How long a confirmed delivery may stay queued before the sweeper hands it over again.
     pub stuck_after: HumanDuration,
+    /// How long the scheduler's claim on a due delivery lasts until the broker confirms its task; a
+    /// worker that dies in between leaves the delivery to be claimed again after this, not after
+    /// `stuck_after` (docs/architecture.md, "Claims and the longest wait after a crash").
+    pub claim_lease: HumanDuration,
     pub scheduler_interval: HumanDuration,
     pub webhook_cache_ttl: HumanDuration,
 }
@@ -304,6 +309,11 @@ impl Settings {
         }
         if self.delivery.per_endpoint_concurrency == 0 {
             return Err(invalid("delivery.per_endpoint_concurrency", "must be at least 1"));
+        }
+        if self.delivery.claim_lease.get().is_zero()
+            || self.delivery.claim_lease.get() > self.delivery.stuck_after.get()
+        {
+            return Err(invalid("delivery.claim_lease", "must be above 0 and at most delivery.stuck_after"));
         }
         if self.server.max_body_bytes < 1024 {
             return Err(invalid("server.max_body_bytes", "must be at least 1024"));

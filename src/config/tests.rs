@@ -72,6 +72,12 @@ fn bad_values_name_their_key() {
     assert!(error.to_string().contains("queue.url"), "{error}");
     let error = load(&[("HERALD__SERVER__NO_SUCH_KEY", "1")]).expect_err("unknown key");
     assert!(error.to_string().contains("no_such_key"), "{error}");
+    for lease in ["0s", "11m"] {
+        let error =
+            load(&[("HERALD__DELIVERY__CLAIM_LEASE", lease)]).expect_err("above 0, within stuck_after");
+        assert!(error.to_string().contains("delivery.claim_lease"), "{error}");
+    }
+    assert_eq!(load(&[]).expect("defaults").delivery.claim_lease.get(), Duration::from_secs(30));
 }
 
 #[test]

@@ -4,7 +4,8 @@
 //! [`EmbeddedQueue::release`]s it. So a crash or a full channel loses nothing: the outbox relay hands
 //! unpublished events over again (skipping those still in flight, so nothing is handed over twice while
 //! it waits). Delivery tasks are `queued` rows in the store; at start-up every queued row is made due again,
-//! since the channel that held them is gone.
+//! since the channel that held them is gone. A task handed back (requeued) goes to the back of the
+//! channel, as RabbitMQ would do with it, instead of waiting in the store for the sweeper.
 
 use std::{collections::HashSet, sync::Mutex as SyncMutex};
 
@@ -12,7 +13,7 @@ use async_trait::async_trait;
 use tokio::sync::{Mutex, mpsc};
 use uuid::Uuid;
 
-use super::{Consumer, DeliveryTask, EventMessage, NothingToSettle, Queue, QueueError, Received, Settle};
+use super::{Consumer, DeliveryTask, EventMessage, Queue, QueueError, Received, Settle};
 
 /// Messages waiting in each channel before publishers wait (deliveries) or leave the rest to the
 /// relay (events).
@@ -76,6 +77,40 @@ impl Settle for Taken {
     async fn dead_letter(self: Box<Self>) {}
 }
 
+/// An embedded delivery task's settlement. Its outcome lives in the store, so acknowledging it (the
+/// outcome is recorded) and dead-lettering it change nothing; requeueing it (the webhook could not be
+/// loaded, a deferral could not be written) hands it back to the channel for another try.
+#[derive(Debug)]
+struct TaskSettle {
+    task: DeliveryTask,
+    /// Weak: a task waiting in the channel must not keep the channel open.
+    deliveries: mpsc::WeakSender<Received<DeliveryTask>>,
+}
+
+impl TaskSettle {
+    fn received(
+        task: DeliveryTask,
+        deliveries: &mpsc::Sender<Received<DeliveryTask>>,
+        again: bool,
+    ) -> Received<DeliveryTask> {
+        let settle = Box::new(TaskSettle { task: task.clone(), deliveries: deliveries.downgrade() });
+        Received::new(task, settle, again)
+    }
+}
+
+#[async_trait]
+impl Settle for TaskSettle {
+    async fn ack(self: Box<Self>) {}
+
+    async fn requeue(self: Box<Self>) {
+        // Gone, or closed: the process is stopping, and the restart makes every queued delivery due.
+        let Some(deliveries) = self.deliveries.upgrade() else { return };
+        let _ = deliveries.send(TaskSettle::received(self.task, &deliveries, true)).await;
+    }
+
+    async fn dead_letter(self: Box<Self>) {}
+}
+
 #[async_trait]
 impl Queue for EmbeddedQueue {
     async fn publish_events(&self, events: &[EventMessage]) -> Result<(), QueueError> {
@@ -97,7 +132,7 @@ impl Queue for EmbeddedQueue {
     async fn publish_deliveries(&self, tasks: &[DeliveryTask]) -> Result<(), QueueError> {
         for task in tasks {
             self.deliveries
-                .send(Received::new(task.clone(), Box::new(NothingToSettle), false))
+                .send(TaskSettle::received(task.clone(), &self.deliveries, false))
                 .await
                 .map_err(|_| QueueError::Unavailable("embedded delivery queue is closed".into()))?;
         }
@@ -153,6 +188,33 @@ mod tests {
         let mut ready = Vec::new();
         consumer.drain_ready(&mut ready, 10);
         ready.len()
+    }
+
+    #[tokio::test]
+    async fn a_requeued_task_is_handed_out_again() {
+        let queue = EmbeddedQueue::new(mpsc::unbounded_channel().0);
+        let mut consumer = queue.consume_deliveries(1).await.expect("the one consumer");
+        let task = DeliveryTask {
+            delivery_id: Uuid::now_v7(),
+            event_id: Uuid::now_v7(),
+            webhook_id: Uuid::now_v7(),
+            organization_id: Uuid::now_v7(),
+            attempt: 2,
+            event_type: "item.created".into(),
+            payload: Bytes::from_static(b"{}"),
+        };
+        queue.publish_deliveries(std::slice::from_ref(&task)).await.expect("the channel has room");
+        let first = consumer.next().await.expect("handed out");
+        assert!(!first.redelivered);
+        first.requeue().await;
+        let mut again = Vec::new();
+        consumer.drain_ready(&mut again, 10);
+        assert_eq!(again.len(), 1, "requeued: back in the channel, not left to the sweeper");
+        assert_eq!(again[0].message, task);
+        assert!(again[0].redelivered, "handed out before");
+        again.pop().expect("the task").ack().await;
+        consumer.drain_ready(&mut again, 10);
+        assert!(again.is_empty(), "acknowledged: gone");
     }
 
     #[tokio::test]

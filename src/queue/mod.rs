@@ -123,10 +123,12 @@ pub(crate) trait Settle: Send + Sync + std::fmt::Debug {
     async fn dead_letter(self: Box<Self>);
 }
 
-/// Settling changes nothing: the store already holds the outcome (embedded delivery tasks).
+/// Settling changes nothing (tests that need a [`Received`] without a queue).
+#[cfg(test)]
 #[derive(Debug)]
 pub(crate) struct NothingToSettle;
 
+#[cfg(test)]
 #[async_trait]
 impl Settle for NothingToSettle {
     async fn ack(self: Box<Self>) {}

@@ -218,16 +218,32 @@ pub trait DeliveryStore: Send + Sync + std::fmt::Debug + 'static {
     async fn create_deliveries(&self, deliveries: &[NewDelivery]) -> StoreResult<Vec<Uuid>>;
     /// Deliveries of these events still queued for their first attempt (a fan-out redone after a crash).
     async fn unstarted_deliveries(&self, event_ids: &[Uuid]) -> StoreResult<Vec<Delivery>>;
-    /// Takes up to `limit` deliveries that are due (`pending` whose time has come, or `queued` for too
-    /// long), marks them `queued` until `lease_until`, and returns them with their event's payload.
+    /// Takes up to `limit` deliveries that are due (`pending` whose time has come, or `queued` past
+    /// their lease), marks them `queued` until `lease_until` (the claim), and returns them with their
+    /// event's payload.
     async fn claim_due_deliveries(
         &self,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: i64,
     ) -> StoreResult<Vec<DueDelivery>>;
-    /// Makes claimed deliveries due again at once (their publication failed).
-    async fn release_deliveries(&self, ids: &[Uuid], now: DateTime<Utc>) -> StoreResult<()>;
+    /// Extends a claim whose tasks the broker confirmed: those of `ids` still in it (`queued` until
+    /// exactly `claimed_until`) are leased until `lease_until`. A delivery whose outcome was recorded
+    /// meanwhile, or that another scheduler claimed since, is left alone. Returns how many were extended.
+    async fn extend_claims(
+        &self,
+        ids: &[Uuid],
+        claimed_until: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> StoreResult<u64>;
+    /// Makes claimed deliveries due again at once (their publication failed): those of `ids` still in
+    /// the claim (`queued` until exactly `claimed_until`).
+    async fn release_deliveries(
+        &self,
+        ids: &[Uuid],
+        claimed_until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()>;
     /// Takes queued deliveries back from the queue, each due at its time, without counting an attempt
     /// (their endpoint is saturated).
     async fn defer_deliveries(

@@ -3,8 +3,9 @@
 //! event's.
 //! Events are taken in batches; the batch's deliveries are inserted in one statement (idempotent: unique
 //! on event + webhook), their tasks published (confirmed), and only then are the events acknowledged.
-//! An event redelivered after a crash finds its deliveries already inserted and republishes those not
-//! yet started.
+//! An event redelivered after a crash, or a batch tried again after a failure (its deliveries may be
+//! inserted and their tasks not published), finds its deliveries already inserted and republishes those
+//! not yet started.
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
@@ -69,8 +70,18 @@ impl Fanout {
     /// batch held: requeueing at once would spin, and unacknowledged messages go back to the queue anyway
     /// if the process stops.
     async fn handle(self: Arc<Self>, batch: Vec<Received<EventMessage>>, shutdown: CancellationToken) {
-        let fanned_out =
-            retrying::until_done("fan-out", RETRY_DELAYS, &shutdown, |_| true, || self.fan_out(&batch)).await;
+        let mut tried = false;
+        let fanned_out = retrying::until_done(
+            "fan-out",
+            RETRY_DELAYS,
+            &shutdown,
+            |_| true,
+            || {
+                let again = std::mem::replace(&mut tried, true);
+                self.fan_out(&batch, again)
+            },
+        )
+        .await;
         if fanned_out.is_err() {
             return; // Shutting down: the events go back to the queue unacknowledged.
         }
@@ -84,7 +95,9 @@ impl Fanout {
     #[tracing::instrument(name = "fan_out", skip_all, fields(
         events = batch.len(), deliveries = tracing::field::Empty, created = tracing::field::Empty,
     ))]
-    async fn fan_out(&self, batch: &[Received<EventMessage>]) -> anyhow::Result<()> {
+    /// `again`: the batch was tried before, like a redelivered event, and may have left deliveries
+    /// inserted whose tasks were never published.
+    async fn fan_out(&self, batch: &[Received<EventMessage>], again: bool) -> anyhow::Result<()> {
         let now = crate::domain::now();
         let lease_until =
             now + chrono::Duration::from_std(self.lease).unwrap_or(chrono::Duration::minutes(10));
@@ -127,11 +140,11 @@ impl Fanout {
             .filter(|delivery| inserted.contains(&delivery.id))
             .map(|delivery| task(events[&delivery.event_id], delivery.id, delivery.webhook_id))
             .collect();
-        // A redelivered event whose deliveries exist already: publish again those not started (the
-        // previous fan-out may have died before publishing them).
+        // A redelivered (or retried) event whose deliveries exist already: publish again those not
+        // started (the previous fan-out may have died, or failed, before publishing them).
         let redone: Vec<Uuid> = expected
             .iter()
-            .filter(|(received, count)| received.redelivered && *count > 0)
+            .filter(|(received, count)| (received.redelivered || again) && *count > 0)
             .map(|(received, _)| received.message.id)
             .filter(|event_id| {
                 deliveries.iter().any(|d| d.event_id == *event_id && !inserted.contains(&d.id))

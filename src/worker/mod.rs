@@ -84,7 +84,8 @@ pub async fn start(services: Services, roles: Roles, stages: &Stages) -> anyhow:
             store,
             queue,
             interval: delivery.scheduler_interval.get(),
-            lease: delivery.stuck_after.get(),
+            claim_lease: delivery.claim_lease.get(),
+            stuck_after: delivery.stuck_after.get(),
         };
         stages.spawn("scheduler", scheduler.run(shutdown));
     }

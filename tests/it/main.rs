@@ -3,6 +3,7 @@
 //! and `HERALD_TEST_AMQP_URL` are set (`bash .ci/run` sets them and `HERALD_TEST_REQUIRE_SERVICES=1`).
 
 mod auth;
+mod claims;
 mod cli;
 mod delivery;
 mod deploy_files;

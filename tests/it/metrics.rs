@@ -14,7 +14,7 @@ use crate::support::{
     app::{Mode, delete_queues},
     db::{TEST_KEY, TestDatabase},
     metrics::{Source, client, deliveries_are_counted_exactly, parse_exposition, scrape, send, total},
-    proxy::Proxy,
+    proxy::broker_proxy,
 };
 
 /// A port free right now on 127.0.0.1.
@@ -166,12 +166,7 @@ async fn a_broker_outage_shows_in_the_outbox_gauges_and_readiness() {
         return;
     }
     let Some(database) = TestDatabase::postgres().await else { return };
-    let amqp = url::Url::parse(&std::env::var("HERALD_TEST_AMQP_URL").expect("amqp")).expect("url");
-    let broker = format!("{}:{}", amqp.host_str().expect("host"), amqp.port().unwrap_or(5672));
-    let target = tokio::net::lookup_host(broker).await.expect("resolve").next().expect("address");
-    let proxy = Proxy::start(target).await;
-    let mut through_proxy = amqp.clone();
-    through_proxy.set_port(Some(proxy.address.port())).expect("port");
+    let (proxy, through_proxy) = broker_proxy().await;
     let prefix = format!("t{}", uuid::Uuid::new_v4().simple());
     let env = common_env(&database.url, Some((through_proxy.as_str(), &prefix)));
     let dir = tempfile::tempdir().expect("dir");
@@ -205,7 +200,7 @@ async fn a_broker_outage_shows_in_the_outbox_gauges_and_readiness() {
     // marked yet.
     assert!(gauge(&api, "herald_events_published_total").await >= 3.0);
     drop(api);
-    delete_queues(amqp.as_str(), &prefix);
+    delete_queues(&std::env::var("HERALD_TEST_AMQP_URL").expect("amqp"), &prefix);
 }
 
 /// `admin.public_metrics` adds `GET /metrics` to the API port; without it the API has no such route.

@@ -18,21 +18,10 @@ use crate::{
     events::send,
     support::{
         app::{Mode, TestApp},
-        proxy::Proxy,
+        proxy::broker_proxy,
         receiver::Receiver,
     },
 };
-
-/// A proxy in front of the test broker, and the broker's URL through it.
-async fn broker_proxy() -> (Proxy, url::Url) {
-    let amqp = url::Url::parse(&std::env::var("HERALD_TEST_AMQP_URL").expect("amqp")).expect("url");
-    let broker = format!("{}:{}", amqp.host_str().expect("host"), amqp.port().unwrap_or(5672));
-    let proxy =
-        Proxy::start(tokio::net::lookup_host(broker).await.expect("resolve").next().expect("address")).await;
-    let mut through_proxy = amqp.clone();
-    through_proxy.set_port(Some(proxy.address.port())).expect("port");
-    (proxy, through_proxy)
-}
 
 /// An exclusive queue bound to the test app's events exchange, and its consumer.
 async fn bind_consumer(app: &TestApp) -> (Connection, lapin::Consumer) {

@@ -47,6 +47,7 @@ conformance!(
     deliveries_are_created_once_and_claimed_when_due,
     outcomes_are_recorded_and_disable_failing_webhooks,
     deliveries_can_be_redriven_and_replayed,
+    a_claim_is_extended_only_while_it_holds,
     timestamps_round_trip_exactly,
     a_reused_idempotency_key_is_told_apart_from_a_repeat,
     outcomes_are_timed_at_the_end_of_the_attempt,
@@ -445,7 +446,14 @@ async fn deliveries_are_created_once_and_claimed_when_due(store: DynStore) {
         "claimed once"
     );
 
-    store.release_deliveries(&[delivery.id], at(700)).await.expect("release");
+    store.release_deliveries(&[delivery.id], at(1100), at(700)).await.expect("release: another claim");
+    let kept = store.get_delivery(delivery.id).await.expect("read").expect("exists");
+    assert_eq!(
+        (kept.status, kept.next_attempt_at),
+        (DeliveryStatus::Queued, Some(at(1200))),
+        "not this claim"
+    );
+    store.release_deliveries(&[delivery.id], at(1200), at(700)).await.expect("release");
     let released = store.get_delivery(delivery.id).await.expect("read").expect("exists");
     assert_eq!((released.status, released.next_attempt_at), (DeliveryStatus::Pending, Some(at(700))));
     assert_eq!(store.claim_due_deliveries(at(700), at(1300), 10).await.expect("claim").len(), 1);
@@ -463,6 +471,37 @@ async fn deliveries_are_created_once_and_claimed_when_due(store: DynStore) {
         "not due yet"
     );
     assert_eq!(store.claim_due_deliveries(at(5000), at(6000), 10).await.expect("claim").len(), 1);
+}
+
+/// The scheduler's short claim, extended once the broker confirmed: only deliveries still in that very
+/// claim are extended; an outcome recorded meanwhile, or a later claim, is left as it is.
+async fn a_claim_is_extended_only_while_it_holds(store: DynStore) {
+    let f = fixture(&store).await;
+    let hook = webhook(&store, f.organization, "*").await;
+    let (_, answered) = deliver(&store, &hook, f.organization, 0).await;
+    let (_, in_flight) = deliver(&store, &hook, f.organization, 0).await;
+    let ids = [answered.id, in_flight.id];
+    assert_eq!(store.claim_due_deliveries(at(600), at(630), 10).await.expect("claim").len(), 2);
+    // A fast worker records an outcome before the confirm arrives.
+    let retry = outcome(&answered, 1, Some(500), NextStep::Retry(at(700)));
+    store.record_outcomes(&[retry], &disable_after(0)).await.expect("recorded");
+    assert_eq!(store.extend_claims(&ids, at(630), at(1200)).await.expect("extend"), 1, "the one in flight");
+    let read = |id| {
+        let store = store.clone();
+        async move {
+            let delivery = store.get_delivery(id).await.expect("read").expect("exists");
+            (delivery.status, delivery.next_attempt_at)
+        }
+    };
+    assert_eq!(read(answered.id).await, (DeliveryStatus::Pending, Some(at(700))), "the outcome stands");
+    assert_eq!(read(in_flight.id).await, (DeliveryStatus::Queued, Some(at(1200))));
+    assert_eq!(store.extend_claims(&ids, at(630), at(1800)).await.expect("extend"), 0, "that claim is over");
+    let due = store.claim_due_deliveries(at(1199), at(1230), 10).await.expect("claim");
+    assert_eq!(
+        due.iter().map(|d| d.delivery_id).collect::<Vec<_>>(),
+        vec![answered.id],
+        "in flight: extended"
+    );
 }
 
 async fn deliver(store: &DynStore, hook: &Webhook, organization: Uuid, t: i64) -> (NewEvent, NewDelivery) {

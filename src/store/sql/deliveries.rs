@@ -81,12 +81,33 @@ impl DeliveryStore for SqlStore<DB> {
             .collect())
     }
 
-    async fn release_deliveries(&self, ids: &[Uuid], now: DateTime<Utc>) -> StoreResult<()> {
+    async fn extend_claims(
+        &self,
+        ids: &[Uuid],
+        claimed_until: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        let mut extended = 0;
+        for chunk in ids.chunks(BATCH_ROWS) {
+            let mut query = QueryBuilder::<DB>::new("UPDATE deliveries SET next_attempt_at = ");
+            query.push_bind(lease_until);
+            push_in_claim(&mut query, claimed_until, chunk);
+            extended += DB::rows_affected(&query.build().execute(&self.write).await.store()?);
+        }
+        Ok(extended)
+    }
+
+    async fn release_deliveries(
+        &self,
+        ids: &[Uuid],
+        claimed_until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
         for chunk in ids.chunks(BATCH_ROWS) {
             let mut query =
                 QueryBuilder::<DB>::new("UPDATE deliveries SET status = 'pending', next_attempt_at = ");
-            query.push_bind(now).push(" WHERE status = 'queued' AND id IN ");
-            push_id_list(&mut query, chunk);
+            query.push_bind(now);
+            push_in_claim(&mut query, claimed_until, chunk);
             query.build().execute(&self.write).await.store()?;
         }
         Ok(())
@@ -266,4 +287,14 @@ impl DeliveryStore for SqlStore<DB> {
         .store()?;
         Ok(DB::rows_affected(&result))
     }
+}
+
+/// Appends the condition "still in the claim that lasts until `claimed_until`" for `ids`: queued, with
+/// the lease that claim set (an outcome recorded since, or a later claim, changed it).
+fn push_in_claim(query: &mut QueryBuilder<DB>, claimed_until: DateTime<Utc>, ids: &[Uuid]) {
+    query
+        .push(" WHERE status = 'queued' AND next_attempt_at = ")
+        .push_bind(claimed_until)
+        .push(" AND id IN ");
+    push_id_list(query, ids);
 }

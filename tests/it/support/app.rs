@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use herald::{app::App, config::Settings, http::AppState};
+use herald::{app::App, config::Settings, http::AppState, queue::DynQueue};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -68,15 +68,30 @@ impl TestApp {
 
     /// Starts Herald with test settings, adjusted by `configure`.
     pub async fn spawn_with(mode: Mode, configure: impl FnOnce(&mut Settings)) -> Self {
-        Self::launch(mode, configure, true).await
+        Self::launch(mode, configure, true, |queue| queue).await
+    }
+
+    /// Like [`Self::spawn_with`], with the queue that the API and the workers use replaced by
+    /// `wrap(queue)` (a queue that fails or stalls where a test needs it to).
+    pub async fn spawn_with_queue(
+        mode: Mode,
+        configure: impl FnOnce(&mut Settings),
+        wrap: impl FnOnce(DynQueue) -> DynQueue,
+    ) -> Self {
+        Self::launch(mode, configure, true, wrap).await
     }
 
     /// The API alone, for tests that run `herald-worker` processes themselves (services mode).
     pub async fn spawn_api_only(configure: impl FnOnce(&mut Settings)) -> Self {
-        Self::launch(Mode::Services, configure, false).await
+        Self::launch(Mode::Services, configure, false, |queue| queue).await
     }
 
-    async fn launch(mode: Mode, configure: impl FnOnce(&mut Settings), in_process_workers: bool) -> Self {
+    async fn launch(
+        mode: Mode,
+        configure: impl FnOnce(&mut Settings),
+        in_process_workers: bool,
+        wrap: impl FnOnce(DynQueue) -> DynQueue,
+    ) -> Self {
         herald::install_tls_provider();
         let database = match mode {
             Mode::Embedded => TestDatabase::sqlite(),
@@ -107,7 +122,9 @@ impl TestApp {
         drop(herald::telemetry::init(&settings.log, &settings.telemetry));
         let shutdown = CancellationToken::new();
         let stages = herald::stages::Stages::new(shutdown.clone(), settings.server.shutdown_grace.get());
-        let services = herald::services::Services::connect(settings, &stages).await.expect("Herald connects");
+        let mut services =
+            herald::services::Services::connect(settings, &stages).await.expect("Herald connects");
+        services.queue = wrap(services.queue);
         let app = App::start(services.clone(), stages.clone()).await.expect("Herald starts");
         let state = app.state.clone();
         let (bootstrap, key) = herald::app::bootstrap(&state.store, "test org", "admin@test.example", false)
@@ -216,6 +233,7 @@ impl TestApp {
             ("HERALD__DELIVERY__CONCURRENCY".into(), d.concurrency.to_string()),
             ("HERALD__DELIVERY__SCHEDULER_INTERVAL".into(), duration(d.scheduler_interval)),
             ("HERALD__DELIVERY__STUCK_AFTER".into(), duration(d.stuck_after)),
+            ("HERALD__DELIVERY__CLAIM_LEASE".into(), duration(d.claim_lease)),
             ("HERALD__DELIVERY__WEBHOOK_CACHE_TTL".into(), duration(d.webhook_cache_ttl)),
             ("HERALD__SERVER__SHUTDOWN_GRACE".into(), duration(s.server.shutdown_grace)),
             ("HERALD__LOG__LEVEL".into(), "warn".into()),

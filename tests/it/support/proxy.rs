@@ -64,3 +64,14 @@ impl Drop for Proxy {
         self.down();
     }
 }
+
+/// A proxy in front of the test broker (`HERALD_TEST_AMQP_URL`), and the broker's URL through it.
+pub async fn broker_proxy() -> (Proxy, url::Url) {
+    let amqp = url::Url::parse(&std::env::var("HERALD_TEST_AMQP_URL").expect("amqp")).expect("url");
+    let broker = format!("{}:{}", amqp.host_str().expect("host"), amqp.port().unwrap_or(5672));
+    let proxy =
+        Proxy::start(tokio::net::lookup_host(broker).await.expect("resolve").next().expect("address")).await;
+    let mut through_proxy = amqp.clone();
+    through_proxy.set_port(Some(proxy.address.port())).expect("port");
+    (proxy, through_proxy)
+}
