@@ -9,6 +9,7 @@ mod deploy_files;
 mod docs_names;
 mod events;
 mod friction;
+mod hostile_input;
 mod metrics;
 mod openapi;
 mod publishing;
