@@ -17,7 +17,7 @@ use super::{
     ApiError, ApiResult, AppState, ErrorBody,
     auth::Auth,
     extract::{Json, Path, Query},
-    input::{Line, Timestamp, check_line},
+    input::{Line, Timestamp, check_depth, check_line},
 };
 use crate::{
     domain::{self, TEST_EVENT},
@@ -56,7 +56,7 @@ pub struct SendEvent {
     /// An event type from the catalog.
     #[schema(value_type = String, example = "item.created")]
     event: Line,
-    /// The event's data: any JSON object, delivered as is.
+    /// The event's data: any JSON object (nested at most 100 levels deep), delivered as is.
     #[schema(value_type = Object, example = json!({"item_id": "42", "name": "Chair"}))]
     data: Box<RawValue>,
     /// Sending the same request (event and data) with the same key again within 24 hours returns the
@@ -84,7 +84,7 @@ pub struct EventAccepted {
     responses(
         (status = 202, body = EventAccepted, description = "accepted: committed, to be delivered"),
         (status = 200, body = EventAccepted, description = "the same request (event and data) with this idempotency key was accepted before; nothing was created"),
-        (status = 400, body = ErrorBody, description = "unknown event type (the valid ones are listed), data not an object, invalid body or idempotency key, an Idempotency-Key header that differs from the body's idempotency_key"),
+        (status = 400, body = ErrorBody, description = "unknown event type (the valid ones are listed), data not an object or nested more than 100 levels deep, invalid body or idempotency key, an Idempotency-Key header that differs from the body's idempotency_key"),
         (status = 422, body = ErrorBody, description = "idempotency_key_reused: this idempotency key was used within 24 hours for another event type or other data; nothing was created"),
         (status = 413, body = ErrorBody, description = "body larger than server.max_body_bytes (256 KiB)"),
     ))]
@@ -105,6 +105,7 @@ pub async fn send(
     if !request.data.get().trim_start().starts_with('{') {
         return Err(ApiError::invalid("data must be a JSON object"));
     }
+    check_depth("data", request.data.get())?;
     let key = idempotency_key(&headers, request.idempotency_key)?;
     let data = request.data.get();
     let mut event = emit::new_event(principal.organization_id, event_type.as_str(), data, domain::now());

@@ -115,6 +115,35 @@ impl<'de> Deserialize<'de> for Timestamp {
     }
 }
 
+/// How deep JSON event data may nest, so that the payload around it (one level more) parses with the
+/// common JSON libraries' default limits (serde_json 128 levels, Python about 1,000): receivers and
+/// Herald's readers can read what is delivered. A 10,000-deep body is valid JSON, and otherwise stored.
+pub(crate) const MAX_JSON_DEPTH: usize = 100;
+
+/// Refuses JSON text (already known to be valid) whose arrays and objects nest deeper than
+/// [`MAX_JSON_DEPTH`]; `name` is named in the refusal.
+pub(crate) fn check_depth(name: &str, json: &str) -> ApiResult<()> {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for byte in json.bytes() {
+        match (in_string, byte) {
+            (true, _) if escaped => escaped = false,
+            (true, b'\\') => escaped = true,
+            (true, b'"') | (false, b'"') => in_string = !in_string,
+            (false, b'[' | b'{') => {
+                depth += 1;
+                if depth > MAX_JSON_DEPTH {
+                    return Err(ApiError::invalid(format!(
+                        "{name} must not nest arrays and objects more than {MAX_JSON_DEPTH} levels deep"
+                    )));
+                }
+            }
+            (false, b']' | b'}') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,6 +161,17 @@ mod tests {
         let error = serde_json::from_str::<Prose>(r#""a\u0000b""#).expect_err("NUL");
         assert!(error.to_string().contains("U+0000"), "{error}");
         assert_eq!(&*serde_json::from_str::<Line>(r#""Zoë ✓""#).expect("line"), "Zoë ✓");
+    }
+
+    #[test]
+    fn json_nested_deeper_than_100_levels_is_refused() {
+        let nested = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        assert!(check_depth("data", &nested(MAX_JSON_DEPTH)).is_ok());
+        assert!(check_depth("data", &nested(MAX_JSON_DEPTH + 1)).is_err());
+        assert!(check_depth("data", &nested(10_000)).is_err());
+        let in_strings =
+            format!(r#"{{"a": "{}", "b": "\"[[[", "c": {}}}"#, "[".repeat(500), nested(MAX_JSON_DEPTH - 1));
+        assert!(check_depth("data", &in_strings).is_ok(), "brackets in strings do not count");
     }
 
     #[test]

@@ -18,6 +18,7 @@ in_both_modes!(
     descriptions_keep_tabs_and_newlines,
     times_outside_1970_to_9999_are_refused,
     escapes_in_event_data_are_stored_as_sent,
+    event_data_nested_over_100_levels_is_refused,
     values_the_database_refuses_are_invalid_not_internal,
 );
 
@@ -246,6 +247,29 @@ async fn escapes_in_event_data_are_stored_as_sent(mode: Mode) {
     assert!(text.contains(data), "read back as sent: {text}");
     let (status, _) = app.admin(Method::GET, "/api/v1/events", None).await;
     assert_eq!(status, StatusCode::OK);
+}
+
+/// Valid JSON nested 10,000 deep would be stored and delivered, and then neither Herald's readers nor
+/// most receivers could parse it: event data nests at most 100 levels.
+async fn event_data_nested_over_100_levels_is_refused(mode: Mode) {
+    let app = TestApp::spawn(mode).await;
+    let send = |depth: usize| {
+        let data = format!(r#"{{"a": {}1{}}}"#, "[".repeat(depth - 1), "]".repeat(depth - 1));
+        app.client
+            .post(app.url("/api/v1/events"))
+            .header("Authorization", format!("Bearer {}", app.admin_key))
+            .header("Content-Type", "application/json")
+            .body(format!(r#"{{"event": "item.created", "data": {data}}}"#))
+            .send()
+    };
+    for depth in [101, 10_000] {
+        let response = send(depth).await.expect("sent");
+        let status = response.status();
+        let body = crate::support::json_of(response).await;
+        assert_refused(&format!("data {depth} deep"), &(status, body), "data");
+    }
+    let response = send(100).await.expect("sent");
+    assert_eq!(response.status(), StatusCode::ACCEPTED, "100 levels are accepted");
 }
 
 /// The net under the boundary: a value that reaches the store and that the database cannot hold is
