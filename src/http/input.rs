@@ -1,13 +1,15 @@
 //! What a client's text and times may be, checked once, at the boundary, so that every value a handler
 //! passes on can be stored by both databases (PostgreSQL's `text` cannot hold U+0000 and its
-//! `timestamptz` ends in 294276 AD; chrono goes to year 262143 either way).
+//! `timestamptz` starts in 4713 BC; chrono reads years from -262143 to 262142).
 //!
 //! Every string field of a request body or query string is a [`Line`] (names, emails, URLs, event types,
-//! keys: no control character at all) or a [`Prose`] (free text such as a webhook's description: tab,
+//! keys, filters: no control character at all) or a [`Prose`] (free text, a webhook's description: tab,
 //! newline and carriage return allowed, no other control character). Every time a client sends is a
-//! [`Timestamp`] (a body field or a query parameter): RFC 3339, from [`EARLIEST`] to [`LATEST`]. A refusal is a `400` whose message names the field (serde's path, through
-//! the extractors of [`super::extract`]). Event data (`POST /events`) is JSON kept as sent: a NUL in it
-//! can only be the escape `\u0000`, plain ASCII in the stored text.
+//! [`Timestamp`] (a body field or a query parameter): RFC 3339, from [`EARLIEST`] to [`LATEST`]. A
+//! refusal is a `400` whose message names the field (serde's path, through the extractors of
+//! [`super::extract`]); a header goes through [`check_line`]. Event data (`POST /events`) is JSON kept
+//! as sent: a NUL in it can only be the escape `\u0000`, plain ASCII in the stored text; it may nest
+//! [`MAX_JSON_DEPTH`] levels ([`check_depth`]).
 
 use std::fmt;
 
@@ -94,8 +96,8 @@ macro_rules! checked_text {
 checked_text!(Line, false);
 checked_text!(Prose, true);
 
-/// A time from a request body: what chrono reads as a `DateTime` (RFC 3339), from [`EARLIEST`] to
-/// [`LATEST`].
+/// A time from a request body or query string: what chrono reads as a `DateTime` (RFC 3339), from
+/// [`EARLIEST`] to [`LATEST`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct Timestamp(DateTime<Utc>);
 
