@@ -14,7 +14,7 @@ use super::{
     ApiError, ApiResult, AppState, ErrorBody,
     auth::Auth,
     extract::{Json, Path, Query},
-    parse_time,
+    input::{Line, Timestamp},
 };
 use crate::{
     auth::{Actor, Principal},
@@ -33,13 +33,14 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct CreateApiKey {
     /// A name to recognise the key by, 1 to 100 characters.
-    #[schema(example = "My Production Key")]
-    name: String,
+    #[schema(value_type = String, example = "My Production Key")]
+    name: Line,
     /// What the key is for.
     purpose: KeyPurpose,
     /// When the key stops working (RFC 3339, in the future); never, if absent.
     #[serde(default)]
-    expires_at: Option<DateTime<Utc>>,
+    #[schema(value_type = Option<DateTime<Utc>>)]
+    expires_at: Option<Timestamp>,
 }
 
 /// The created key, with its plaintext shown this once.
@@ -82,7 +83,8 @@ pub async fn create(
         return Err(ApiError::invalid(format!("name must be 1 to {MAX_NAME} characters")));
     }
     let now = domain::now();
-    if request.expires_at.is_some_and(|expires| expires <= now) {
+    let expires_at = request.expires_at.map(Timestamp::get);
+    if expires_at.is_some_and(|expires| expires <= now) {
         return Err(ApiError::invalid("expires_at must be in the future"));
     }
     let user = target_user(&state, &principal, act_as.user_id).await?;
@@ -97,7 +99,7 @@ pub async fn create(
             prefix: secret.hint(),
             name: name.to_string(),
             purpose: request.purpose,
-            expires_at: request.expires_at,
+            expires_at,
             created_at: now,
         })
         .await?;
@@ -123,13 +125,14 @@ pub struct ListQuery {
     #[expect(dead_code, reason = "read by the Auth extractor; declared here for the OpenAPI document")]
     organization_id: Option<Uuid>,
     /// `organization` lists every key of the organization (admins only).
-    scope: Option<String>,
+    #[param(value_type = Option<String>)]
+    scope: Option<Line>,
     /// Only keys last used at or after this time (RFC 3339).
-    #[param(format = DateTime)]
-    from: Option<String>,
+    #[param(value_type = Option<String>, format = DateTime)]
+    from: Option<Timestamp>,
     /// Only keys last used at or before this time (RFC 3339).
-    #[param(format = DateTime)]
-    to: Option<String>,
+    #[param(value_type = Option<String>, format = DateTime)]
+    to: Option<Timestamp>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -166,8 +169,7 @@ pub async fn list(
     Auth(principal): Auth,
     Query(query): Query<ListQuery>,
 ) -> ApiResult<axum::Json<ApiKeyList>> {
-    let used_from = query.from.as_deref().map(|text| parse_time("from", text)).transpose()?;
-    let used_to = query.to.as_deref().map(|text| parse_time("to", text)).transpose()?;
+    let (used_from, used_to) = (query.from.map(Timestamp::get), query.to.map(Timestamp::get));
     if let (Some(from), Some(to)) = (used_from, used_to)
         && from > to
     {

@@ -13,6 +13,7 @@ use super::{
     auth::AdminAuth,
     events::page_limit,
     extract::{OptionalJson, Path, Query},
+    input::{Line, Timestamp},
     webhooks::owned_webhook,
 };
 use crate::{
@@ -174,14 +175,17 @@ pub async fn retry(
 pub struct Replay {
     /// Only deliveries created at or after this time.
     #[serde(default)]
-    since: Option<DateTime<Utc>>,
+    #[schema(value_type = Option<DateTime<Utc>>)]
+    since: Option<Timestamp>,
     /// Only deliveries created at or before this time.
     #[serde(default)]
-    until: Option<DateTime<Utc>>,
+    #[schema(value_type = Option<DateTime<Utc>>)]
+    until: Option<Timestamp>,
     /// `dead` (default): deliveries that ran out of attempts; `pending`: deliveries waiting for a retry,
     /// which are attempted now instead. Any other value is a 400.
     #[serde(default)]
-    status: Option<String>,
+    #[schema(value_type = Option<String>)]
+    status: Option<Line>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -219,8 +223,8 @@ pub async fn replay(
     let filter = ReplayFilter {
         organization_id: Some(principal.organization_id),
         webhook_id: Some(id),
-        since: request.since,
-        until: request.until,
+        since: request.since.map(Timestamp::get),
+        until: request.until.map(Timestamp::get),
         status,
     };
     let replayed = state.store.replay_deliveries(&filter, domain::now()).await?;

@@ -132,6 +132,12 @@ impl ApiError {
                 tracing::debug!(%reason, "database unavailable");
                 ApiError::unavailable("database_unavailable", "the database is unavailable; retry shortly")
             }
+            // The boundary (`http::input`) refuses what the databases cannot hold; this is the net
+            // under it: the request is at fault, never Herald.
+            StoreError::Invalid(message) => ApiError::bad_request(
+                "invalid_value",
+                format!("a value in the request cannot be stored: {message}"),
+            ),
             StoreError::Other(source) => ApiError::internal(anyhow::anyhow!("{source:#}")),
         }
     }
@@ -179,6 +185,8 @@ impl IntoResponse for ApiError {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     #[test]
@@ -202,11 +210,21 @@ mod tests {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "database_unavailable",
             ),
+            (
+                AuthError::Store(StoreError::Invalid("invalid byte sequence".into())),
+                StatusCode::BAD_REQUEST,
+                "invalid_value",
+            ),
         ];
         for (error, status, code) in cases {
             let error = ApiError::from(error);
             assert_eq!((error.status(), error.code()), (status, code));
         }
+        let batched = ApiError::from(BatchError::Failed(Arc::new(StoreError::Unavailable("down".into()))));
+        assert_eq!(
+            (batched.status(), batched.code()),
+            (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable")
+        );
         let limited = ApiError::from(AuthError::too_many_requests(3)).into_response();
         assert_eq!(limited.headers()[header::RETRY_AFTER], "3");
     }

@@ -17,7 +17,7 @@ use super::{
     ApiError, ApiResult, AppState, ErrorBody,
     auth::Auth,
     extract::{Json, Path, Query},
-    parse_time,
+    input::{Line, Timestamp, check_depth, check_line},
 };
 use crate::{
     domain::{self, TEST_EVENT},
@@ -54,16 +54,17 @@ pub async fn event_types(State(state): State<AppState>, _auth: Auth) -> axum::Js
 #[serde(deny_unknown_fields)]
 pub struct SendEvent {
     /// An event type from the catalog.
-    #[schema(example = "item.created")]
-    event: String,
-    /// The event's data: any JSON object, delivered as is.
+    #[schema(value_type = String, example = "item.created")]
+    event: Line,
+    /// The event's data: any JSON object (nested at most 100 levels deep), delivered as is.
     #[schema(value_type = Object, example = json!({"item_id": "42", "name": "Chair"}))]
     data: Box<RawValue>,
     /// Sending the same request (event and data) with the same key again within 24 hours returns the
     /// first event instead of a new one; the key with another event or other data is refused (422). The
     /// `Idempotency-Key` header may carry it instead.
     #[serde(default)]
-    idempotency_key: Option<String>,
+    #[schema(value_type = Option<String>)]
+    idempotency_key: Option<Line>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -83,7 +84,7 @@ pub struct EventAccepted {
     responses(
         (status = 202, body = EventAccepted, description = "accepted: committed, to be delivered"),
         (status = 200, body = EventAccepted, description = "the same request (event and data) with this idempotency key was accepted before; nothing was created"),
-        (status = 400, body = ErrorBody, description = "unknown event type (the valid ones are listed), data not an object, invalid body or idempotency key, an Idempotency-Key header that differs from the body's idempotency_key"),
+        (status = 400, body = ErrorBody, description = "unknown event type (the valid ones are listed), data not an object or nested more than 100 levels deep, invalid body or idempotency key, an Idempotency-Key header that differs from the body's idempotency_key"),
         (status = 422, body = ErrorBody, description = "idempotency_key_reused: this idempotency key was used within 24 hours for another event type or other data; nothing was created"),
         (status = 413, body = ErrorBody, description = "body larger than server.max_body_bytes (256 KiB)"),
     ))]
@@ -93,7 +94,7 @@ pub async fn send(
     headers: HeaderMap,
     Json(request): Json<SendEvent>,
 ) -> ApiResult<(StatusCode, axum::Json<EventAccepted>)> {
-    if request.event == TEST_EVENT {
+    if &*request.event == TEST_EVENT {
         return Err(ApiError::bad_request(
             "unknown_event_type",
             "webhook.test is sent by Herald itself; use POST /api/v1/webhooks/{id}/test",
@@ -104,6 +105,7 @@ pub async fn send(
     if !request.data.get().trim_start().starts_with('{') {
         return Err(ApiError::invalid("data must be a JSON object"));
     }
+    check_depth("data", request.data.get())?;
     let key = idempotency_key(&headers, request.idempotency_key)?;
     let data = request.data.get();
     let mut event = emit::new_event(principal.organization_id, event_type.as_str(), data, domain::now());
@@ -133,13 +135,18 @@ pub async fn send(
 }
 
 /// The request's idempotency key, from the body or the `Idempotency-Key` header (both: equal), checked.
-fn idempotency_key(headers: &HeaderMap, body: Option<String>) -> ApiResult<Option<String>> {
+fn idempotency_key(headers: &HeaderMap, body: Option<Line>) -> ApiResult<Option<String>> {
     let header = match headers.get(IDEMPOTENCY_KEY_HEADER) {
         None => None,
-        Some(value) => Some(value.to_str().map(str::to_string).map_err(|_| {
-            ApiError::invalid(format!("the {IDEMPOTENCY_KEY_HEADER} header must be visible ASCII"))
-        })?),
+        Some(value) => {
+            let text = value.to_str().map_err(|_| {
+                ApiError::invalid(format!("the {IDEMPOTENCY_KEY_HEADER} header must be visible ASCII"))
+            })?;
+            check_line(&format!("the {IDEMPOTENCY_KEY_HEADER} header"), text)?;
+            Some(text.to_string())
+        }
     };
+    let body = body.map(Line::into_string);
     let key = match (header, body) {
         (Some(header), Some(body)) if header != body => {
             return Err(ApiError::invalid(format!(
@@ -149,10 +156,10 @@ fn idempotency_key(headers: &HeaderMap, body: Option<String>) -> ApiResult<Optio
         (header, body) => header.or(body),
     };
     if let Some(key) = &key
-        && (key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY || key.chars().any(char::is_control))
+        && (key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY)
     {
         return Err(ApiError::invalid(format!(
-            "idempotency_key must be 1 to {MAX_IDEMPOTENCY_KEY} characters without control characters"
+            "idempotency_key must be 1 to {MAX_IDEMPOTENCY_KEY} characters"
         )));
     }
     Ok(key)
@@ -162,12 +169,14 @@ fn idempotency_key(headers: &HeaderMap, body: Option<String>) -> ApiResult<Optio
 pub struct ListEvents {
     /// Only events of this type: one catalog type (an unknown type or a comma-separated list is a 400).
     #[serde(rename = "type")]
-    #[param(rename = "type")]
-    event_type: Option<String>,
+    #[param(rename = "type", value_type = Option<String>)]
+    event_type: Option<Line>,
     /// Only events created at or after this time (RFC 3339).
-    from: Option<String>,
+    #[param(value_type = Option<String>)]
+    from: Option<Timestamp>,
     /// Only events created at or before this time (RFC 3339).
-    to: Option<String>,
+    #[param(value_type = Option<String>)]
+    to: Option<Timestamp>,
     /// `next_cursor` of the previous page.
     cursor: Option<Uuid>,
     /// Events per page, 1 to 200 (default 50).
@@ -203,7 +212,8 @@ pub async fn list(
     Query(query): Query<ListEvents>,
 ) -> ApiResult<axum::Json<EventPage>> {
     let limit = page_limit(query.limit)?;
-    if let Some(event_type) = &query.event_type {
+    let event_type = query.event_type.map(Line::into_string);
+    if let Some(event_type) = &event_type {
         if event_type.contains(',') {
             return Err(ApiError::bad_request(
                 "unknown_event_type",
@@ -216,9 +226,9 @@ pub async fn list(
         .store
         .list_events(&EventQuery {
             organization_id: principal.organization_id,
-            event_type: query.event_type,
-            from: query.from.as_deref().map(|text| parse_time("from", text)).transpose()?,
-            to: query.to.as_deref().map(|text| parse_time("to", text)).transpose()?,
+            event_type,
+            from: query.from.map(Timestamp::get),
+            to: query.to.map(Timestamp::get),
             before: query.cursor,
             limit,
         })

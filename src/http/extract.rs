@@ -55,7 +55,8 @@ impl BodyContext {
 }
 
 /// serde's `field: parser message at line L column C`, with the parser messages of chrono and uuid
-/// replaced by the form the field takes.
+/// replaced by the form the field takes, and the refusals of [`super::input`] (`must ...`) after the
+/// field's name.
 fn clear_detail(detail: &str) -> String {
     const TIME: [&str; 7] = [
         "premature end of input",
@@ -72,6 +73,8 @@ fn clear_detail(detail: &str) -> String {
         format!("{field} must be an RFC 3339 time such as 2030-01-31T12:00:00Z")
     } else if problem.contains("urn:uuid:") || problem.starts_with("invalid length: expected length 32") {
         format!("{field} must be a UUID such as 01a20562-11e0-76a6-aa33-890561b0b265")
+    } else if problem.starts_with("must ") {
+        format!("{field} {problem}")
     } else {
         detail.to_string()
     }
@@ -149,7 +152,10 @@ impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for OptionalJ
             ApiError::bad_request("malformed_json", format!("request body is not valid JSON: {error}"))
         })?;
         require_object(raw.get())?;
-        serde_json::from_str(raw.get()).map(OptionalJson).map_err(|error| context.invalid(&error.to_string()))
+        // As `Json` reads its type: the refusal names the field.
+        let axum::Json(value) = axum::Json::<T>::from_bytes(raw.get().as_bytes())
+            .map_err(|rejection| json_rejection(&context, rejection))?;
+        Ok(OptionalJson(value))
     }
 }
 
@@ -189,6 +195,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
             Err(rejection) => {
                 let text = rejection.body_text();
                 let detail = text.strip_prefix("Failed to deserialize query string: ").unwrap_or(&text);
+                let detail = clear_detail(detail);
                 Err(ApiError::bad_request("invalid_query", format!("invalid query parameters: {detail}")))
             }
         }

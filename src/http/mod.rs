@@ -12,6 +12,7 @@ pub(crate) mod error;
 mod events;
 pub(crate) mod extract;
 mod health;
+mod input;
 pub mod openapi;
 mod state;
 mod users;
@@ -147,16 +148,6 @@ async fn enforce_timeout(timeout: Duration, request: Request, next: Next) -> Res
         )
         .into_response(),
     }
-}
-
-/// Parses an RFC 3339 timestamp parameter, naming it in the error.
-pub(crate) fn parse_time(name: &str, text: &str) -> ApiResult<chrono::DateTime<chrono::Utc>> {
-    chrono::DateTime::parse_from_rfc3339(text).map(|time| time.to_utc()).map_err(|_| {
-        ApiError::bad_request(
-            "invalid_query",
-            format!("{name} must be an RFC 3339 timestamp such as 2025-01-01T12:00:00Z"),
-        )
-    })
 }
 
 fn panic_response(_panic: Box<dyn Any + Send + 'static>) -> Response {

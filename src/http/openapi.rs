@@ -95,7 +95,9 @@ const COMMON_RESPONSES: [(&str, Applies, &str); 8] = [
     (
         "400",
         Applies::Authenticated,
-        "invalid request: a malformed id, query, body or service-role target (`code` says which)",
+        "invalid request: a malformed id, query, body or service-role target, text with a control \
+         character, a time outside 1970-01-01..9999-12-31, a value the database cannot store \
+         (`invalid_value`); `code` says which",
     ),
     ("401", Applies::Authenticated, "missing, malformed, expired or revoked credentials"),
     (

@@ -11,7 +11,7 @@ use uuid::Uuid;
 /// The event announcing a new user.
 const USER_ADDED: &str = "user.added";
 
-use super::{ApiError, ApiResult, AppState, ErrorBody, auth::AdminAuth, extract::Json};
+use super::{ApiError, ApiResult, AppState, ErrorBody, auth::AdminAuth, extract::Json, input::Line};
 use crate::{
     domain::{self, Role},
     emit,
@@ -25,10 +25,11 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
-    #[schema(example = "ada@example.com")]
-    email: String,
+    #[schema(value_type = String, example = "ada@example.com")]
+    email: Line,
     #[serde(default)]
-    name: Option<String>,
+    #[schema(value_type = Option<String>)]
+    name: Option<Line>,
     role: Role,
 }
 

@@ -13,6 +13,7 @@ use super::{
     ApiError, ApiResult, AppState, ErrorBody,
     auth::AdminAuth,
     extract::{Json, OptionalJson, Path},
+    input::{Line, Prose},
 };
 use crate::{
     auth::Principal,
@@ -54,8 +55,8 @@ impl EventList {
 #[serde(deny_unknown_fields)]
 pub struct CreateWebhook {
     /// Absolute `https` URL of the endpoint.
-    #[schema(example = "https://hooks.example.com/herald")]
-    url: String,
+    #[schema(value_type = String, example = "https://hooks.example.com/herald")]
+    url: Line,
     /// Event types to receive, or `["*"]` for all.
     #[schema(example = json!(["item.created", "comment.created"]))]
     events: EventList,
@@ -63,9 +64,13 @@ pub struct CreateWebhook {
     /// followed by padded standard base64 of 24 to 64 bytes (the form the Standard Webhooks libraries
     /// decode); generated (`whsec_` + base64 of 32 random bytes) when absent.
     #[serde(default)]
-    secret: Option<String>,
+    #[schema(value_type = Option<String>)]
+    secret: Option<Line>,
+    /// Free text, at most 500 characters; tabs and line breaks are kept, other control characters
+    /// refused.
     #[serde(default)]
-    description: Option<String>,
+    #[schema(value_type = Option<String>)]
+    description: Option<Prose>,
 }
 
 /// A webhook as the API shows it (never with its secret).
@@ -196,7 +201,8 @@ pub async fn read(
 #[serde(deny_unknown_fields)]
 pub struct UpdateWebhook {
     #[serde(default)]
-    url: Option<String>,
+    #[schema(value_type = Option<String>)]
+    url: Option<Line>,
     #[serde(default)]
     events: Option<EventList>,
     /// `true` re-enables a webhook Herald disabled, clearing its disabled_reason.
@@ -205,12 +211,12 @@ pub struct UpdateWebhook {
     /// A new description; `null` removes it.
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>)]
-    description: Option<Option<String>>,
+    description: Option<Option<Prose>>,
 }
 
 /// Tells an absent field (`None`) from an explicit `null` (`Some(None)`).
-fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Option<String>>, D::Error> {
-    Option::<String>::deserialize(deserializer).map(Some)
+fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Option<Prose>>, D::Error> {
+    Option::<Prose>::deserialize(deserializer).map(Some)
 }
 
 /// Change a webhook.
@@ -343,7 +349,7 @@ pub(super) async fn owned_webhook(state: &AppState, principal: &Principal, id: U
         .ok_or_else(not_found)
 }
 
-fn parse_url(state: &AppState, text: &str) -> ApiResult<WebhookUrl> {
+fn parse_url(state: &AppState, text: &Line) -> ApiResult<WebhookUrl> {
     WebhookUrl::parse(text.trim(), &state.target_policy).map_err(|refusal| match refusal {
         UrlPolicy::Syntax(message) => ApiError::bad_request("invalid_url", message),
         UrlPolicy::Policy(message) => ApiError::unprocessable("url_not_allowed", message),
@@ -357,8 +363,9 @@ fn parse_events(state: &AppState, events: EventList) -> ApiResult<EventFilter> {
         .map_err(|message| ApiError::bad_request("unknown_event_type", message))
 }
 
-fn parse_description(description: Option<String>) -> ApiResult<Option<String>> {
-    let description = description.map(|text| text.trim().to_string()).filter(|text| !text.is_empty());
+fn parse_description(description: Option<Prose>) -> ApiResult<Option<String>> {
+    let description =
+        description.map(|text| text.into_string().trim().to_string()).filter(|text| !text.is_empty());
     if description.as_ref().is_some_and(|text| text.chars().count() > MAX_DESCRIPTION) {
         return Err(ApiError::invalid(format!("description must be at most {MAX_DESCRIPTION} characters")));
     }

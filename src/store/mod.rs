@@ -44,6 +44,11 @@ pub enum StoreError {
     /// later may succeed, unlike every other error.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// The database refused a value it cannot hold (PostgreSQL's data exceptions, SQLSTATE class 22:
+    /// a NUL in text, a time out of range, ...; a value sqlx cannot encode for the database): the
+    /// request is at fault and the same write will always fail. Holds the database's message.
+    #[error("value refused by the database: {0}")]
+    Invalid(String),
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
@@ -58,6 +63,7 @@ impl From<Arc<StoreError>> for StoreError {
             StoreError::NotFound => StoreError::NotFound,
             StoreError::Conflict(what) => StoreError::Conflict(what.clone()),
             StoreError::Unavailable(reason) => StoreError::Unavailable(reason.clone()),
+            StoreError::Invalid(message) => StoreError::Invalid(message.clone()),
             StoreError::Other(source) => StoreError::Other(anyhow::anyhow!("{source:#}")),
         })
     }

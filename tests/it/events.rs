@@ -304,3 +304,62 @@ async fn a_database_outage_answers_503_on_ingestion() {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
+
+/// A stopping PostgreSQL ends every open connection with `57P01 admin_shutdown`, which is what a request
+/// in flight hears: `503 database_unavailable` too, not a 500. `pg_terminate_backend` sends the same to
+/// the connection of a `POST /events` held, meanwhile, by an uncommitted row with its idempotency key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_the_server_terminates_answers_503() {
+    use sqlx::{Connection, Executor};
+    if !Mode::services_available() {
+        return;
+    }
+    let app = TestApp::spawn(Mode::Services).await;
+    let (status, _) = send(&app, json!({"event": "item.created", "data": {"before": true}})).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let mut blocker = sqlx::PgConnection::connect(&app.database.url).await.expect("connect");
+    blocker.execute("BEGIN").await.expect("begin");
+    sqlx::query(
+        "INSERT INTO events (id, organization_id, event_type, payload, idempotency_key, created_at) \
+         VALUES ($1, $2, 'item.created', '{}', 'held', now())",
+    )
+    .bind(Uuid::now_v7())
+    .bind(app.organization_id)
+    .execute(&mut blocker)
+    .await
+    .expect("a row holding the key");
+    let ingest = tokio::spawn({
+        let (client, url, key) = (app.client.clone(), app.url(EVENTS), app.admin_key.clone());
+        async move {
+            let body = json!({"event": "item.created", "data": {"during": true}, "idempotency_key": "held"});
+            let response = client
+                .post(url)
+                .header("Authorization", format!("Bearer {key}"))
+                .header("Content-Type", "application/json")
+                .body(body.to_string())
+                .send()
+                .await
+                .expect("sent");
+            (response.status(), crate::support::json_of(response).await)
+        }
+    });
+    let waiting = "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
+                   AND wait_event_type = 'Lock' AND query LIKE 'INSERT INTO events%'";
+    // Watched from a connection of its own: inside a transaction, pg_stat_activity is a snapshot.
+    let mut watcher = sqlx::PgConnection::connect(&app.database.url).await.expect("connect");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let pid: i32 = loop {
+        if let Some(pid) = sqlx::query_scalar(waiting).fetch_optional(&mut watcher).await.expect("activity") {
+            break pid;
+        }
+        assert!(std::time::Instant::now() < deadline, "the insert did not wait for the held key");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    sqlx::query("SELECT pg_terminate_backend($1)").bind(pid).execute(&mut watcher).await.expect("terminate");
+    let (status, body) = ingest.await.expect("request task");
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["code"], "database_unavailable", "{body}");
+    blocker.execute("ROLLBACK").await.expect("rollback");
+    let (status, body) = send(&app, json!({"event": "item.created", "data": {"after": true}})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "the pool replaced the terminated connection: {body}");
+}

@@ -10,6 +10,7 @@ mod deploy_files;
 mod docs_names;
 mod events;
 mod friction;
+mod hostile_input;
 mod hostile_receivers;
 mod metrics;
 mod openapi;

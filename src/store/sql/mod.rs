@@ -101,17 +101,61 @@ pub(super) use delivery_columns;
 /// Rows per statement in batched writes, well under both databases' bind-parameter limits.
 pub(super) const BATCH_ROWS: usize = 500;
 
+/// A sqlx error as a [`StoreError`]: a lost connection or a database going away is `Unavailable` (retry
+/// later), a value the database cannot hold is `Invalid` (the caller's fault), a unique violation is a
+/// `Conflict`; the rest is `Other`.
 pub(super) fn db_error(error: sqlx::Error) -> StoreError {
     match error {
         sqlx::Error::RowNotFound => StoreError::NotFound,
         sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => {
             StoreError::Unavailable(error.to_string())
         }
+        sqlx::Error::Encode(cause) => StoreError::Invalid(cause.to_string()),
         sqlx::Error::Database(db) if db.is_unique_violation() => {
             StoreError::Conflict(db.constraint().map_or_else(|| db.message().to_string(), str::to_string))
         }
+        sqlx::Error::Database(db) => match refusal(&*db) {
+            Some(Refusal::Unavailable) => StoreError::Unavailable(db.to_string()),
+            Some(Refusal::Invalid) => StoreError::Invalid(db.message().to_string()),
+            None => StoreError::Other(sqlx::Error::Database(db).into()),
+        },
         other => StoreError::Other(other.into()),
     }
+}
+
+/// What a database's error code says beyond "failed".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// The server is going away or not there yet.
+    Unavailable,
+    /// A value it cannot hold.
+    Invalid,
+}
+
+/// PostgreSQL (SQLSTATE, <https://www.postgresql.org/docs/current/errcodes-appendix.html>): class 08
+/// (connection exception), 57P01 `admin_shutdown` (what every open connection hears when the server
+/// stops), 57P02 `crash_shutdown`, 57P03 `cannot_connect_now` (starting up or shutting down) and 53300
+/// `too_many_connections` are unavailability; class 22 (data exception: 22021 a NUL or invalid UTF-8
+/// in text, 22008 a time out of range, 22P02 invalid text for a type, 22001 too long...) is a refused
+/// value. SQLite stores any text and any time Herald binds (times are RFC 3339 text), so its only
+/// refused values are 18 `SQLITE_TOOBIG` and 20 `SQLITE_MISMATCH` (primary result codes, the low byte
+/// of the extended code sqlx reports).
+fn refusal(db: &dyn sqlx::error::DatabaseError) -> Option<Refusal> {
+    let code = db.code()?;
+    if db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>().is_some() {
+        return if code.starts_with("22") {
+            Some(Refusal::Invalid)
+        } else if code.starts_with("08") || ["57P01", "57P02", "57P03", "53300"].contains(&code.as_ref()) {
+            Some(Refusal::Unavailable)
+        } else {
+            None
+        };
+    }
+    if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+        let primary = code.parse::<u32>().ok()? & 0xff;
+        return matches!(primary, 18 | 20).then_some(Refusal::Invalid);
+    }
+    None
 }
 
 pub(super) trait ResultExt<T> {
@@ -122,14 +166,18 @@ pub(super) trait ResultExt<T> {
 /// ([`crate::outage::DATABASE`]) learns that the database went away and came back.
 impl<T> ResultExt<T> for Result<T, sqlx::Error> {
     fn store(self) -> StoreResult<T> {
+        // A value sqlx could not encode never reached the database: that says nothing of the database.
+        let answered = !matches!(self, Err(sqlx::Error::Encode(_)));
         let result = self.map_err(db_error);
         match &result {
             Err(StoreError::Unavailable(reason)) => crate::outage::DATABASE.failed(reason),
             // An answer, even a refusal, means the database is reachable.
-            Ok(_) | Err(StoreError::NotFound | StoreError::Conflict(_)) => {
+            Ok(_) | Err(StoreError::NotFound | StoreError::Conflict(_) | StoreError::Invalid(_))
+                if answered =>
+            {
                 crate::outage::DATABASE.succeeded()
             }
-            Err(StoreError::Other(_)) => {}
+            Err(_) | Ok(_) => {}
         }
         result
     }
