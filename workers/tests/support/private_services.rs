@@ -21,6 +21,12 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("address").port()
 }
 
+/// Whether an executable of that name is in one of PATH's folders.
+fn on_path(binary: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(binary).is_file()))
+}
+
 /// Runs `command`, panicking with its output unless it succeeds.
 fn run(command: &mut Command, what: &str) {
     let output = command.stdin(Stdio::null()).output().unwrap_or_else(|error| panic!("{what}: {error}"));
@@ -76,6 +82,10 @@ impl PrivatePostgres {
                 path.display()
             );
         }
+        assert!(
+            on_path("runuser"),
+            "this test runs PostgreSQL as the postgres user with runuser, which is not on PATH"
+        );
         let dir = owned_temp_dir("herald-private-pg-", "postgres");
         let postgres = Self {
             port: free_port(),
@@ -160,12 +170,12 @@ pub struct PrivateRabbitMq {
 impl PrivateRabbitMq {
     /// Starts the node and waits until it has booted.
     pub fn start() -> Self {
-        let present =
-            Command::new("rabbitmqctl").arg("--help").stdout(Stdio::null()).stderr(Stdio::null()).status();
-        assert!(
-            present.is_ok(),
-            "this test needs RabbitMQ's rabbitmq-server and rabbitmqctl on PATH (apt-get install rabbitmq-server)"
-        );
+        for binary in ["rabbitmq-server", "rabbitmqctl"] {
+            assert!(
+                on_path(binary),
+                "this test needs RabbitMQ's server binaries: {binary} is not on PATH (apt-get install rabbitmq-server)"
+            );
+        }
         let dir = owned_temp_dir("herald-private-rabbitmq-", "rabbitmq");
         let node = format!("storm-{}@localhost", std::process::id());
         let (port, dist_port) = (free_port(), free_port());
