@@ -36,8 +36,7 @@ use storm_support::{
 const WORKERS: usize = 3;
 const ENDPOINTS: usize = 5;
 /// About 1,300 events (6,500 deliveries, 9,000 requests): kept low for debug builds on a 2-core machine,
-/// so that the bound measures stranding rather than a backlog (unloaded, the storm's deliveries arrive
-/// well within a second; on a machine busy with other builds they lag by tens of seconds).
+/// so that the bound measures stranding rather than a backlog.
 const PACE: Pace = Pace { per_second: 30, in_flight: 16, duration: Duration::from_secs(45) };
 /// A worker SIGKILLed every this long; one that exits by itself is restarted after the second.
 const KILLS: (Duration, Duration) = (Duration::from_secs(2), Duration::from_millis(500));
