@@ -32,6 +32,7 @@ pub mod names {
     pub const RETRIES_SCHEDULED: &str = "herald_retries_scheduled_total";
     pub const RETRIES_DUE: &str = "herald_retries_due_total";
     pub const ENDPOINT_DEFERRALS: &str = "herald_endpoint_deferrals_total";
+    pub const STALE_TASKS_SKIPPED: &str = "herald_stale_tasks_skipped_total";
     pub const DELIVERIES_IN_FLIGHT: &str = "herald_deliveries_in_flight";
     pub const QUEUE_DEPTH: &str = "herald_queue_depth_messages";
     pub const BATCH_SIZE: &str = "herald_group_commit_batch_size";
@@ -115,6 +116,7 @@ fn describe() {
     describe_counter!(RETRIES_SCHEDULED, "Failed attempts given a next attempt time.");
     describe_counter!(RETRIES_DUE, "Deliveries the scheduler handed over (retries, redrives, swept).");
     describe_counter!(ENDPOINT_DEFERRALS, "Tasks deferred to the store: their endpoint was saturated.");
+    describe_counter!(STALE_TASKS_SKIPPED, "Redelivered tasks not sent: their attempt was settled already.");
     describe_gauge!(DELIVERIES_IN_FLIGHT, "HTTP delivery attempts in progress in this process.");
     describe_gauge!(QUEUE_DEPTH, "Messages waiting in each queue (sampled every 5 s).");
     describe_histogram!(BATCH_SIZE, "Items per group-committed transaction, by batcher.");

@@ -22,7 +22,7 @@ use super::{
 use crate::{
     queue::{Consumer, DeliveryTask, Received},
     signature,
-    store::{self, AttemptOutcome, DeliveryStore, NextStep},
+    store::{self, AttemptOutcome, DeliveryStatus, DeliveryStore, NextStep},
     telemetry::metrics::{Cached, names},
     webhook_cache::{DeliveryTarget, WebhookCache, WebhookCacheError},
 };
@@ -127,7 +127,11 @@ impl Deliverer {
         while let Some(received) = next.take() {
             let webhook_id = received.message.webhook_id;
             let started = std::time::Instant::now();
-            let settlement = self.attempt_task(&received.message).await;
+            let settlement = if received.redelivered && self.already_settled(&received.message).await {
+                Settlement::Ack
+            } else {
+                self.attempt_task(&received.message).await
+            };
             next = self.endpoints.finished(webhook_id, started.elapsed());
             let this = self.clone();
             in_flight.spawn(async move { this.settle(received, settlement).await });
@@ -160,6 +164,26 @@ impl Deliverer {
                 received.requeue().await;
             }
         }
+    }
+
+    /// Whether a task the queue hands out again (its first holder died, or the connection broke before
+    /// the ack) is stale: its attempt was recorded already, or its delivery went back to the store
+    /// (`pending`: released or deferred, the scheduler hands it out again) or ended. Sending it would
+    /// only duplicate; one read per redelivered task, none on the common path. When in doubt (the
+    /// store cannot answer) the task is attempted: at least once.
+    async fn already_settled(&self, task: &DeliveryTask) -> bool {
+        let stale = match self.store.get_delivery(task.delivery_id).await {
+            Ok(None) => true,
+            Ok(Some(delivery)) => {
+                delivery.status != DeliveryStatus::Queued || delivery.attempts >= i64::from(task.attempt)
+            }
+            Err(_) => false,
+        };
+        if stale {
+            tracing::debug!(delivery_id = %task.delivery_id, attempt = task.attempt, "a redelivered task was settled already; not sent again");
+            metrics::counter!(names::STALE_TASKS_SKIPPED).increment(1);
+        }
+        stale
     }
 
     /// Loads the webhook and makes the attempt. The span is at debug: one per delivery attempt, see

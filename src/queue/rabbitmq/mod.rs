@@ -10,7 +10,7 @@ mod codec;
 mod supervisor;
 mod topology;
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use lapin::{
@@ -26,6 +26,9 @@ use self::{
 };
 use super::{Consumer, DeliveryTask, EventMessage, Queue, QueueError, Received, Settle};
 use crate::stages::Stages;
+
+/// The longest a publish waits for the broker's confirm of a message.
+const CONFIRM_WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Debug)]
 pub struct RabbitQueue {
@@ -69,7 +72,15 @@ impl RabbitQueue {
             }
         }
         for confirm in confirms {
-            match confirm.await {
+            // A confirm the broker never sends (a connection gone silent) must not hold the publisher:
+            // the link is treated as broken and the work stays in the store to be published again.
+            let Ok(confirmation) = tokio::time::timeout(CONFIRM_WAIT, confirm).await else {
+                link.broken.cancel();
+                return Err(QueueError::Unavailable(format!(
+                    "no publisher confirm from RabbitMQ within {CONFIRM_WAIT:?}"
+                )));
+            };
+            match confirmation {
                 Ok(Confirmation::Ack(None)) => {}
                 Ok(Confirmation::Ack(Some(returned))) => {
                     return Err(QueueError::Refused(format!(

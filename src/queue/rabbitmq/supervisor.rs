@@ -209,7 +209,7 @@ async fn supervise(this: Arc<Supervisor>, url: String) {
         link.broken.cancel();
         this.link.send_replace(None);
         metrics::gauge!(names::BROKER_CONNECTED).set(0.0);
-        drop(link.connection.close(200, "reconnecting".into()).await);
+        close_within(&link, "reconnecting").await;
         if this.shutdown.is_cancelled() {
             break;
         }
@@ -218,7 +218,17 @@ async fn supervise(this: Arc<Supervisor>, url: String) {
     metrics::gauge!(names::BROKER_CONNECTED).set(0.0);
     if let Some(link) = this.link.send_replace(None) {
         link.broken.cancel();
-        drop(link.connection.close(200, "shutting down".into()).await);
+        close_within(&link, "shutting down").await;
+    }
+}
+
+/// The longest a connection's close may take: a connection the broker dropped without a word may never
+/// answer the close, and the supervisor must go on reconnecting (or stop) regardless.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+async fn close_within(link: &Link, reason: &str) {
+    if tokio::time::timeout(CLOSE_WAIT, link.connection.close(200, reason.into())).await.is_err() {
+        tracing::debug!(reason, "RabbitMQ did not answer the close in time; the connection is abandoned");
     }
 }
 
