@@ -43,6 +43,11 @@ impl Outage {
         tracing::warn!(reason = %reason, "{} unavailable", self.what);
     }
 
+    /// Whether the last operation found the dependency unreachable (until one succeeds again).
+    pub(crate) fn is_down(&self) -> bool {
+        self.down.load(Ordering::Relaxed)
+    }
+
     /// An operation succeeded: the first success after a failure logs that the dependency is back.
     pub(crate) fn succeeded(&self) {
         if !self.down.load(Ordering::Relaxed) || !self.down.swap(false, Ordering::AcqRel) {

@@ -38,6 +38,19 @@ fn since_accepted(event_id: Uuid) -> Option<f64> {
     std::time::SystemTime::now().duration_since(accepted).ok().map(|elapsed| elapsed.as_secs_f64())
 }
 
+/// The longest an attempt waits for the database to come back before it is made anyway.
+const DATABASE_WAIT: Duration = Duration::from_secs(30);
+
+/// While the database is unreachable no outcome can be recorded: an attempt made then would be
+/// repeated if this process died before the database came back (its task unacknowledged), so attempts
+/// wait (up to [`DATABASE_WAIT`]; the scheduler's rounds find out when it is back).
+async fn wait_for_the_database() {
+    let started = std::time::Instant::now();
+    while crate::outage::DATABASE.is_down() && started.elapsed() < DATABASE_WAIT {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// One HTTP attempt counted in `herald_deliveries_in_flight` while it lives (also if it is cancelled).
 struct InFlight(metrics::Gauge);
 
@@ -127,6 +140,7 @@ impl Deliverer {
         while let Some(received) = next.take() {
             let webhook_id = received.message.webhook_id;
             let started = std::time::Instant::now();
+            wait_for_the_database().await;
             let settlement = if received.redelivered && self.already_settled(&received.message).await {
                 Settlement::Ack
             } else {
