@@ -116,7 +116,10 @@ fn describe() {
     describe_counter!(RETRIES_SCHEDULED, "Failed attempts given a next attempt time.");
     describe_counter!(RETRIES_DUE, "Deliveries the scheduler handed over (retries, redrives, swept).");
     describe_counter!(ENDPOINT_DEFERRALS, "Tasks deferred to the store: their endpoint was saturated.");
-    describe_counter!(STALE_TASKS_SKIPPED, "Redelivered tasks not sent: their attempt was settled already.");
+    describe_counter!(
+        STALE_TASKS_SKIPPED,
+        "Tasks handed out again not sent: their attempt was settled already."
+    );
     describe_gauge!(DELIVERIES_IN_FLIGHT, "HTTP delivery attempts in progress in this process.");
     describe_gauge!(QUEUE_DEPTH, "Messages waiting in each queue (sampled every 5 s).");
     describe_histogram!(BATCH_SIZE, "Items per group-committed transaction, by batcher.");

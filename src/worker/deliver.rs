@@ -33,9 +33,7 @@ static ATTEMPTS: Cached<&str, metrics::Counter> =
 
 /// The time from the event's acceptance (its id is a UUIDv7: its timestamp is the creation time).
 fn since_accepted(event_id: Uuid) -> Option<f64> {
-    let (seconds, nanos) = event_id.get_timestamp()?.to_unix();
-    let accepted = std::time::UNIX_EPOCH + Duration::new(seconds, nanos);
-    std::time::SystemTime::now().duration_since(accepted).ok().map(|elapsed| elapsed.as_secs_f64())
+    age_of(event_id).map(|elapsed| elapsed.as_secs_f64())
 }
 
 /// The longest an attempt waits for the database to come back before it is made anyway.
@@ -49,6 +47,27 @@ async fn wait_for_the_database() {
     while crate::outage::DATABASE.is_down() && started.elapsed() < DATABASE_WAIT {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A first attempt handed over later than this after its delivery was created is checked against the
+/// store before it is sent ([`may_have_a_twin`]).
+const LATE_FIRST_ATTEMPT: Duration = Duration::from_secs(5);
+
+/// Whether a task may have a twin that was (or is being) attempted: the queue hands it out again (its
+/// first holder died, or the connection broke before the ack), it is a retry (the sweeper may have
+/// taken its delivery back), or it is a first attempt handed over late, as a fan-out done again after a
+/// crash republishes its unstarted deliveries while their first tasks may still be in the queue. A
+/// healthy system hands first attempts over in milliseconds, so the common path reads nothing.
+fn may_have_a_twin(received: &Received<DeliveryTask>) -> bool {
+    let task = &received.message;
+    received.redelivered || task.attempt > 1 || age_of(task.delivery_id) > Some(LATE_FIRST_ATTEMPT)
+}
+
+/// The time since a UUIDv7 id was made (its timestamp is the row's creation time).
+fn age_of(id: Uuid) -> Option<Duration> {
+    let (seconds, nanos) = id.get_timestamp()?.to_unix();
+    let created = std::time::UNIX_EPOCH + Duration::new(seconds, nanos);
+    std::time::SystemTime::now().duration_since(created).ok()
 }
 
 /// One HTTP attempt counted in `herald_deliveries_in_flight` while it lives (also if it is cancelled).
@@ -141,7 +160,7 @@ impl Deliverer {
             let webhook_id = received.message.webhook_id;
             let started = std::time::Instant::now();
             wait_for_the_database().await;
-            let settlement = if received.redelivered && self.already_settled(&received.message).await {
+            let settlement = if may_have_a_twin(&received) && self.already_settled(&received.message).await {
                 Settlement::Ack
             } else {
                 self.attempt_task(&received.message).await
@@ -180,11 +199,10 @@ impl Deliverer {
         }
     }
 
-    /// Whether a task the queue hands out again (its first holder died, or the connection broke before
-    /// the ack) is stale: its attempt was recorded already, or its delivery went back to the store
-    /// (`pending`: released or deferred, the scheduler hands it out again) or ended. Sending it would
-    /// only duplicate; one read per redelivered task, none on the common path. When in doubt (the
-    /// store cannot answer) the task is attempted: at least once.
+    /// Whether a task that [`may_have_a_twin`] is stale: its attempt was recorded already, or its
+    /// delivery went back to the store (`pending`: released or deferred, the scheduler hands it out
+    /// again) or ended. Sending it would only duplicate. When in doubt (the store cannot answer) the
+    /// task is attempted: at least once.
     async fn already_settled(&self, task: &DeliveryTask) -> bool {
         let stale = match self.store.get_delivery(task.delivery_id).await {
             Ok(None) => true,
@@ -194,7 +212,7 @@ impl Deliverer {
             Err(_) => false,
         };
         if stale {
-            tracing::debug!(delivery_id = %task.delivery_id, attempt = task.attempt, "a redelivered task was settled already; not sent again");
+            tracing::debug!(delivery_id = %task.delivery_id, attempt = task.attempt, "a task handed out again was settled already; not sent");
             metrics::counter!(names::STALE_TASKS_SKIPPED).increment(1);
         }
         stale
