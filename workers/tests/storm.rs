@@ -59,7 +59,7 @@ const BOUND: Duration = CLAIM_LEASE.saturating_add(SCHEDULER_INTERVAL).saturatin
 const IN_FLIGHT_ANSWER: Duration = Duration::from_millis(500);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs PostgreSQL and RabbitMQ binaries; run by .ci/run with --ignored"]
+#[ignore = "stops and starts private PostgreSQL and RabbitMQ instances (needs their binaries) for two minutes; not yet in .ci/run (issue 12 open: duplicates above 1 % on a loaded machine); run by hand with --ignored"]
 async fn nothing_is_lost_or_stranded_in_a_storm() {
     let began = Instant::now();
     herald::install_tls_provider();
