@@ -27,10 +27,7 @@ use crate::{
 };
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::default()
-        .routes(routes!(start))
-        .routes(routes!(progress))
-        .routes(routes!(redeliver))
+    OpenApiRouter::default().routes(routes!(start)).routes(routes!(progress)).routes(routes!(redeliver))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -167,7 +164,10 @@ pub async fn redeliver(
         .filter(|event| event.organization_id == principal.organization_id)
         .ok_or_else(|| ApiError::not_found("event not found"))?;
     let readied = recover::redeliver(&state.store, &event).await?;
-    Ok((StatusCode::ACCEPTED, axum::Json(Redelivered { event_id: id, created: readied.created, readied: readied.readied })))
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(Redelivered { event_id: id, created: readied.created, readied: readied.readied }),
+    ))
 }
 
 fn refused(refusal: RecoveryRefused) -> ApiError {

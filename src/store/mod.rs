@@ -8,8 +8,8 @@
 //! (the read-only commands).
 
 mod model;
-mod recovery;
 pub(crate) mod postgres;
+mod recovery;
 mod sql;
 pub(crate) mod sqlite;
 

@@ -171,7 +171,10 @@ pub(crate) async fn start_recovery(
 
 /// Fans `event` out again to its organization's current active subscribers, skipping those that
 /// received it (the API's and the CLI's one way).
-pub(crate) async fn redeliver(store: &DynStore, event: &crate::store::Event) -> StoreResult<crate::store::Readied> {
+pub(crate) async fn redeliver(
+    store: &DynStore,
+    event: &crate::store::Event,
+) -> StoreResult<crate::store::Readied> {
     let webhooks: Vec<(Uuid, EventFilter)> = store
         .active_webhooks(event.organization_id)
         .await?

@@ -17,7 +17,12 @@ use crate::{
     },
 };
 
-in_both_modes!(recovery_sends_exactly_the_missed_events, redeliver_reaches_only_the_new_subscriber, refusals_are_4xx);
+in_both_modes!(
+    recovery_sends_exactly_the_missed_events,
+    redeliver_reaches_only_the_new_subscriber,
+    refusals_are_4xx,
+    the_cli_recovers_and_redelivers,
+);
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -32,8 +37,9 @@ fn by_event(arrivals: &[Arrival]) -> HashMap<Uuid, usize> {
 }
 
 async fn set_active(app: &TestApp, webhook: Uuid, active: bool) {
-    let (status, body) =
-        app.admin(Method::PATCH, &format!("/api/v1/webhooks/{webhook}"), Some(json!({"is_active": active}))).await;
+    let (status, body) = app
+        .admin(Method::PATCH, &format!("/api/v1/webhooks/{webhook}"), Some(json!({"is_active": active})))
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
 }
 
@@ -61,7 +67,10 @@ async fn recovery_sends_exactly_the_missed_events(mode: Mode) {
     let witness = Receiver::ok().await;
     app.subscribe(&witness, json!(["*"])).await;
 
-    let before = [app.send_event("item.created", json!({"n": 1})).await, app.send_event("item.created", json!({"n": 2})).await];
+    let before = [
+        app.send_event("item.created", json!({"n": 1})).await,
+        app.send_event("item.created", json!({"n": 2})).await,
+    ];
     endpoint.wait_for(2, WAIT).await;
     witness.wait_for(2, WAIT).await;
 
@@ -78,12 +87,17 @@ async fn recovery_sends_exactly_the_missed_events(mode: Mode) {
     let after = app.send_event("item.created", json!({"n": 7})).await;
     endpoint.wait_for(3, WAIT).await;
 
-    let (status, started) =
-        app.admin(Method::POST, &format!("/api/v1/webhooks/{webhook}/recover"), Some(json!({"since": since}))).await;
+    let (status, started) = app
+        .admin(Method::POST, &format!("/api/v1/webhooks/{webhook}/recover"), Some(json!({"since": since})))
+        .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{started}");
     assert_eq!(started["status"], "running", "{started}");
     let progress = finished(&app, webhook, started["id"].as_str().expect("id")).await;
-    assert_eq!((progress["total"].as_u64(), progress["done"].as_u64(), progress["failed"].as_u64()), (Some(3), Some(3), Some(0)), "{progress}");
+    assert_eq!(
+        (progress["total"].as_u64(), progress["done"].as_u64(), progress["failed"].as_u64()),
+        (Some(3), Some(3), Some(0)),
+        "{progress}"
+    );
     assert_eq!(progress["scanned"], true);
 
     let arrivals = endpoint.wait_for(6, WAIT).await;
@@ -92,7 +106,10 @@ async fn recovery_sends_exactly_the_missed_events(mode: Mode) {
     let expected: HashMap<Uuid, usize> =
         before.iter().chain(&missed).chain([&after]).map(|id| (*id, 1)).collect();
     assert_eq!(counts, expected, "each event once, the missed ones included ({} requests)", arrivals.len());
-    assert!(endpoint.arrivals().iter().all(|arrival| arrival.x_signature_ok && arrival.standard_ok), "every signature verified");
+    assert!(
+        endpoint.arrivals().iter().all(|arrival| arrival.x_signature_ok && arrival.standard_ok),
+        "every signature verified"
+    );
 }
 
 async fn redeliver_reaches_only_the_new_subscriber(mode: Mode) {
@@ -137,7 +154,8 @@ async fn refusals_are_4xx(mode: Mode) {
     }
     let since = json!({"since": "2026-01-01T00:00:00Z"});
     let unknown = Uuid::now_v7();
-    let (status, error) = app.admin(Method::POST, &format!("/api/v1/webhooks/{unknown}/recover"), Some(since.clone())).await;
+    let (status, error) =
+        app.admin(Method::POST, &format!("/api/v1/webhooks/{unknown}/recover"), Some(since.clone())).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{error}");
     assert!(error["code"].is_string(), "{error}");
     let (status, error) =
@@ -153,4 +171,44 @@ async fn refusals_are_4xx(mode: Mode) {
     let (_, member_key) = app.user_with_key("member@example.com", "member").await;
     let (status, error) = app.call(Method::POST, &recover, Some(&member_key), Some(since)).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{error}");
+}
+
+/// Runs `herald ARGS` against the app's database (the app's workers do the work); returns stdout.
+async fn herald(app: &TestApp, args: &[String]) -> String {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_herald"));
+    command.args(args).env_remove("RUST_LOG").env("HERALD_CONFIG_DIR", crate::support::empty_config_dir());
+    for (name, value) in app.worker_env().into_iter().filter(|(_, value)| !value.is_empty()) {
+        command.env(name, value);
+    }
+    let output =
+        tokio::task::spawn_blocking(move || command.output().expect("herald runs")).await.expect("joined");
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(output.status.success(), "{args:?}: {stdout}{}", String::from_utf8_lossy(&output.stderr));
+    stdout
+}
+
+async fn the_cli_recovers_and_redelivers(mode: Mode) {
+    let app = TestApp::spawn(mode).await;
+    let since = herald::domain::now();
+    let endpoint = Receiver::verifying(Accepts::XSignature).await;
+    let webhook = app.subscribe(&endpoint, json!(["item.created"])).await;
+    let witness = Receiver::ok().await;
+    app.subscribe(&witness, json!(["*"])).await;
+    set_active(&app, webhook, false).await;
+    let missed = app.send_event("item.created", json!({"n": 1})).await;
+    witness.wait_for(1, WAIT).await;
+    set_active(&app, webhook, true).await;
+
+    let args =
+        ["recover", "--webhook", &webhook.to_string(), "--since", &since.to_rfc3339()].map(String::from);
+    let printed = herald(&app, &args).await;
+    assert!(printed.trim_end().ends_with("finished: 1 deliveries, 1 done, 0 failed"), "{printed}");
+    let arrivals = endpoint.wait_for(1, WAIT).await;
+    assert_eq!(arrivals[0].json()["id"], missed.to_string());
+
+    let added = Receiver::verifying(Accepts::XSignature).await;
+    app.subscribe(&added, json!(["*"])).await;
+    let printed = herald(&app, &["events".into(), "redeliver".into(), missed.to_string()]).await;
+    assert!(printed.contains("1 deliveries created, 0 made due again"), "{printed}");
+    assert_eq!(added.wait_for(1, WAIT).await[0].json()["id"], missed.to_string());
 }

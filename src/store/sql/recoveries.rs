@@ -49,10 +49,10 @@ impl RecoveryStore for SqlStore<DB> {
             recovery_columns!(),
             " FROM recoveries WHERE id = $1"
         ))
-            .bind(id)
-            .fetch_optional(&self.read)
-            .await
-            .store()?;
+        .bind(id)
+        .fetch_optional(&self.read)
+        .await
+        .store()?;
         match recovery {
             Some(recovery) => Ok(Some(self.progress(recovery).await?)),
             None => Ok(None),
@@ -138,7 +138,8 @@ impl RecoveryStore for SqlStore<DB> {
         let existing: Vec<&NewDelivery> = deliveries.iter().filter(|d| !created.contains(&d.id)).collect();
         let mut readied = Vec::new();
         for chunk in existing.chunks(READY_ROWS) {
-            let mut query = QueryBuilder::<DB>::new("UPDATE deliveries SET status = 'pending', next_attempt_at = ");
+            let mut query =
+                QueryBuilder::<DB>::new("UPDATE deliveries SET status = 'pending', next_attempt_at = ");
             query.push_bind(now).push(", completed_at = NULL, updated_at = ").push_bind(now);
             query.push(" WHERE (status = 'dead' OR (status = 'pending' AND attempts > 0)) AND (");
             let mut pairs = query.separated(" OR ");
@@ -156,7 +157,8 @@ impl RecoveryStore for SqlStore<DB> {
         if let Some(step) = step {
             let taken: Vec<Uuid> = created.iter().chain(&readied).copied().collect();
             for chunk in taken.chunks(READY_ROWS) {
-                let mut query = QueryBuilder::<DB>::new("INSERT INTO recovery_deliveries (recovery_id, delivery_id) ");
+                let mut query =
+                    QueryBuilder::<DB>::new("INSERT INTO recovery_deliveries (recovery_id, delivery_id) ");
                 query.push_values(chunk, |mut row, id| {
                     row.push_bind(step.recovery_id).push_bind(*id);
                 });
