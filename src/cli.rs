@@ -1,10 +1,12 @@
-//! The `herald` command line: `serve`, `migrate`, `bootstrap`, `gen-key`. Parsing lives here (not in
+//! The `herald` command line: `serve`, `migrate`, `bootstrap`, `gen-key`, `dlq`, `recover`, `events`. Parsing lives here (not in
 //! `main.rs`) so it can be tested; each command loads the configuration, starts logging and calls the
 //! library.
 
 use std::{io::Write, net::SocketAddr, path::PathBuf};
 
 use clap::{Parser, Subcommand};
+
+mod recover;
 
 use crate::{
     app::{self, App},
@@ -66,6 +68,14 @@ pub enum Command {
     Dlq {
         #[command(subcommand)]
         command: DlqCommand,
+    },
+    /// Send a webhook every event of a window it has not received (recover since), and follow the
+    /// recovery until it finishes. The running workers do the work.
+    Recover(recover::RecoverArgs),
+    /// Act on one event.
+    Events {
+        #[command(subcommand)]
+        command: recover::EventsCommand,
     },
 }
 
@@ -146,6 +156,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             print_line(secret.expose())
         }
         Command::Dlq { command } => dlq(&settings, command).await,
+        Command::Recover(args) => recover::recover(&settings, args).await,
+        Command::Events { command } => recover::events(&settings, command).await,
         Command::GenKey | Command::Openapi => Ok(()),
     }
 }

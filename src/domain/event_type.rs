@@ -89,6 +89,22 @@ pub enum EventFilter {
 }
 
 impl EventFilter {
+    /// Whether a webhook with this filter gets a delivery of an event: an event restricted to one
+    /// webhook (`only_webhook`, the `webhook.test` event) goes to that webhook alone, whatever its
+    /// types; any other goes to every webhook whose filter matches its type. Fan-out, recovery and
+    /// re-fan-out all decide by it.
+    pub fn receives(
+        &self,
+        webhook_id: uuid::Uuid,
+        event_type: &str,
+        only_webhook: Option<uuid::Uuid>,
+    ) -> bool {
+        match only_webhook {
+            Some(only) => only == webhook_id,
+            None => self.matches(event_type),
+        }
+    }
+
     pub fn matches(&self, event_type: &str) -> bool {
         match self {
             EventFilter::All => true,

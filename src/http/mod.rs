@@ -14,6 +14,7 @@ pub(crate) mod extract;
 mod health;
 mod input;
 pub mod openapi;
+mod recover;
 mod state;
 mod users;
 mod webhooks;
@@ -48,7 +49,8 @@ fn documented() -> OpenApiRouter<AppState> {
         .merge(users::router())
         .merge(webhooks::router())
         .merge(deliveries::router())
-        .merge(events::router());
+        .merge(events::router())
+        .merge(recover::router());
     OpenApiRouter::with_openapi(openapi::frame()).merge(health::router()).nest("/api/v1", api)
 }
 

@@ -9,6 +9,7 @@
 
 mod model;
 pub(crate) mod postgres;
+mod recovery;
 mod sql;
 pub(crate) mod sqlite;
 
@@ -19,6 +20,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 pub use model::*;
+pub use recovery::*;
 
 use crate::config::{DatabaseKind, Settings};
 
@@ -26,10 +28,10 @@ use crate::config::{DatabaseKind, Settings};
 pub type DynStore = Arc<dyn Store>;
 
 pub mod prelude {
-    //! The five store traits, for modules that call store methods on a concrete store or on one role:
+    //! The six store traits, for modules that call store methods on a concrete store or on one role:
     //! `use crate::store::prelude::*`. A [`DynStore`](super::DynStore) needs no import: a trait object
     //! has the methods of its supertraits.
-    pub use super::{AccountStore, DeliveryStore, EventStore, Store, WebhookStore};
+    pub use super::{AccountStore, DeliveryStore, EventStore, RecoveryStore, Store, WebhookStore};
 }
 
 /// What can go wrong in storage, without the details of the database.
@@ -113,7 +115,7 @@ fn require_current(migrator: &sqlx::migrate::Migrator, applied: &[i64]) -> anyho
 /// alone (e.g. `Arc<dyn DeliveryStore>`, by upcasting a [`DynStore`]). All times are passed in by the
 /// caller, so the store has no clock.
 #[async_trait]
-pub trait Store: AccountStore + WebhookStore + EventStore + DeliveryStore {
+pub trait Store: AccountStore + WebhookStore + EventStore + DeliveryStore + RecoveryStore {
     /// Answers when the database is reachable (readiness).
     async fn ping(&self) -> StoreResult<()>;
 

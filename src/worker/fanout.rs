@@ -163,10 +163,7 @@ impl Fanout {
 /// Whether the webhook gets a delivery of the event: the one it is restricted to, or every subscriber of
 /// its type.
 fn receives(event: &EventMessage, webhook_id: Uuid, filter: &EventFilter) -> bool {
-    match event.only_webhook {
-        Some(only) => only == webhook_id,
-        None => filter.matches(&event.event_type),
-    }
+    filter.receives(webhook_id, &event.event_type, event.only_webhook)
 }
 
 fn task(event: &EventMessage, delivery_id: Uuid, webhook_id: Uuid) -> DeliveryTask {

@@ -8,6 +8,7 @@ pub(crate) mod disable;
 pub(crate) mod endpoints;
 pub(crate) mod fanout;
 pub(crate) mod record;
+pub(crate) mod recover;
 mod report;
 pub(crate) mod retry;
 pub(crate) mod scheduler;
@@ -33,7 +34,7 @@ impl Roles {
     pub const ALL: Roles = Roles { fanout: true, deliver: true };
 }
 
-/// Starts the roles' stages (`fanout`; `deliverer`, `outcome-recorder` and `scheduler`) on `stages` and
+/// Starts the roles' stages (`fanout` and `recovery`; `deliverer`, `outcome-recorder` and `scheduler`) on `stages` and
 /// returns: they run until shutdown, then let in-flight work finish (up to `server.shutdown_grace`);
 /// [`Stages::wait`] waits for them. An error here is a start-up failure.
 pub async fn start(services: Services, roles: Roles, stages: &Stages) -> anyhow::Result<()> {
@@ -56,6 +57,9 @@ pub async fn start(services: Services, roles: Roles, stages: &Stages) -> anyhow:
             lease: delivery.stuck_after.get(),
         };
         stages.spawn("fanout", fanout.run(consumer, shutdown.clone()));
+        let recoverer =
+            recover::Recoverer { store: store.clone(), interval: delivery.scheduler_interval.get() };
+        stages.spawn("recovery", recoverer.run(shutdown.clone()));
     }
     if roles.deliver {
         // Twice the concurrency: tasks whose outcome is being committed still count against the prefetch,

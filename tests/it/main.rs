@@ -16,6 +16,7 @@ mod metrics;
 mod openapi;
 mod publishing;
 mod receivers_doc;
+mod recover;
 mod skeleton;
 mod store_conformance;
 mod supervision;

@@ -7,4 +7,5 @@ mod accounts;
 mod database;
 mod deliveries;
 mod events;
+mod recoveries;
 mod webhooks;

@@ -1,0 +1,189 @@
+//! Recovery ("recover since"): the `recovery` stage advances every open recovery in small steps, and
+//! [`deliveries_for`] says which deliveries one event needs (shared with the re-fan-out of one event,
+//! `POST /events/{id}/redeliver`).
+//!
+//! Each round (every `delivery.scheduler_interval`), each open recovery whose webhook is active and has
+//! fewer than [`MAX_UNFINISHED`] of the recovery's deliveries still waiting or in flight takes one step:
+//! the next [`STEP_EVENTS`] events of the window (by id, after its cursor), of which those the webhook
+//! receives become deliveries due now (missing ones created, dead ones or those waiting for a retry made
+//! due; succeeded ones and those in flight left alone). The normal scheduler hands them over, beside the
+//! live traffic: a recovery never has more than [`MAX_UNFINISHED`] + [`STEP_EVENTS`] deliveries queued
+//! at once, so live deliveries keep flowing. A disabled webhook's recovery waits until it is enabled.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::{
+    domain::EventFilter,
+    store::{DynStore, EventHeader, NewDelivery, Recovery, RecoveryStep, StoreResult},
+};
+
+/// Events looked at per step of one recovery.
+pub(crate) const STEP_EVENTS: i64 = 200;
+/// A recovery waits while this many of its deliveries are unfinished.
+pub(crate) const MAX_UNFINISHED: u64 = 1_000;
+
+/// The deliveries `event` needs among `webhooks` (id and subscribed types), due `now`: one per webhook
+/// that receives it (an event restricted to one webhook gets at most one, with the event's id, as in
+/// fan-out).
+pub(crate) fn deliveries_for(
+    event: &EventHeader,
+    organization_id: Uuid,
+    webhooks: &[(Uuid, EventFilter)],
+    now: chrono::DateTime<chrono::Utc>,
+) -> Vec<NewDelivery> {
+    webhooks
+        .iter()
+        .filter(|(webhook_id, filter)| filter.receives(*webhook_id, &event.event_type, event.only_webhook))
+        .map(|(webhook_id, _)| NewDelivery {
+            id: if event.only_webhook.is_some() { event.id } else { Uuid::now_v7() },
+            event_id: event.id,
+            webhook_id: *webhook_id,
+            organization_id,
+            created_at: now,
+            // Queued with a lease that ends now: the scheduler's next round claims it.
+            lease_until: now,
+        })
+        .collect()
+}
+
+/// The `recovery` stage.
+pub(crate) struct Recoverer {
+    pub store: DynStore,
+    pub interval: Duration,
+}
+
+impl Recoverer {
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut ticker = tokio::time::interval(self.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                _ = ticker.tick() => {
+                    if let Err(error) = self.round().await {
+                        crate::outage::warn_unless_reported!(&error, %error, "cannot advance recoveries");
+                    }
+                }
+            }
+        }
+    }
+
+    /// One step of every open recovery that may take one.
+    pub(crate) async fn round(&self) -> StoreResult<()> {
+        for recovery in self.store.open_recoveries().await? {
+            self.step(&recovery).await?;
+        }
+        Ok(())
+    }
+
+    async fn step(&self, recovery: &Recovery) -> StoreResult<()> {
+        let Some(webhook) = self.store.get_webhook(recovery.webhook_id).await? else {
+            return Ok(());
+        };
+        if !webhook.is_active {
+            return Ok(());
+        }
+        let Some(progress) = self.store.get_recovery(recovery.id).await? else {
+            return Ok(());
+        };
+        if progress.unfinished() >= MAX_UNFINISHED {
+            return Ok(());
+        }
+        let events = self
+            .store
+            .events_in_window(
+                recovery.organization_id,
+                recovery.since,
+                recovery.until,
+                recovery.cursor_id,
+                STEP_EVENTS,
+            )
+            .await?;
+        let now = crate::domain::now();
+        let subscriber = [(webhook.id, EventFilter::from_stored(&webhook.events))];
+        let deliveries: Vec<NewDelivery> = events
+            .iter()
+            .flat_map(|event| deliveries_for(event, recovery.organization_id, &subscriber, now))
+            .collect();
+        let step = RecoveryStep {
+            recovery_id: recovery.id,
+            from_steps: recovery.steps,
+            cursor_id: events.last().map(|event| event.id).or(recovery.cursor_id),
+            scanned: (events.len() as i64) < STEP_EVENTS,
+        };
+        let readied = self.store.ready_deliveries(&deliveries, now, Some(&step)).await?;
+        if step.scanned && readied.stepped {
+            tracing::info!(recovery_id = %recovery.id, webhook_id = %recovery.webhook_id, "recovery scanned its window");
+        }
+        Ok(())
+    }
+}
+
+/// Why a recovery cannot start.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RecoveryRefused {
+    #[error("since must be earlier than until")]
+    EmptyWindow,
+    #[error("the webhook is disabled; enable it with PATCH {{\"is_active\": true}} first")]
+    Disabled,
+    #[error("a recovery of this webhook is running already: {0}")]
+    Running(Uuid),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// Starts a recovery of `webhook` over `since..=until` (the API's and the CLI's one way): the window
+/// must not be empty, the webhook must be active, and no other recovery of it may be running.
+pub(crate) async fn start_recovery(
+    store: &DynStore,
+    webhook: &crate::store::Webhook,
+    since: chrono::DateTime<chrono::Utc>,
+    until: chrono::DateTime<chrono::Utc>,
+) -> Result<crate::store::RecoveryProgress, RecoveryRefused> {
+    if since >= until {
+        return Err(RecoveryRefused::EmptyWindow);
+    }
+    if !webhook.is_active {
+        return Err(RecoveryRefused::Disabled);
+    }
+    if let Some(latest) = store.latest_recovery(webhook.id).await?
+        && latest.is_running()
+    {
+        return Err(RecoveryRefused::Running(latest.recovery.id));
+    }
+    let recovery = Recovery {
+        id: Uuid::now_v7(),
+        organization_id: webhook.organization_id,
+        webhook_id: webhook.id,
+        since,
+        until,
+        cursor_id: None,
+        steps: 0,
+        scanned: false,
+        created_at: crate::domain::now(),
+    };
+    store.create_recovery(&recovery).await?;
+    Ok(crate::store::RecoveryProgress { recovery, total: 0, done: 0, failed: 0 })
+}
+
+/// Fans `event` out again to its organization's current active subscribers, skipping those that
+/// received it (the API's and the CLI's one way).
+pub(crate) async fn redeliver(
+    store: &DynStore,
+    event: &crate::store::Event,
+) -> StoreResult<crate::store::Readied> {
+    let webhooks: Vec<(Uuid, EventFilter)> = store
+        .active_webhooks(event.organization_id)
+        .await?
+        .iter()
+        .map(|webhook| (webhook.id, EventFilter::from_stored(&webhook.events)))
+        .collect();
+    let header =
+        EventHeader { id: event.id, event_type: event.event_type.clone(), only_webhook: event.only_webhook };
+    let now = crate::domain::now();
+    let deliveries = deliveries_for(&header, event.organization_id, &webhooks, now);
+    store.ready_deliveries(&deliveries, now, None).await
+}
