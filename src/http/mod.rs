@@ -14,6 +14,7 @@ pub(crate) mod extract;
 mod health;
 mod input;
 pub mod openapi;
+mod page;
 mod state;
 mod users;
 mod webhooks;
