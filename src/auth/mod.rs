@@ -119,6 +119,14 @@ impl Authenticator {
         forget_key(&self.keys, key_id);
     }
 
+    /// Forgets a changed user (role, activity) and their keys at once on this instance.
+    pub async fn forget_user(&self, user_id: Uuid) {
+        self.users.invalidate(&user_id).await;
+        if self.keys.invalidate_entries_if(move |_, owner| owner.key.user_id == user_id).is_err() {
+            self.keys.invalidate_all();
+        }
+    }
+
     /// Authenticates a bearer token (API key or JWT) or an `X-API-Key` value.
     pub async fn authenticate(
         &self,

@@ -15,6 +15,7 @@ use super::{
     auth::Auth,
     extract::{Json, Path, Query},
     input::{Line, Timestamp},
+    page::{PageQuery, next_cursor},
 };
 use crate::{
     auth::{Actor, Principal},
@@ -155,20 +156,25 @@ pub struct ApiKeyView {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ApiKeyList {
     keys: Vec<ApiKeyView>,
+    /// Keys on this page.
     count: usize,
+    /// Pass as `cursor` for the next (older) page; null on the last page.
+    next_cursor: Option<Uuid>,
 }
 
-/// List active (not revoked) API keys.
-#[utoipa::path(get, operation_id = "list_api_keys", path = "/api-keys", tag = "api-keys", params(ListQuery),
+/// List active (not revoked) API keys, newest first, a page at a time.
+#[utoipa::path(get, operation_id = "list_api_keys", path = "/api-keys", tag = "api-keys", params(ListQuery, PageQuery),
     responses(
         (status = 200, body = ApiKeyList, description = "the caller's keys (the organization's with scope=organization), with their usage"),
-        (status = 400, body = ErrorBody, description = "invalid query parameters"),
+        (status = 400, body = ErrorBody, description = "invalid query parameters (limit, cursor, scope, from/to)"),
     ))]
 pub async fn list(
     State(state): State<AppState>,
     Auth(principal): Auth,
     Query(query): Query<ListQuery>,
+    Query(paging): Query<PageQuery>,
 ) -> ApiResult<axum::Json<ApiKeyList>> {
+    let page = paging.page()?;
     let (used_from, used_to) = (query.from.map(Timestamp::get), query.to.map(Timestamp::get));
     if let (Some(from), Some(to)) = (used_from, used_to)
         && from > to
@@ -195,11 +201,13 @@ pub async fn list(
             user_id,
             used_from,
             used_to,
+            page,
         })
         .await?;
+    let next_cursor = next_cursor(&keys, page, |key| key.id);
     let now = Utc::now();
     let keys: Vec<ApiKeyView> = keys.into_iter().map(|key| view(&state, key, now)).collect();
-    Ok(axum::Json(ApiKeyList { count: keys.len(), keys }))
+    Ok(axum::Json(ApiKeyList { count: keys.len(), keys, next_cursor }))
 }
 
 /// A key as listed, with usage not yet flushed added in.

@@ -1,5 +1,6 @@
-//! Deliveries (admins only): a webhook's delivery log, one delivery with every attempt, redriving one
-//! delivery or replaying many, and sending a test event to one webhook.
+//! Deliveries (admins only): finding them (a webhook's delivery log, an event's deliveries across
+//! webhooks, the organization's with filters), one delivery with every attempt, redriving one delivery
+//! or replaying many, and sending a test event to one webhook. Every listing pages as [`super::page`] says.
 
 use axum::{extract::State, http::StatusCode};
 use chrono::{DateTime, Utc};
@@ -11,9 +12,9 @@ use uuid::Uuid;
 use super::{
     ApiError, ApiResult, AppState, ErrorBody,
     auth::AdminAuth,
-    events::page_limit,
     extract::{OptionalJson, Path, Query},
     input::{Line, Timestamp},
+    page::{PageQuery, next_cursor},
     webhooks::owned_webhook,
 };
 use crate::{
@@ -26,6 +27,8 @@ use crate::{
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::default()
         .routes(routes!(list))
+        .routes(routes!(search))
+        .routes(routes!(event_deliveries))
         .routes(routes!(replay))
         .routes(routes!(send_test))
         .routes(routes!(read))
@@ -111,30 +114,114 @@ pub struct DeliveryPage {
 pub struct ListDeliveries {
     /// Only deliveries in this status.
     status: Option<DeliveryStatus>,
-    /// `next_cursor` of the previous page.
-    cursor: Option<Uuid>,
-    /// Deliveries per page, 1 to 200 (default 50).
-    #[param(minimum = 1, maximum = 200)]
-    limit: Option<i64>,
 }
 
 /// A webhook's deliveries, newest first.
 #[utoipa::path(get, operation_id = "list_deliveries", path = "/webhooks/{id}/deliveries", tag = "deliveries",
-    params(("id" = Uuid, Path, description = "webhook id"), ListDeliveries),
+    params(("id" = Uuid, Path, description = "webhook id"), ListDeliveries, PageQuery),
     responses((status = 200, body = DeliveryPage, description = "a page of the webhook's deliveries")))]
 pub async fn list(
     State(state): State<AppState>,
     AdminAuth(principal): AdminAuth,
     Path(id): Path<Uuid>,
     Query(query): Query<ListDeliveries>,
+    Query(paging): Query<PageQuery>,
 ) -> ApiResult<axum::Json<DeliveryPage>> {
     owned_webhook(&state, &principal, id).await?;
-    let limit = page_limit(query.limit)?;
-    let deliveries = state
+    let query = DeliveryQuery { webhook_id: Some(id), status: query.status, ..organization_wide(&principal) };
+    delivery_page(&state, query, &paging).await
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct SearchDeliveries {
+    /// Only deliveries to this webhook.
+    webhook_id: Option<Uuid>,
+    /// Only deliveries in this status.
+    status: Option<DeliveryStatus>,
+    /// Only deliveries of events of this type (one catalog type).
+    #[param(value_type = Option<String>)]
+    event_type: Option<Line>,
+    /// Only deliveries created at or after this time (RFC 3339).
+    #[param(value_type = Option<String>, format = DateTime)]
+    since: Option<Timestamp>,
+    /// Only deliveries created at or before this time (RFC 3339).
+    #[param(value_type = Option<String>, format = DateTime)]
+    until: Option<Timestamp>,
+}
+
+/// The organization's deliveries across webhooks, newest first, with filters.
+#[utoipa::path(get, operation_id = "search_deliveries", path = "/deliveries", tag = "deliveries",
+    params(SearchDeliveries, PageQuery),
+    responses((status = 200, body = DeliveryPage, description = "a page of the matching deliveries"),
+        (status = 400, body = ErrorBody, description = "an invalid filter, limit or cursor; since later than until")))]
+pub async fn search(
+    State(state): State<AppState>,
+    AdminAuth(principal): AdminAuth,
+    Query(query): Query<SearchDeliveries>,
+    Query(paging): Query<PageQuery>,
+) -> ApiResult<axum::Json<DeliveryPage>> {
+    let (since, until) = (query.since.map(Timestamp::get), query.until.map(Timestamp::get));
+    if let (Some(since), Some(until)) = (since, until)
+        && since > until
+    {
+        return Err(ApiError::bad_request("invalid_query", "since must not be later than until"));
+    }
+    let event_type = match query.event_type {
+        None => None,
+        Some(event_type) => Some(
+            state
+                .catalog
+                .parse(&event_type)
+                .map_err(|m| ApiError::bad_request("unknown_event_type", m))?
+                .as_str()
+                .to_string(),
+        ),
+    };
+    let query = DeliveryQuery {
+        webhook_id: query.webhook_id,
+        status: query.status,
+        event_type,
+        since,
+        until,
+        ..organization_wide(&principal)
+    };
+    delivery_page(&state, query, &paging).await
+}
+
+/// An event's deliveries, one per webhook it went to, newest first.
+#[utoipa::path(get, operation_id = "list_event_deliveries", path = "/events/{id}/deliveries", tag = "deliveries",
+    params(("id" = Uuid, Path, description = "event id"), PageQuery),
+    responses((status = 200, body = DeliveryPage, description = "a page of the event's deliveries"),
+        (status = 404, body = ErrorBody, description = "no such event in the organization")))]
+pub async fn event_deliveries(
+    State(state): State<AppState>,
+    AdminAuth(principal): AdminAuth,
+    Path(id): Path<Uuid>,
+    Query(paging): Query<PageQuery>,
+) -> ApiResult<axum::Json<DeliveryPage>> {
+    state
         .store
-        .list_deliveries(&DeliveryQuery { webhook_id: id, status: query.status, before: query.cursor, limit })
-        .await?;
-    let next_cursor = (deliveries.len() as i64 == limit).then(|| deliveries.last().map(|d| d.id)).flatten();
+        .get_event(id)
+        .await?
+        .filter(|event| event.organization_id == principal.organization_id)
+        .ok_or_else(|| ApiError::not_found("event not found"))?;
+    let query = DeliveryQuery { event_id: Some(id), ..organization_wide(&principal) };
+    delivery_page(&state, query, &paging).await
+}
+
+/// Every delivery of the caller's organization: a query to narrow down.
+fn organization_wide(principal: &Principal) -> DeliveryQuery {
+    DeliveryQuery { organization_id: principal.organization_id, ..DeliveryQuery::default() }
+}
+
+async fn delivery_page(
+    state: &AppState,
+    query: DeliveryQuery,
+    paging: &PageQuery,
+) -> ApiResult<axum::Json<DeliveryPage>> {
+    let page = paging.page()?;
+    let deliveries = state.store.list_deliveries(&DeliveryQuery { page, ..query }).await?;
+    let next_cursor = next_cursor(&deliveries, page, |delivery| delivery.id);
     Ok(axum::Json(DeliveryPage { deliveries: deliveries.into_iter().map(Into::into).collect(), next_cursor }))
 }
 

@@ -18,6 +18,7 @@ use super::{
     auth::Auth,
     extract::{Json, Path, Query},
     input::{Line, Timestamp, check_depth, check_line},
+    page::{PageQuery, next_cursor},
 };
 use crate::{
     domain::{self, TEST_EVENT},
@@ -29,9 +30,6 @@ use crate::{
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 /// The conventional header for the key, an alternative to the body's `idempotency_key`.
 const IDEMPOTENCY_KEY_HEADER: &str = "Idempotency-Key";
-/// Page size of event listings: default and maximum.
-const DEFAULT_LIMIT: i64 = 50;
-const MAX_LIMIT: i64 = 200;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::default().routes(routes!(event_types)).routes(routes!(send, list)).routes(routes!(read))
@@ -177,10 +175,6 @@ pub struct ListEvents {
     /// Only events created at or before this time (RFC 3339).
     #[param(value_type = Option<String>)]
     to: Option<Timestamp>,
-    /// `next_cursor` of the previous page.
-    cursor: Option<Uuid>,
-    /// Events per page, 1 to 200 (default 50).
-    limit: Option<i64>,
 }
 
 /// An event as stored, with the payload's fields.
@@ -204,14 +198,15 @@ pub struct EventPage {
 }
 
 /// List the organization's events, newest first.
-#[utoipa::path(get, operation_id = "list_events", path = "/events", tag = "events", params(ListEvents),
+#[utoipa::path(get, operation_id = "list_events", path = "/events", tag = "events", params(ListEvents, PageQuery),
     responses((status = 200, body = EventPage, description = "a page of the organization's events")))]
 pub async fn list(
     State(state): State<AppState>,
     Auth(principal): Auth,
     Query(query): Query<ListEvents>,
+    Query(paging): Query<PageQuery>,
 ) -> ApiResult<axum::Json<EventPage>> {
-    let limit = page_limit(query.limit)?;
+    let page = paging.page()?;
     let event_type = query.event_type.map(Line::into_string);
     if let Some(event_type) = &event_type {
         if event_type.contains(',') {
@@ -229,11 +224,11 @@ pub async fn list(
             event_type,
             from: query.from.map(Timestamp::get),
             to: query.to.map(Timestamp::get),
-            before: query.cursor,
-            limit,
+            before: page.cursor,
+            limit: page.limit,
         })
         .await?;
-    let next_cursor = (events.len() as i64 == limit).then(|| events.last().map(|event| event.id)).flatten();
+    let next_cursor = next_cursor(&events, page, |event| event.id);
     let events = events.into_iter().map(view).collect::<ApiResult<_>>()?;
     Ok(axum::Json(EventPage { events, next_cursor }))
 }
@@ -253,17 +248,6 @@ pub async fn read(
         .filter(|event| event.organization_id == principal.organization_id)
         .ok_or_else(|| ApiError::not_found("event not found"))?;
     Ok(axum::Json(view(event)?))
-}
-
-/// A page size from `limit`, checked.
-pub(super) fn page_limit(limit: Option<i64>) -> ApiResult<i64> {
-    match limit {
-        None => Ok(DEFAULT_LIMIT),
-        Some(limit) if (1..=MAX_LIMIT).contains(&limit) => Ok(limit),
-        Some(_) => {
-            Err(ApiError::bad_request("invalid_query", format!("limit must be between 1 and {MAX_LIMIT}")))
-        }
-    }
 }
 
 fn view(event: Event) -> ApiResult<EventView> {

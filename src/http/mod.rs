@@ -14,6 +14,7 @@ pub(crate) mod extract;
 mod health;
 mod input;
 pub mod openapi;
+mod page;
 mod recover;
 mod state;
 mod users;

@@ -12,8 +12,9 @@ use uuid::Uuid;
 use super::{
     ApiError, ApiResult, AppState, ErrorBody,
     auth::AdminAuth,
-    extract::{Json, OptionalJson, Path},
+    extract::{Json, OptionalJson, Path, Query},
     input::{Line, Prose},
+    page::{PageQuery, next_cursor},
 };
 use crate::{
     auth::Principal,
@@ -122,7 +123,12 @@ pub struct CreatedWebhook {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct WebhookList {
     webhooks: Vec<WebhookView>,
+    /// Webhooks on this page.
     count: usize,
+    /// Webhooks of the organization, on every page.
+    total: u64,
+    /// Pass as `cursor` for the next page; null on the last page.
+    next_cursor: Option<Uuid>,
 }
 
 /// Subscribe an endpoint.
@@ -168,21 +174,21 @@ pub async fn create(
     ))
 }
 
-/// List the organization's webhooks.
-#[utoipa::path(get, operation_id = "list_webhooks", path = "/webhooks", tag = "webhooks",
-    responses((status = 200, body = WebhookList, description = "the organization's webhooks")))]
+/// List the organization's webhooks, oldest first, a page at a time.
+#[utoipa::path(get, operation_id = "list_webhooks", path = "/webhooks", tag = "webhooks", params(PageQuery),
+    responses((status = 200, body = WebhookList, description = "a page of the organization's webhooks"),
+        (status = 400, body = ErrorBody, description = "invalid limit or cursor")))]
 pub async fn list(
     State(state): State<AppState>,
     AdminAuth(principal): AdminAuth,
+    Query(paging): Query<PageQuery>,
 ) -> ApiResult<axum::Json<WebhookList>> {
-    let webhooks: Vec<WebhookView> = state
-        .store
-        .list_webhooks(principal.organization_id)
-        .await?
-        .into_iter()
-        .map(WebhookView::from)
-        .collect();
-    Ok(axum::Json(WebhookList { count: webhooks.len(), webhooks }))
+    let page = paging.page()?;
+    let webhooks = state.store.list_webhooks(principal.organization_id, page).await?;
+    let next_cursor = next_cursor(&webhooks, page, |webhook| webhook.id);
+    let total = state.store.count_webhooks(principal.organization_id).await?;
+    let webhooks: Vec<WebhookView> = webhooks.into_iter().map(WebhookView::from).collect();
+    Ok(axum::Json(WebhookList { count: webhooks.len(), total, webhooks, next_cursor }))
 }
 
 /// Read one webhook.

@@ -156,7 +156,14 @@ pub trait AccountStore: Send + Sync + std::fmt::Debug + 'static {
     /// catalog leaves `user.added` out).
     async fn create_user(&self, user: &NewUser, announcement: Option<&NewEvent>) -> StoreResult<User>;
     async fn get_user(&self, id: Uuid) -> StoreResult<Option<User>>;
-    async fn list_users(&self, organization_id: Uuid) -> StoreResult<Vec<User>>;
+    /// A page of the organization's users, oldest first.
+    async fn list_users(&self, organization_id: Uuid, page: Page) -> StoreResult<Vec<User>>;
+    /// How many users the organization has (cheap: one organization's rows).
+    async fn count_users(&self, organization_id: Uuid) -> StoreResult<u64>;
+    /// Changes a user; `None` if there is none. A change that would leave its organization without an
+    /// active admin changes nothing and is a `Conflict("last_admin")` (the organization's row is locked
+    /// meanwhile, so two concurrent demotions cannot both pass).
+    async fn update_user(&self, id: Uuid, changes: &UserChanges) -> StoreResult<Option<User>>;
 
     // --- API keys ---
 
@@ -178,7 +185,10 @@ pub trait AccountStore: Send + Sync + std::fmt::Debug + 'static {
 pub trait WebhookStore: Send + Sync + std::fmt::Debug + 'static {
     async fn create_webhook(&self, webhook: &NewWebhook) -> StoreResult<Webhook>;
     async fn get_webhook(&self, id: Uuid) -> StoreResult<Option<Webhook>>;
-    async fn list_webhooks(&self, organization_id: Uuid) -> StoreResult<Vec<Webhook>>;
+    /// A page of the organization's webhooks, oldest first.
+    async fn list_webhooks(&self, organization_id: Uuid, page: Page) -> StoreResult<Vec<Webhook>>;
+    /// How many webhooks the organization has (cheap: one organization's rows).
+    async fn count_webhooks(&self, organization_id: Uuid) -> StoreResult<u64>;
     /// The organization's active webhooks (fan-out).
     async fn active_webhooks(&self, organization_id: Uuid) -> StoreResult<Vec<Webhook>>;
     async fn update_webhook(&self, id: Uuid, changes: &WebhookChanges) -> StoreResult<Option<Webhook>>;
@@ -271,7 +281,7 @@ pub trait DeliveryStore: Send + Sync + std::fmt::Debug + 'static {
     ) -> StoreResult<Vec<DisabledWebhook>>;
     async fn get_delivery(&self, id: Uuid) -> StoreResult<Option<Delivery>>;
     async fn list_attempts(&self, delivery_id: Uuid) -> StoreResult<Vec<Attempt>>;
-    /// A webhook's deliveries, newest first.
+    /// An organization's deliveries (of one webhook, one event, ... as the query says), newest first.
     async fn list_deliveries(&self, query: &DeliveryQuery) -> StoreResult<Vec<Delivery>>;
     /// Makes one delivery due now for another attempt. `None` when it is queued already.
     async fn redrive_delivery(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<Option<Delivery>>;

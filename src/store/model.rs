@@ -95,6 +95,35 @@ pub struct ApiKeyQuery {
     /// Bounds on `last_used_at` (inclusive); a key never used matches no bound.
     pub used_from: Option<DateTime<Utc>>,
     pub used_to: Option<DateTime<Utc>>,
+    /// Which page, newest first (default: every key).
+    pub page: Page,
+}
+
+/// One page of a list: up to `limit` rows after `cursor` (the last id of the previous page) in the
+/// list's order. Ids are time-ordered UUIDv7, so comparing ids pages stably while rows are added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    pub cursor: Option<Uuid>,
+    pub limit: i64,
+}
+
+impl Page {
+    /// Every row, from the start.
+    pub const ALL: Page = Page { cursor: None, limit: i64::MAX };
+}
+
+impl Default for Page {
+    fn default() -> Self {
+        Self::ALL
+    }
+}
+
+/// Changes to a user; absent fields stay.
+#[derive(Debug, Clone, Default)]
+pub struct UserChanges {
+    pub name: Option<String>,
+    pub role: Option<Role>,
+    pub is_active: Option<bool>,
 }
 
 /// Requests counted in memory for one key since the last flush.
@@ -339,13 +368,19 @@ pub struct DisabledWebhook {
     pub reason: String,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct DeliveryQuery {
-    pub webhook_id: Uuid,
+    pub organization_id: Uuid,
+    pub webhook_id: Option<Uuid>,
+    pub event_id: Option<Uuid>,
     pub status: Option<DeliveryStatus>,
-    /// Only deliveries older than this one (ids are time-ordered UUIDv7).
-    pub before: Option<Uuid>,
-    pub limit: i64,
+    /// Only deliveries of events of this type.
+    pub event_type: Option<String>,
+    /// Bounds on `created_at` (inclusive).
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    /// Newest first: `cursor` is the last (oldest) id of the previous page.
+    pub page: Page,
 }
 
 /// Which deliveries a bulk replay makes due again.

@@ -142,7 +142,7 @@ async fn users_are_unique_per_organization_and_announced(store: DynStore) {
     assert!(matches!(error, StoreError::Conflict(_)), "{error:?}");
     assert!(store.get_event(again.id).await.expect("read").is_none(), "the failed user's event rolled back");
 
-    let users = store.list_users(f.organization).await.expect("list");
+    let users = store.list_users(f.organization, Page::ALL).await.expect("list");
     assert_eq!(
         users.iter().map(|u| u.email.as_str()).collect::<Vec<_>>(),
         vec!["admin@acme.test", "member@acme.test"]
@@ -218,7 +218,7 @@ async fn webhooks_are_created_updated_rotated_and_deleted(store: DynStore) {
     assert_eq!(hook.secret_ciphertext, b"secret");
     let other_org = fixture(&store).await;
     webhook(&store, other_org.organization, "*").await;
-    assert_eq!(store.list_webhooks(f.organization).await.expect("list"), vec![hook.clone()]);
+    assert_eq!(store.list_webhooks(f.organization, Page::ALL).await.expect("list"), vec![hook.clone()]);
 
     let disabled = WebhookChanges {
         is_active: Some(false),
@@ -689,28 +689,31 @@ async fn deliveries_can_be_redriven_and_replayed(store: DynStore) {
     );
     assert_eq!(store.get_delivery(failing.id).await.expect("r").expect("e").next_attempt_at, Some(at(2001)));
 
+    let all = DeliveryQuery { organization_id: hook.organization_id, ..DeliveryQuery::default() };
     let page = store
-        .list_deliveries(&DeliveryQuery { webhook_id: hook.id, status: None, before: None, limit: 2 })
+        .list_deliveries(&DeliveryQuery {
+            webhook_id: Some(hook.id),
+            page: Page { cursor: None, limit: 2 },
+            ..all.clone()
+        })
         .await
         .expect("list");
     assert_eq!(page.len(), 2);
     assert!(page[0].id > page[1].id, "newest first");
     let rest = store
         .list_deliveries(&DeliveryQuery {
-            webhook_id: hook.id,
-            status: None,
-            before: Some(page[1].id),
-            limit: 10,
+            webhook_id: Some(hook.id),
+            page: Page { cursor: Some(page[1].id), limit: 10 },
+            ..all.clone()
         })
         .await
         .expect("list");
     assert_eq!(rest.len(), 3);
     let dead_only = store
         .list_deliveries(&DeliveryQuery {
-            webhook_id: hook.id,
+            webhook_id: Some(hook.id),
             status: Some(DeliveryStatus::Dead),
-            before: None,
-            limit: 10,
+            ..all.clone()
         })
         .await
         .expect("list");

@@ -5,9 +5,10 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::DB;
+use crate::domain::Role;
 use crate::store::{
     AccountStore, ApiKey, ApiKeyQuery, Bootstrap, KeyOwner, KeyUsage, NewApiKey, NewEvent, NewUser,
-    Organization, StoreError, StoreResult, User,
+    Organization, Page, StoreError, StoreResult, User, UserChanges,
     sql::{Backend, ResultExt, SqlStore},
 };
 
@@ -129,16 +130,66 @@ impl AccountStore for SqlStore<DB> {
             .store()
     }
 
-    async fn list_users(&self, organization_id: Uuid) -> StoreResult<Vec<User>> {
+    async fn list_users(&self, organization_id: Uuid, page: Page) -> StoreResult<Vec<User>> {
         sqlx::query_as::<DB, User>(concat!(
             "SELECT ",
             user_columns!(),
-            " FROM users WHERE organization_id = $1 ORDER BY created_at, id"
+            " FROM users WHERE organization_id = $1 AND ($2 IS NULL OR id > $2) ORDER BY id LIMIT $3"
         ))
         .bind(organization_id)
+        .bind(page.cursor)
+        .bind(page.limit)
         .fetch_all(&self.read)
         .await
         .store()
+    }
+
+    async fn count_users(&self, organization_id: Uuid) -> StoreResult<u64> {
+        let (count,): (i64,) =
+            sqlx::query_as::<DB, (i64,)>("SELECT COUNT(*) FROM users WHERE organization_id = $1")
+                .bind(organization_id)
+                .fetch_one(&self.read)
+                .await
+                .store()?;
+        Ok(u64::try_from(count).unwrap_or_default())
+    }
+
+    async fn update_user(&self, id: Uuid, changes: &UserChanges) -> StoreResult<Option<User>> {
+        let mut tx = self.write.begin_with(DB::BEGIN_WRITE).await.store()?;
+        // Locks the organization's row (PostgreSQL; SQLite has one writer anyway): the last-admin check
+        // below then sees every concurrent change to the organization's users.
+        sqlx::query::<DB>(
+            "UPDATE organizations SET name = name WHERE id = (SELECT organization_id FROM users WHERE id = $1)",
+        )
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .store()?;
+        let updated = sqlx::query_as::<DB, User>(concat!(
+            "UPDATE users SET name = COALESCE($2, name), role = COALESCE($3, role), \
+             is_active = COALESCE($4, is_active) WHERE id = $1 RETURNING ",
+            user_columns!()
+        ))
+        .bind(id)
+        .bind(changes.name.as_deref())
+        .bind(changes.role.map(Role::as_str))
+        .bind(changes.is_active)
+        .fetch_optional(&mut *tx)
+        .await
+        .store()?;
+        let Some(user) = updated else { return Ok(None) };
+        let (admins,): (i64,) = sqlx::query_as::<DB, (i64,)>(
+            "SELECT COUNT(*) FROM users WHERE organization_id = $1 AND role = 'admin' AND is_active",
+        )
+        .bind(user.organization_id)
+        .fetch_one(&mut *tx)
+        .await
+        .store()?;
+        if admins == 0 {
+            return Err(StoreError::Conflict("last_admin".into()));
+        }
+        tx.commit().await.store()?;
+        Ok(Some(user))
     }
 
     async fn create_api_key(&self, key: &NewApiKey) -> StoreResult<ApiKey> {
@@ -177,12 +228,14 @@ impl AccountStore for SqlStore<DB> {
             " FROM api_keys WHERE organization_id = $1 AND revoked_at IS NULL \
               AND ($2 IS NULL OR user_id = $2) \
               AND ($3 IS NULL OR last_used_at >= $3) AND ($4 IS NULL OR last_used_at <= $4) \
-              ORDER BY created_at DESC, id DESC"
+              AND ($5 IS NULL OR id < $5) ORDER BY id DESC LIMIT $6"
         ))
         .bind(query.organization_id)
         .bind(query.user_id)
         .bind(query.used_from)
         .bind(query.used_to)
+        .bind(query.page.cursor)
+        .bind(query.page.limit)
         .fetch_all(&self.read)
         .await
         .store()

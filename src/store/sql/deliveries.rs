@@ -224,13 +224,21 @@ impl DeliveryStore for SqlStore<DB> {
         sqlx::query_as::<DB, Delivery>(concat!(
             "SELECT ",
             delivery_columns!(),
-            " FROM deliveries WHERE webhook_id = $1 AND ($2 IS NULL OR status = $2) AND ($3 IS NULL OR id < $3) \
-              ORDER BY id DESC LIMIT $4"
+            " FROM deliveries d WHERE organization_id = $1 AND ($2 IS NULL OR webhook_id = $2) \
+              AND ($3 IS NULL OR event_id = $3) AND ($4 IS NULL OR status = $4) \
+              AND ($5 IS NULL OR EXISTS (SELECT 1 FROM events e WHERE e.id = d.event_id AND e.event_type = $5)) \
+              AND ($6 IS NULL OR created_at >= $6) AND ($7 IS NULL OR created_at <= $7) \
+              AND ($8 IS NULL OR id < $8) ORDER BY id DESC LIMIT $9"
         ))
+        .bind(query.organization_id)
         .bind(query.webhook_id)
+        .bind(query.event_id)
         .bind(query.status.map(DeliveryStatus::as_str))
-        .bind(query.before)
-        .bind(query.limit)
+        .bind(query.event_type.as_deref())
+        .bind(query.since)
+        .bind(query.until)
+        .bind(query.page.cursor)
+        .bind(query.page.limit)
         .fetch_all(&self.read)
         .await
         .store()

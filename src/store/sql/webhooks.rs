@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use super::DB;
 use crate::store::{
-    NewWebhook, SecretRotation, StoreResult, Webhook, WebhookChanges, WebhookStore,
+    NewWebhook, Page, SecretRotation, StoreResult, Webhook, WebhookChanges, WebhookStore,
     sql::{Backend, ResultExt, SqlStore},
 };
 
@@ -47,16 +47,28 @@ impl WebhookStore for SqlStore<DB> {
             .store()
     }
 
-    async fn list_webhooks(&self, organization_id: Uuid) -> StoreResult<Vec<Webhook>> {
+    async fn list_webhooks(&self, organization_id: Uuid, page: Page) -> StoreResult<Vec<Webhook>> {
         sqlx::query_as::<DB, Webhook>(concat!(
             "SELECT ",
             webhook_columns!(),
-            " FROM webhooks WHERE organization_id = $1 ORDER BY created_at, id"
+            " FROM webhooks WHERE organization_id = $1 AND ($2 IS NULL OR id > $2) ORDER BY id LIMIT $3"
         ))
         .bind(organization_id)
+        .bind(page.cursor)
+        .bind(page.limit)
         .fetch_all(&self.read)
         .await
         .store()
+    }
+
+    async fn count_webhooks(&self, organization_id: Uuid) -> StoreResult<u64> {
+        let (count,): (i64,) =
+            sqlx::query_as::<DB, (i64,)>("SELECT COUNT(*) FROM webhooks WHERE organization_id = $1")
+                .bind(organization_id)
+                .fetch_one(&self.read)
+                .await
+                .store()?;
+        Ok(u64::try_from(count).unwrap_or_default())
     }
 
     async fn active_webhooks(&self, organization_id: Uuid) -> StoreResult<Vec<Webhook>> {
