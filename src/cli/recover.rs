@@ -30,6 +30,7 @@ pub enum EventsCommand {
     /// Fan an event out again to its organization's current subscribers, skipping those that received
     /// it (e.g. an event dead-lettered in fan-out, or a webhook added since).
     Redeliver {
+        /// The event's id.
         #[arg(value_name = "EVENT_ID")]
         id: Uuid,
     },
