@@ -50,6 +50,8 @@ pub mod stages;
 pub mod store;
 pub mod telemetry;
 pub(crate) mod telemetry_otlp;
+#[cfg(test)]
+pub(crate) mod test_store;
 pub(crate) mod webhook_cache;
 pub mod worker;
 

@@ -216,6 +216,24 @@ impl Stages {
     }
 }
 
+/// The body of a periodic stage: runs `tick` at once, then every `interval` (a tick that ran long delays
+/// the next by a whole interval rather than bunching them), until `shutdown`. A tick in progress is
+/// finished, not cut short.
+pub async fn every<Tick, Ticked>(interval: Duration, shutdown: &CancellationToken, mut tick: Tick)
+where
+    Tick: FnMut() -> Ticked,
+    Ticked: std::future::Future<Output = ()>,
+{
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            _ = ticker.tick() => tick().await,
+        }
+    }
+}
+
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
     if let Some(message) = panic.downcast_ref::<&str>() {
         message

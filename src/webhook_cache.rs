@@ -250,30 +250,24 @@ impl WebhookCache {
 mod tests {
     use super::*;
     use crate::{
-        config::{Secret, Settings, parse_secret_keys},
+        config::parse_secret_keys,
         crypto::Sealed,
         store::{NewWebhook, SecretRotation, WebhookChanges},
     };
 
     struct Fixture {
-        _dir: tempfile::TempDir,
+        _sqlite: crate::test_store::TestStore,
         store: Arc<dyn WebhookStore>,
         secrets: Arc<SecretBox>,
         organization_id: Uuid,
     }
 
     async fn fixture() -> Fixture {
-        let dir = tempfile::tempdir().expect("dir");
-        let mut settings = Settings::defaults();
-        settings.database.url = Secret::new(format!("sqlite://{}", dir.path().join("herald.db").display()));
-        let store = crate::store::connect(&settings).await.expect("store");
-        let (bootstrap, _) = crate::app::bootstrap(&store, "org", "admin@test.example", false)
-            .await
-            .expect("bootstrap")
-            .expect("new");
+        let sqlite = crate::test_store::with_organization(|_| {}).await;
         let keys = parse_secret_keys(&SecretBox::generate_key_text()).expect("key");
         let secrets = Arc::new(SecretBox::from_keys(&keys));
-        Fixture { _dir: dir, store, secrets, organization_id: bootstrap.organization.id }
+        let (store, organization_id) = (sqlite.store.clone(), sqlite.organization_id);
+        Fixture { _sqlite: sqlite, store, secrets, organization_id }
     }
 
     impl Fixture {

@@ -279,20 +279,20 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
-    use crate::config::{HumanDuration, Secret};
+    use crate::{config::HumanDuration, test_store::TestStore};
 
-    /// An authenticator on a fresh SQLite store, its bootstrap admin's key, and that key's id.
-    async fn authenticator(ttl: Duration, dir: &tempfile::TempDir) -> (Authenticator, String, Uuid) {
-        let mut settings = Settings::defaults();
-        settings.database.url = Secret::new(format!("sqlite://{}", dir.path().join("herald.db").display()));
-        settings.auth.key_cache_ttl = HumanDuration(ttl);
-        let store = crate::store::connect(&settings).await.expect("store");
-        let (_, key) = crate::app::bootstrap(&store, "org", "admin@test.example", false)
-            .await
-            .expect("bootstrap")
-            .expect("new");
-        let owner = store.find_key_by_hash(&key.hash()).await.expect("read").expect("stored");
-        (Authenticator::new(&settings, store), key.expose().to_string(), owner.key.id)
+    /// An authenticator on a fresh SQLite store (kept alive by the first item), its bootstrap admin's key,
+    /// and that key's id.
+    async fn authenticator(ttl: Duration) -> (TestStore, Authenticator, String, Uuid) {
+        let sqlite = crate::test_store::with_organization(|settings| {
+            settings.auth.key_cache_ttl = HumanDuration(ttl);
+        })
+        .await;
+        let key = sqlite.admin_key.expose().to_string();
+        let owner =
+            sqlite.store.find_key_by_hash(&sqlite.admin_key.hash()).await.expect("read").expect("stored");
+        let auth = Authenticator::new(&sqlite.settings, sqlite.store.clone());
+        (sqlite, auth, key, owner.key.id)
     }
 
     async fn code(auth: &Authenticator, key: &str) -> Option<&'static str> {
@@ -304,16 +304,14 @@ mod tests {
 
     #[tokio::test]
     async fn verified_keys_are_cached_for_the_ttl_and_forgotten_at_once() {
-        let dir = tempfile::tempdir().expect("dir");
-        let (auth, key, key_id) = authenticator(Duration::from_millis(300), &dir).await;
+        let (_sqlite, auth, key, key_id) = authenticator(Duration::from_millis(300)).await;
         assert_eq!(code(&auth, &key).await, None);
         auth.store.revoke_api_key(key_id, crate::domain::now()).await.expect("revoke");
         assert_eq!(code(&auth, &key).await, None, "cached: the store is not read again within the TTL");
         tokio::time::sleep(Duration::from_millis(350)).await;
         assert_eq!(code(&auth, &key).await, Some("api_key_revoked"), "expired: the store is read again");
 
-        let dir = tempfile::tempdir().expect("dir");
-        let (auth, key, key_id) = authenticator(Duration::from_secs(600), &dir).await;
+        let (_sqlite, auth, key, key_id) = authenticator(Duration::from_secs(600)).await;
         assert_eq!(code(&auth, &key).await, None);
         auth.store.revoke_api_key(key_id, crate::domain::now()).await.expect("revoke");
         auth.forget_key(key_id);
@@ -326,8 +324,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_zero_ttl_caches_nothing() {
-        let dir = tempfile::tempdir().expect("dir");
-        let (auth, key, key_id) = authenticator(Duration::ZERO, &dir).await;
+        let (_sqlite, auth, key, key_id) = authenticator(Duration::ZERO).await;
         assert_eq!(code(&auth, &key).await, None);
         auth.store.revoke_api_key(key_id, crate::domain::now()).await.expect("revoke");
         assert_eq!(code(&auth, &key).await, Some("api_key_revoked"));

@@ -60,14 +60,7 @@ impl UsageRecorder {
 
     /// Flushes every `interval` until `shutdown`, then once more.
     pub async fn run(&self, store: Arc<dyn AccountStore>, interval: Duration, shutdown: CancellationToken) {
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => break,
-                _ = ticker.tick() => self.flush(store.as_ref()).await,
-            }
-        }
+        crate::stages::every(interval, &shutdown, || self.flush(store.as_ref())).await;
         self.flush(store.as_ref()).await;
     }
 }

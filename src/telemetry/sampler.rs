@@ -27,14 +27,7 @@ pub struct Sampler {
 impl Sampler {
     /// Samples at once, then every [`SAMPLE_EVERY`], until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut ticker = tokio::time::interval(SAMPLE_EVERY);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => break,
-                _ = ticker.tick() => self.sample().await,
-            }
-        }
+        crate::stages::every(SAMPLE_EVERY, &shutdown, || self.sample()).await;
     }
 
     /// Reads and sets every sampled gauge once.

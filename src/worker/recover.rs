@@ -57,18 +57,12 @@ pub(crate) struct Recoverer {
 
 impl Recoverer {
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut ticker = tokio::time::interval(self.interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => break,
-                _ = ticker.tick() => {
-                    if let Err(error) = self.round().await {
-                        crate::outage::warn_unless_reported!(&error, %error, "cannot advance recoveries");
-                    }
-                }
+        crate::stages::every(self.interval, &shutdown, || async {
+            if let Err(error) = self.round().await {
+                crate::outage::warn_unless_reported!(&error, %error, "cannot advance recoveries");
             }
-        }
+        })
+        .await;
     }
 
     /// One step of every open recovery that may take one.

@@ -47,14 +47,7 @@ pub(crate) enum Round {
 
 impl Scheduler {
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut ticker = tokio::time::interval(self.interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => break,
-                _ = ticker.tick() => self.hand_over_due().await,
-            }
-        }
+        crate::stages::every(self.interval, &shutdown, || self.hand_over_due()).await;
     }
 
     /// Claims and publishes due deliveries until none are left.

@@ -53,10 +53,7 @@ impl RecoveryStore for SqlStore<DB> {
         .fetch_optional(&self.read)
         .await
         .store()?;
-        match recovery {
-            Some(recovery) => Ok(Some(self.progress(recovery).await?)),
-            None => Ok(None),
-        }
+        self.progress_of(recovery).await
     }
 
     async fn latest_recovery(&self, webhook_id: Uuid) -> StoreResult<Option<RecoveryProgress>> {
@@ -69,10 +66,7 @@ impl RecoveryStore for SqlStore<DB> {
         .fetch_optional(&self.read)
         .await
         .store()?;
-        match recovery {
-            Some(recovery) => Ok(Some(self.progress(recovery).await?)),
-            None => Ok(None),
-        }
+        self.progress_of(recovery).await
     }
 
     async fn open_recoveries(&self) -> StoreResult<Vec<Recovery>> {
@@ -172,8 +166,9 @@ impl RecoveryStore for SqlStore<DB> {
 }
 
 impl SqlStore<DB> {
-    /// The recovery with the counts of its deliveries by status.
-    async fn progress(&self, recovery: Recovery) -> StoreResult<RecoveryProgress> {
+    /// The recovery, if there is one, with the counts of its deliveries by status.
+    async fn progress_of(&self, recovery: Option<Recovery>) -> StoreResult<Option<RecoveryProgress>> {
+        let Some(recovery) = recovery else { return Ok(None) };
         let (total, done, failed): (i64, i64, i64) = sqlx::query_as::<DB, (i64, i64, i64)>(
             "SELECT COUNT(*), COUNT(CASE WHEN d.status = 'succeeded' THEN 1 END), \
              COUNT(CASE WHEN d.status = 'dead' THEN 1 END) \
@@ -184,6 +179,6 @@ impl SqlStore<DB> {
         .await
         .store()?;
         let count = |n: i64| u64::try_from(n).unwrap_or_default();
-        Ok(RecoveryProgress { recovery, total: count(total), done: count(done), failed: count(failed) })
+        Ok(Some(RecoveryProgress { recovery, total: count(total), done: count(done), failed: count(failed) }))
     }
 }

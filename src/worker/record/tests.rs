@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::*;
 use crate::{
-    config::{Secret, Settings, parse_secret_keys},
+    config::parse_secret_keys,
     crypto::{Sealed, SecretBox},
     store::{Attempt, DeliveryStatus, DynStore, NewDelivery, NewEvent, NewWebhook},
 };
@@ -16,7 +16,7 @@ use crate::{
 const REFUSED_IN_EVERY_FORM: i64 = 4242;
 
 struct Fixture {
-    _dir: tempfile::TempDir,
+    _sqlite: crate::test_store::TestStore,
     store: DynStore,
     recorder: Recorder,
     organization_id: Uuid,
@@ -25,12 +25,9 @@ struct Fixture {
 }
 
 async fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().expect("dir");
-    let url = format!("sqlite://{}", dir.path().join("herald.db").display());
-    let mut settings = Settings::defaults();
-    settings.database.url = Secret::new(url.clone());
-    let store = crate::store::connect(&settings).await.expect("store");
-    let mut connection = sqlx::SqliteConnection::connect(&url).await.expect("a second connection");
+    let sqlite = crate::test_store::with_organization(|_| {}).await;
+    let store = sqlite.store.clone();
+    let mut connection = sqlx::SqliteConnection::connect(&sqlite.url).await.expect("a second connection");
     let trigger = format!(
         "CREATE TRIGGER refuse BEFORE INSERT ON delivery_attempts \
          WHEN NEW.response_body LIKE '%UNSTORABLE%' OR NEW.duration_ms = {REFUSED_IN_EVERY_FORM} \
@@ -38,11 +35,7 @@ async fn fixture() -> Fixture {
     );
     connection.execute(sqlx::AssertSqlSafe(trigger)).await.expect("trigger");
     connection.close().await.expect("closed");
-    let (bootstrap, _) = crate::app::bootstrap(&store, "org", "admin@test.example", false)
-        .await
-        .expect("bootstrap")
-        .expect("new");
-    let organization_id = bootstrap.organization.id;
+    let organization_id = sqlite.organization_id;
     let webhook_id = Uuid::now_v7();
     let webhook = NewWebhook {
         id: webhook_id,
@@ -63,7 +56,7 @@ async fn fixture() -> Fixture {
     let stages = Stages::new(CancellationToken::new(), Duration::from_secs(1));
     let recorder =
         Recorder::start(&stages, store.clone(), webhooks, DisableRule::new(0), stages.shutdown_token());
-    Fixture { _dir: dir, store, recorder, organization_id, webhook_id, _stages: stages }
+    Fixture { _sqlite: sqlite, store, recorder, organization_id, webhook_id, _stages: stages }
 }
 
 impl Fixture {

@@ -12,7 +12,6 @@ use uuid::Uuid;
 
 use super::*;
 use crate::{
-    config::{Secret, Settings},
     queue::{Consumer, EventMessage, Queue, QueueError},
     store::{DeliveryStatus, DynStore, NewDelivery, NewEvent},
 };
@@ -77,7 +76,7 @@ impl Queue for TestQueue {
 }
 
 struct Fixture {
-    _dir: tempfile::TempDir,
+    _sqlite: crate::test_store::TestStore,
     store: DynStore,
     /// A delivery due at `due`.
     delivery: Uuid,
@@ -85,15 +84,8 @@ struct Fixture {
 }
 
 async fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().expect("dir");
-    let mut settings = Settings::defaults();
-    settings.database.url = Secret::new(format!("sqlite://{}", dir.path().join("herald.db").display()));
-    let store = crate::store::connect(&settings).await.expect("store");
-    let (bootstrap, _) = crate::app::bootstrap(&store, "org", "admin@test.example", false)
-        .await
-        .expect("bootstrap")
-        .expect("new");
-    let organization_id = bootstrap.organization.id;
+    let sqlite = crate::test_store::with_organization(|_| {}).await;
+    let (store, organization_id) = (sqlite.store.clone(), sqlite.organization_id);
     let due = crate::domain::now();
     let webhook = crate::store::NewWebhook {
         id: Uuid::now_v7(),
@@ -126,7 +118,7 @@ async fn fixture() -> Fixture {
         lease_until: due,
     };
     store.create_deliveries(std::slice::from_ref(&delivery)).await.expect("delivery");
-    Fixture { _dir: dir, store, delivery: delivery.id, due }
+    Fixture { _sqlite: sqlite, store, delivery: delivery.id, due }
 }
 
 fn scheduler(store: &DynStore, queue: &Arc<TestQueue>) -> Scheduler {
