@@ -6,6 +6,7 @@ use std::{io::Write, net::SocketAddr, path::PathBuf};
 
 use clap::{Parser, Subcommand};
 
+mod drain;
 mod recover;
 
 use crate::{
@@ -107,6 +108,14 @@ pub enum DlqCommand {
         /// Only deliveries created at or before this time (RFC 3339).
         #[arg(long, value_name = "TIME")]
         until: Option<chrono::DateTime<chrono::Utc>>,
+    },
+    /// Empty RabbitMQ's dead-letter queue (production mode): fan-out events there get their deliveries
+    /// created (as `herald events redeliver`); delivery tasks are removed (their deliveries are in the
+    /// store, which hands them over again); messages this version cannot read are left in the queue.
+    Drain {
+        /// Only show what is in the queue and what would be done; change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -240,6 +249,7 @@ async fn dlq(settings: &Settings, command: DlqCommand) -> anyhow::Result<()> {
             let replayed = store.replay_deliveries(&filter, crate::domain::now()).await?;
             writeln!(out, "{replayed} dead deliveries are due again; running workers will deliver them")?;
         }
+        DlqCommand::Drain { dry_run } => drain::drain(settings, &store, &mut out, dry_run).await?,
     }
     out.flush()?;
     Ok(())

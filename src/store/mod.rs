@@ -173,6 +173,8 @@ pub trait AccountStore: Send + Sync + std::fmt::Debug + 'static {
     async fn get_api_key(&self, id: Uuid) -> StoreResult<Option<ApiKey>>;
     /// Keys not revoked, newest first.
     async fn list_api_keys(&self, query: &ApiKeyQuery) -> StoreResult<Vec<ApiKey>>;
+    /// How many keys the query selects on all its pages (its page is ignored).
+    async fn count_api_keys(&self, query: &ApiKeyQuery) -> StoreResult<u64>;
     /// Revokes a key; `false` if it was revoked already.
     async fn revoke_api_key(&self, id: Uuid, at: DateTime<Utc>) -> StoreResult<bool>;
     /// Adds batched usage counts (the request path never writes).

@@ -5,6 +5,7 @@
 mod auth;
 mod claims;
 mod cli;
+mod dead_letters;
 mod delivery;
 mod deploy_files;
 mod docs_names;
