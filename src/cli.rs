@@ -1,12 +1,13 @@
-//! The `herald` command line: `serve`, `migrate`, `bootstrap`, `gen-key`, `dlq`, `recover`, `events`. Parsing lives here (not in
-//! `main.rs`) so it can be tested; each command loads the configuration, starts logging and calls the
-//! library.
+//! The `herald` command line: `serve`, `migrate`, `bootstrap`, `gen-key`, `dlq`, `recover`, `events`,
+//! `retention`. Parsing lives here (not in `main.rs`) so it can be tested; each command loads the
+//! configuration, starts logging and calls the library.
 
 use std::{io::Write, net::SocketAddr, path::PathBuf};
 
 use clap::{Parser, Subcommand};
 
 mod recover;
+mod retention;
 
 use crate::{
     app::{self, App},
@@ -76,6 +77,12 @@ pub enum Command {
     Events {
         #[command(subcommand)]
         command: recover::EventsCommand,
+    },
+    /// Remove data older than the retention windows (what `herald serve` does every
+    /// retention.interval), or count it with --dry-run.
+    Retention {
+        #[command(subcommand)]
+        command: retention::RetentionCommand,
     },
 }
 
@@ -158,6 +165,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dlq { command } => dlq(&settings, command).await,
         Command::Recover(args) => recover::recover(&settings, args).await,
         Command::Events { command } => recover::events(&settings, command).await,
+        Command::Retention { command } => retention::retention(&settings, command).await,
         Command::GenKey | Command::Openapi => Ok(()),
     }
 }
