@@ -18,6 +18,7 @@ mod openapi;
 mod publishing;
 mod receivers_doc;
 mod recover;
+mod retention;
 mod skeleton;
 mod store_conformance;
 mod supervision;
