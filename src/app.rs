@@ -67,7 +67,8 @@ impl App {
         stages.spawn("metrics-sampler", sampler.run(stages.shutdown_token()));
         if settings.retention.enabled {
             // Here, not in herald-worker: the API instances take turns through the retention lock.
-            let retention = crate::retention::Retention::new(services.store.clone(), settings.retention.clone());
+            let retention =
+                crate::retention::Retention::new(services.store.clone(), settings.retention.clone());
             stages.spawn("retention", retention.run(stages.shutdown_token()));
         }
         if services.mode == Mode::Embedded {

@@ -31,7 +31,13 @@ pub async fn retention(settings: &Settings, command: RetentionCommand) -> anyhow
         let counts = retention.dry_run(now).await?;
         let mut out = std::io::stdout().lock();
         for kind in RetentionKind::ALL {
-            writeln!(out, "{:<16} {:>12}  (before {})", kind.as_str(), counts.get(kind), retention.cutoff(kind, now))?;
+            writeln!(
+                out,
+                "{:<16} {:>12}  (before {})",
+                kind.as_str(),
+                counts.get(kind),
+                retention.cutoff(kind, now)
+            )?;
         }
         writeln!(out, "dry run: nothing was removed")?;
         out.flush()?;
@@ -56,7 +62,9 @@ pub async fn retention(settings: &Settings, command: RetentionCommand) -> anyhow
     let (removed, note) = match pass {
         Pass::Done(removed) => (removed, "retention pass done"),
         Pass::Stopped(removed) => (removed, "retention pass interrupted (the next pass goes on)"),
-        Pass::Busy => anyhow::bail!("another Herald instance is running a retention pass now; try again later"),
+        Pass::Busy => {
+            anyhow::bail!("another Herald instance is running a retention pass now; try again later")
+        }
     };
     let mut out = std::io::stdout().lock();
     print_totals(&mut out, &removed)?;

@@ -22,8 +22,12 @@ pub enum RetentionKind {
 }
 
 impl RetentionKind {
-    pub const ALL: [RetentionKind; 4] =
-        [RetentionKind::ResponseBodies, RetentionKind::Attempts, RetentionKind::Deliveries, RetentionKind::Events];
+    pub const ALL: [RetentionKind; 4] = [
+        RetentionKind::ResponseBodies,
+        RetentionKind::Attempts,
+        RetentionKind::Deliveries,
+        RetentionKind::Events,
+    ];
 
     /// The metric label and the word the CLI prints.
     pub fn as_str(self) -> &'static str {
@@ -66,7 +70,12 @@ pub trait RetentionStore: Send + Sync + std::fmt::Debug + 'static {
     /// Removes (or, for bodies, clears) up to `limit` rows of `kind` that expired before `before`, oldest
     /// first, in one transaction; returns how many. Deliveries pending, queued or in flight, their
     /// attempts and their events, and events not yet published, are never touched.
-    async fn remove_expired(&self, kind: RetentionKind, before: DateTime<Utc>, limit: u32) -> StoreResult<u64>;
+    async fn remove_expired(
+        &self,
+        kind: RetentionKind,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<u64>;
     /// How many rows of `kind` [`RetentionStore::remove_expired`] would remove now (the dry run). For
     /// events, only those with no delivery left now: a pass also removes the events whose deliveries it
     /// removes first.

@@ -172,7 +172,12 @@ async fn state_of(store: &DynStore, seeded: Seeded) -> (bool, bool, usize, Optio
     (event, delivery, attempts.len(), body)
 }
 
-async fn assert_all(store: &DynStore, group: &[Seeded], expected: (bool, bool, usize, Option<&str>), what: &str) {
+async fn assert_all(
+    store: &DynStore,
+    group: &[Seeded],
+    expected: (bool, bool, usize, Option<&str>),
+    what: &str,
+) {
     for seeded in group {
         let (event, delivery, attempts, body) = state_of(store, *seeded).await;
         assert_eq!(
@@ -260,7 +265,8 @@ async fn a_pass_removes_exactly_the_expired_finished_rows(mode: Mode) {
         assert_eq!(printed, Some(expected.get(kind)), "herald retention run --dry-run: {kind:?} in {cli:?}");
     }
     // The dry runs removed nothing.
-    assert_all(&app.state.store, &old_succeeded, (true, true, 1, Some("a response body")), "before the pass").await;
+    assert_all(&app.state.store, &old_succeeded, (true, true, 1, Some("a response body")), "before the pass")
+        .await;
 
     let progress = Arc::new(AtomicU64::new(0));
     let heard = progress.clone();
@@ -289,7 +295,8 @@ async fn a_pass_removes_exactly_the_expired_finished_rows(mode: Mode) {
         assert!(delivery.is_none(), "its expired finished delivery went");
     }
     for seeded in old_pending.iter().chain(&shared_waiting) {
-        let delivery = store.get_delivery(seeded.delivery.expect("delivery")).await.expect("read").expect("kept");
+        let delivery =
+            store.get_delivery(seeded.delivery.expect("delivery")).await.expect("read").expect("kept");
         assert!(matches!(delivery.status, DeliveryStatus::Pending | DeliveryStatus::Queued), "{delivery:?}");
     }
     // Nothing is left to remove.
@@ -370,7 +377,8 @@ async fn the_stage_runs_by_itself_and_one_instance_holds_the_lock(mode: Mode) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let busy = Retention::new(app.state.store.clone(), app.state.settings.retention.clone());
-    let pass = busy.pass(herald::domain::now(), &CancellationToken::new(), &mut |_, _| {}).await.expect("pass");
+    let pass =
+        busy.pass(herald::domain::now(), &CancellationToken::new(), &mut |_, _| {}).await.expect("pass");
     match mode {
         Mode::Services => assert_eq!(pass, Pass::Busy, "PostgreSQL: one instance at a time"),
         Mode::Embedded => assert!(matches!(pass, Pass::Done(_)), "SQLite: one process per file, no lock"),

@@ -29,7 +29,12 @@ impl RetentionStore for SqlStore<DB> {
         Ok(taken.then(|| RetentionLock::holding(conn.detach())))
     }
 
-    async fn remove_expired(&self, kind: RetentionKind, before: DateTime<Utc>, limit: u32) -> StoreResult<u64> {
+    async fn remove_expired(
+        &self,
+        kind: RetentionKind,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<u64> {
         let limit = i64::from(limit);
         let sql = match kind {
             RetentionKind::ResponseBodies => format!(
@@ -52,8 +57,12 @@ impl RetentionStore for SqlStore<DB> {
             ),
             RetentionKind::Events => return self.remove_expired_events(before, limit).await,
         };
-        let result =
-            sqlx::query::<DB>(sqlx::AssertSqlSafe(sql)).bind(before).bind(limit).execute(&self.write).await.store()?;
+        let result = sqlx::query::<DB>(sqlx::AssertSqlSafe(sql))
+            .bind(before)
+            .bind(limit)
+            .execute(&self.write)
+            .await
+            .store()?;
         Ok(DB::rows_affected(&result))
     }
 
@@ -76,7 +85,8 @@ impl RetentionStore for SqlStore<DB> {
                    AND NOT (d.status IN ('succeeded', 'dead') AND d.completed_at < $1))"
             }
         };
-        let count: i64 = sqlx::query_scalar::<DB, i64>(sql).bind(before).fetch_one(&self.read).await.store()?;
+        let count: i64 =
+            sqlx::query_scalar::<DB, i64>(sql).bind(before).fetch_one(&self.read).await.store()?;
         Ok(u64::try_from(count).unwrap_or_default())
     }
 
