@@ -136,12 +136,14 @@ impl Retention {
         let batch = self.settings.batch_size;
         for kind in RetentionKind::ALL {
             let before = self.cutoff(kind, now);
+            let mut resume = None;
             loop {
-                let count = self.store.remove_expired(kind, before, batch).await?;
-                removed.add(kind, count);
-                metrics::counter!(names::RETENTION_REMOVED, "kind" => kind.as_str()).increment(count);
+                let swept = self.store.remove_expired(kind, before, resume, batch).await?;
+                removed.add(kind, swept.removed);
+                metrics::counter!(names::RETENTION_REMOVED, "kind" => kind.as_str()).increment(swept.removed);
                 progress(kind, removed.get(kind));
-                if count < u64::from(batch) {
+                resume = swept.resume;
+                if resume.is_none() {
                     break;
                 }
                 if !self.pause(shutdown).await {

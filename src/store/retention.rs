@@ -1,10 +1,11 @@
 //! Retention: the [`RetentionStore`] role, which removes expired rows in bounded batches for the
-//! retention job (`crate::retention`). Every method removes at most `limit` rows in one short
-//! transaction and says how many it removed, so the caller paces the work and a pass never holds a lock
-//! for long. Only finished deliveries (succeeded, dead) and what belongs to them are ever removed.
+//! retention job (`crate::retention`). Each call looks at most `limit` rows in one short transaction
+//! and says how many it removed and where the next call starts, so the caller paces the work and a pass
+//! never holds a lock for long. Only finished deliveries (succeeded, dead) and what belongs to them are ever removed.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use uuid::Uuid;
 
 use super::StoreResult;
 
@@ -63,22 +64,41 @@ impl std::fmt::Debug for RetentionLock {
     }
 }
 
+/// Where a kind's walk stopped: the time and id of the last row a batch looked at (the next batch starts
+/// after it, so rows that stay, such as an old event with an unfinished delivery, are looked at once a
+/// pass).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resume {
+    pub at: DateTime<Utc>,
+    pub id: Uuid,
+}
+
+/// What one batch did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Swept {
+    /// Rows removed (or, for bodies, cleared).
+    pub removed: u64,
+    /// Where the next batch starts; `None` when this one reached the end of what expired.
+    pub resume: Option<Resume>,
+}
+
 #[async_trait]
 pub trait RetentionStore: Send + Sync + std::fmt::Debug + 'static {
     /// Takes the retention lock, or `None` when another process holds it (a pass runs there).
     async fn try_retention_lock(&self) -> StoreResult<Option<RetentionLock>>;
-    /// Removes (or, for bodies, clears) up to `limit` rows of `kind` that expired before `before`, oldest
-    /// first, in one transaction; returns how many. Deliveries pending, queued or in flight, their
-    /// attempts and their events, and events not yet published, are never touched.
+    /// Looks at up to `limit` rows of `kind` that expired before `before`, oldest first after `resume`,
+    /// and removes (for bodies, clears) those that may go, in one transaction. Deliveries pending,
+    /// queued or in flight, their attempts and their events, and events not yet published, are never
+    /// touched.
     async fn remove_expired(
         &self,
         kind: RetentionKind,
         before: DateTime<Utc>,
+        resume: Option<Resume>,
         limit: u32,
-    ) -> StoreResult<u64>;
-    /// How many rows of `kind` [`RetentionStore::remove_expired`] would remove now (the dry run). For
-    /// events, only those with no delivery left now: a pass also removes the events whose deliveries it
-    /// removes first.
+    ) -> StoreResult<Swept>;
+    /// How many rows of `kind` a pass at `before` would remove now (the dry run): for events, those
+    /// whose deliveries all go in the same pass too.
     async fn count_expired(&self, kind: RetentionKind, before: DateTime<Utc>) -> StoreResult<u64>;
     /// Gives up to `pages` free pages back to the file system (SQLite's incremental vacuum) and returns
     /// how many free pages are left; PostgreSQL's autovacuum does this by itself (0).

@@ -1,9 +1,15 @@
-//! [`RetentionStore`] on SQL: one bounded batch per call, oldest first along the retention indexes
-//! (migrations postgres 0007 / sqlite 0006). On PostgreSQL the rows a batch picks are locked
-//! (`FOR UPDATE SKIP LOCKED`, [`Backend::LOCK_PICKED`]), so what they are checked against (a delivery's
-//! status, an event having no delivery) cannot change before they go: a redrive of a delivery waits for
-//! the batch, a delivery created for an event waits for it too and then finds the event gone (its
-//! insert fails, as for any event that does not exist). On SQLite the one writer serializes the same.
+//! [`RetentionStore`] on SQL: one bounded batch per call, in one transaction. A batch picks up to
+//! `limit` rows along a retention index (migrations postgres 0007 / sqlite 0006), oldest first after
+//! where the last batch stopped, then removes those that may go by primary key. The pick and the removal
+//! are two statements so each uses its index whatever the planner thinks of the tables' sizes (a
+//! `DELETE ... WHERE id IN (SELECT ...)` was planned as a scan of the whole table on PostgreSQL).
+//!
+//! On PostgreSQL the rows a batch picks are locked (`FOR UPDATE SKIP LOCKED`, [`Backend::LOCK_PICKED`]),
+//! so what they were checked against (a delivery's status) cannot change before they go: a redrive of a
+//! delivery waits for the batch. Events are picked and locked first and deleted only if they still have
+//! no delivery, seen by the delete's own snapshot: a delivery created for one meanwhile either committed
+//! before (the event stays) or waits on the lock and then fails on its foreign key. On SQLite the one
+//! writer serializes the same.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -12,12 +18,58 @@ use uuid::Uuid;
 
 use super::DB;
 use crate::store::{
-    RetentionKind, RetentionLock, RetentionStore, StoreResult,
+    Resume, RetentionKind, RetentionLock, RetentionStore, StoreResult, Swept,
     sql::{BATCH_ROWS, Backend, ResultExt, SqlStore, push_id_list},
 };
 
-/// Finished deliveries, as a condition on `deliveries` aliased `d`.
-const FINISHED: &str = "d.status IN ('succeeded', 'dead')";
+/// How each kind is picked and removed.
+struct Plan {
+    /// `SELECT {id}, {time} FROM ... WHERE {time} < $before AND ...`, without order or limit.
+    pick: &'static str,
+    /// The picked rows' time and id columns, for the order and the resume point.
+    time: &'static str,
+    id: &'static str,
+    /// The statement applied to the picked ids, followed by `IN (ids)` and `guard`.
+    act: &'static str,
+    /// A condition re-checked at removal ("" for none).
+    guard: &'static str,
+}
+
+fn plan(kind: RetentionKind) -> Plan {
+    match kind {
+        RetentionKind::ResponseBodies => Plan {
+            pick: "SELECT id, started_at FROM delivery_attempts WHERE response_body IS NOT NULL AND started_at < ",
+            time: "started_at",
+            id: "id",
+            act: "UPDATE delivery_attempts SET response_body = NULL WHERE id IN ",
+            guard: "",
+        },
+        // Locking the deliveries too: a redrive (which makes one unfinished) waits for the batch.
+        RetentionKind::Attempts => Plan {
+            pick: "SELECT a.id, a.started_at FROM delivery_attempts a JOIN deliveries d ON d.id = a.delivery_id \
+                   WHERE d.status IN ('succeeded', 'dead') AND a.started_at < ",
+            time: "a.started_at",
+            id: "a.id",
+            act: "DELETE FROM delivery_attempts WHERE id IN ",
+            guard: "",
+        },
+        // Their attempts and recovery_deliveries rows go with them (ON DELETE CASCADE).
+        RetentionKind::Deliveries => Plan {
+            pick: "SELECT id, completed_at FROM deliveries WHERE status IN ('succeeded', 'dead') AND completed_at < ",
+            time: "completed_at",
+            id: "id",
+            act: "DELETE FROM deliveries WHERE id IN ",
+            guard: "",
+        },
+        RetentionKind::Events => Plan {
+            pick: "SELECT id, created_at FROM events WHERE published_at IS NOT NULL AND created_at < ",
+            time: "created_at",
+            id: "id",
+            act: "DELETE FROM events WHERE id IN ",
+            guard: " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = events.id)",
+        },
+    }
+}
 
 #[async_trait]
 impl RetentionStore for SqlStore<DB> {
@@ -33,37 +85,36 @@ impl RetentionStore for SqlStore<DB> {
         &self,
         kind: RetentionKind,
         before: DateTime<Utc>,
+        resume: Option<Resume>,
         limit: u32,
-    ) -> StoreResult<u64> {
-        let limit = i64::from(limit);
-        let sql = match kind {
-            RetentionKind::ResponseBodies => format!(
-                "UPDATE delivery_attempts SET response_body = NULL WHERE id IN (SELECT id FROM delivery_attempts \
-                 WHERE response_body IS NOT NULL AND started_at < $1 ORDER BY started_at LIMIT $2{})",
-                DB::LOCK_PICKED
-            ),
-            // Locking the deliveries too: a redrive (which makes one unfinished) waits for the batch.
-            RetentionKind::Attempts => format!(
-                "DELETE FROM delivery_attempts WHERE id IN (SELECT a.id FROM delivery_attempts a \
-                 JOIN deliveries d ON d.id = a.delivery_id WHERE a.started_at < $1 AND {FINISHED} \
-                 ORDER BY a.started_at LIMIT $2{})",
-                DB::LOCK_PICKED
-            ),
-            // Their attempts and recovery_deliveries rows go with them (ON DELETE CASCADE).
-            RetentionKind::Deliveries => format!(
-                "DELETE FROM deliveries WHERE id IN (SELECT d.id FROM deliveries d WHERE {FINISHED} \
-                 AND d.completed_at < $1 ORDER BY d.completed_at LIMIT $2{})",
-                DB::LOCK_PICKED
-            ),
-            RetentionKind::Events => return self.remove_expired_events(before, limit).await,
+    ) -> StoreResult<Swept> {
+        let plan = plan(kind);
+        let mut tx = self.write.begin_with(DB::BEGIN_WRITE).await.store()?;
+        let mut pick = QueryBuilder::<DB>::new(plan.pick);
+        pick.push_bind(before);
+        if let Some(resume) = resume {
+            // `time >= t` for the index, then past the last id of that time.
+            pick.push(format_args!(" AND {} >= ", plan.time)).push_bind(resume.at);
+            pick.push(format_args!(" AND ({} > ", plan.time)).push_bind(resume.at);
+            pick.push(format_args!(" OR {} > ", plan.id)).push_bind(resume.id).push(")");
+        }
+        pick.push(format_args!(" ORDER BY {}, {} LIMIT ", plan.time, plan.id)).push_bind(i64::from(limit));
+        pick.push(DB::LOCK_PICKED);
+        let picked: Vec<(Uuid, DateTime<Utc>)> = pick.build_query_as().fetch_all(&mut *tx).await.store()?;
+        let mut removed = 0;
+        for chunk in picked.chunks(BATCH_ROWS) {
+            let ids: Vec<Uuid> = chunk.iter().map(|(id, _)| *id).collect();
+            let mut act = QueryBuilder::<DB>::new(plan.act);
+            push_id_list(&mut act, &ids);
+            act.push(plan.guard);
+            removed += DB::rows_affected(&act.build().execute(&mut *tx).await.store()?);
+        }
+        tx.commit().await.store()?;
+        let resume = match picked.last() {
+            Some(&(id, at)) if picked.len() >= limit as usize => Some(Resume { at, id }),
+            _ => None,
         };
-        let result = sqlx::query::<DB>(sqlx::AssertSqlSafe(sql))
-            .bind(before)
-            .bind(limit)
-            .execute(&self.write)
-            .await
-            .store()?;
-        Ok(DB::rows_affected(&result))
+        Ok(Swept { removed, resume })
     }
 
     async fn count_expired(&self, kind: RetentionKind, before: DateTime<Utc>) -> StoreResult<u64> {
@@ -76,7 +127,7 @@ impl RetentionStore for SqlStore<DB> {
                  WHERE a.started_at < $1 AND d.status IN ('succeeded', 'dead')"
             }
             RetentionKind::Deliveries => {
-                "SELECT COUNT(*) FROM deliveries d WHERE d.status IN ('succeeded', 'dead') AND d.completed_at < $1"
+                "SELECT COUNT(*) FROM deliveries WHERE status IN ('succeeded', 'dead') AND completed_at < $1"
             }
             // Those whose deliveries all go in the same pass, too.
             RetentionKind::Events => {
@@ -85,8 +136,7 @@ impl RetentionStore for SqlStore<DB> {
                    AND NOT (d.status IN ('succeeded', 'dead') AND d.completed_at < $1))"
             }
         };
-        let count: i64 =
-            sqlx::query_scalar::<DB, i64>(sql).bind(before).fetch_one(&self.read).await.store()?;
+        let count: i64 = sqlx::query_scalar::<DB, i64>(sql).bind(before).fetch_one(&self.read).await.store()?;
         Ok(u64::try_from(count).unwrap_or_default())
     }
 
@@ -97,35 +147,5 @@ impl RetentionStore for SqlStore<DB> {
         let free: i64 =
             sqlx::query_scalar::<DB, i64>("PRAGMA freelist_count").fetch_one(&self.write).await.store()?;
         Ok(u64::try_from(free).unwrap_or_default())
-    }
-}
-
-impl SqlStore<DB> {
-    /// Published events created before `before` with no delivery left, up to `limit`, in one
-    /// transaction: picked (and on PostgreSQL locked, so no delivery can be created for them meanwhile),
-    /// then deleted if they still have no delivery (a delivery committed between the statement's
-    /// snapshot and the lock is seen by the second statement's).
-    async fn remove_expired_events(&self, before: DateTime<Utc>, limit: i64) -> StoreResult<u64> {
-        let mut tx = self.write.begin_with(DB::BEGIN_WRITE).await.store()?;
-        let picked: Vec<Uuid> = sqlx::query_scalar::<DB, Uuid>(sqlx::AssertSqlSafe(format!(
-            "SELECT e.id FROM events e WHERE e.created_at < $1 AND e.published_at IS NOT NULL \
-             AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id) \
-             ORDER BY e.created_at LIMIT $2{}",
-            DB::LOCK_PICKED
-        )))
-        .bind(before)
-        .bind(limit)
-        .fetch_all(&mut *tx)
-        .await
-        .store()?;
-        let mut removed = 0;
-        for chunk in picked.chunks(BATCH_ROWS) {
-            let mut query = QueryBuilder::<DB>::new("DELETE FROM events WHERE id IN ");
-            push_id_list(&mut query, chunk);
-            query.push(" AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = events.id)");
-            removed += DB::rows_affected(&query.build().execute(&mut *tx).await.store()?);
-        }
-        tx.commit().await.store()?;
-        Ok(removed)
     }
 }
