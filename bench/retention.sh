@@ -66,13 +66,16 @@ pids+=($!)
 echo "seeding $rows expired events, deliveries and attempts ..."
 seed_started=$(date +%s)
 psql -q -v ON_ERROR_STOP=1 -U postgres -h 127.0.0.1 -d "$database" -v rows="$rows" <<'SQL'
--- An inactive webhook of the bootstrap organization holds the seeded deliveries (no live event
--- reaches it; its secret is never decrypted).
+-- An organization of its own (so herald-bench finds only its webhooks in the bootstrap one) with an
+-- inactive webhook holding the seeded deliveries (no live event reaches it; its secret is never
+-- decrypted).
+INSERT INTO organizations (id, name, is_active, created_at)
+VALUES ('00000000-0000-4000-8000-00000000a5c0', 'retention archive', TRUE, now());
 INSERT INTO webhooks (id, organization_id, url, events, secret_key_id, secret_ciphertext, is_active, created_at, updated_at)
-SELECT '00000000-0000-4000-8000-00000000a5c1', id, 'http://127.0.0.1:9/archive', '*', 'none', '\x00', FALSE, now(), now()
-FROM organizations ORDER BY created_at LIMIT 1;
+VALUES ('00000000-0000-4000-8000-00000000a5c1', '00000000-0000-4000-8000-00000000a5c0', 'http://127.0.0.1:9/archive',
+        '*', 'none', '\x00', FALSE, now(), now());
 CREATE TEMP TABLE seed AS
-SELECT g, now() - interval '60 days' + g * interval '1 ms' AS at, (SELECT id FROM organizations ORDER BY created_at LIMIT 1) AS org
+SELECT g, now() - interval '60 days' + g * interval '1 ms' AS at, '00000000-0000-4000-8000-00000000a5c0'::uuid AS org
 FROM generate_series(1, :rows) g;
 INSERT INTO events (id, organization_id, event_type, payload, created_at, published_at)
 SELECT md5('e' || g)::uuid, org, 'item.created', '{"padding":"' || repeat('x', 300) || '"}', at, at FROM seed;
