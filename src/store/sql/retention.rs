@@ -136,7 +136,8 @@ impl RetentionStore for SqlStore<DB> {
                    AND NOT (d.status IN ('succeeded', 'dead') AND d.completed_at < $1))"
             }
         };
-        let count: i64 = sqlx::query_scalar::<DB, i64>(sql).bind(before).fetch_one(&self.read).await.store()?;
+        let count: i64 =
+            sqlx::query_scalar::<DB, i64>(sql).bind(before).fetch_one(&self.read).await.store()?;
         Ok(u64::try_from(count).unwrap_or_default())
     }
 
