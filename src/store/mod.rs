@@ -1,8 +1,9 @@
 //! Persistence. [`Store`] is everything Herald keeps, with a storage-only error, made of one role trait
-//! per aggregate: [`AccountStore`], [`WebhookStore`], [`EventStore`] and [`DeliveryStore`]. A [`DynStore`]
-//! has all their methods without an import; a holder of one role or of a concrete store brings the traits
-//! into scope with `use crate::store::prelude::*`. The one SQL implementation ([`sql::SqlStore`]) runs
-//! on SQLite ([`sqlite`]) and PostgreSQL ([`postgres`]), each with its own migrations folder. [`connect`]
+//! per aggregate: [`AccountStore`], [`WebhookStore`], [`EventStore`], [`DeliveryStore`], [`RecoveryStore`]
+//! and [`RetentionStore`] (the retention job's bounded deletes). A [`DynStore`] has all their methods
+//! without an import; a holder of one role or of a concrete store brings the traits into scope with
+//! `use crate::store::prelude::*`. The one SQL implementation ([`sql::SqlStore`]) runs on SQLite
+//! ([`sqlite`]) and PostgreSQL ([`postgres`]), each with its own migrations folder. [`connect`]
 //! picks the backend once, from the URL scheme, and migrates (`serve`, `herald-worker`, `migrate`,
 //! `bootstrap`); [`connect_with`]`(.., Schema::RequireCurrent)` only checks that the schema is current
 //! (the read-only commands).
