@@ -1,7 +1,7 @@
 //! The API process: the state request handlers share ([`AppState`]), built from the [`Services`], and
-//! the API's background tasks (outbox publisher and relay, key usage flusher, the metrics sampler; in
-//! embedded mode also the workers), all stages of one [`Stages`]: stopped by one shutdown token and
-//! awaited before exit, and the first to fail stops the process. The admin listener
+//! the API's background tasks (outbox publisher and relay, key usage flusher, the metrics sampler, the
+//! retention job; in embedded mode also the workers), all stages of one [`Stages`]: stopped by one
+//! shutdown token and awaited before exit, and the first to fail stops the process. The admin listener
 //! ([`App::serve_admin`]) is stopped by the same token.
 
 use std::sync::Arc;
@@ -65,6 +65,12 @@ impl App {
             outbox: true,
         };
         stages.spawn("metrics-sampler", sampler.run(stages.shutdown_token()));
+        if settings.retention.enabled {
+            // Here, not in herald-worker: the API instances take turns through the retention lock.
+            let retention =
+                crate::retention::Retention::new(services.store.clone(), settings.retention.clone());
+            stages.spawn("retention", retention.run(stages.shutdown_token()));
+        }
         if services.mode == Mode::Embedded {
             // This process is also the worker.
             if let Err(error) =

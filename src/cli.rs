@@ -1,6 +1,6 @@
-//! The `herald` command line: `serve`, `migrate`, `bootstrap`, `gen-key`, `dlq`, `recover`, `events`. Parsing lives here (not in
-//! `main.rs`) so it can be tested; each command loads the configuration, starts logging and calls the
-//! library.
+//! The `herald` command line: `serve`, `migrate`, `bootstrap`, `gen-key`, `dlq`, `recover`, `events`,
+//! `retention`. Parsing lives here (not in `main.rs`) so it can be tested; each command loads the
+//! configuration, starts logging and calls the library.
 
 use std::{io::Write, net::SocketAddr, path::PathBuf};
 
@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 mod drain;
 mod recover;
+mod retention;
 
 use crate::{
     app::{self, App},
@@ -77,6 +78,12 @@ pub enum Command {
     Events {
         #[command(subcommand)]
         command: recover::EventsCommand,
+    },
+    /// Remove data older than the retention windows (what `herald serve` does every
+    /// retention.interval), or count it with --dry-run.
+    Retention {
+        #[command(subcommand)]
+        command: retention::RetentionCommand,
     },
 }
 
@@ -167,6 +174,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dlq { command } => dlq(&settings, command).await,
         Command::Recover(args) => recover::recover(&settings, args).await,
         Command::Events { command } => recover::events(&settings, command).await,
+        Command::Retention { command } => retention::retention(&settings, command).await,
         Command::GenKey | Command::Openapi => Ok(()),
     }
 }

@@ -12,7 +12,8 @@
 //! - [`app`]: the API process (HTTP state and background tasks); `http`: the routes, extractors and
 //!   error answers, and the admin listener; `auth`: API keys, JWTs, rate limits, usage counting;
 //!   [`readiness`]: what `/readyz` checks.
-//! - `emit`: the one way an event enters (store commit + outbox); `outbox`: publisher and relay.
+//! - `emit`: the one way an event enters (store commit + outbox); `outbox`: publisher and relay;
+//!   [`retention`]: the job that removes expired data in bounded batches (run by `herald serve`).
 //! - [`worker`]: fan-out, delivery (signing, sending, retry policy, the disable rule), the scheduler;
 //!   `webhook_cache`: webhooks as deliveries need them (URL, decrypted secrets, subscriptions), cached.
 //! - [`queue`]: moves work between stages (RabbitMQ or the embedded queue); [`store`]: everything
@@ -42,6 +43,7 @@ pub(crate) mod outbox;
 pub(crate) mod private_fs;
 pub mod queue;
 pub mod readiness;
+pub mod retention;
 pub(crate) mod retrying;
 pub mod services;
 pub mod shutdown;

@@ -1,8 +1,9 @@
 //! Persistence. [`Store`] is everything Herald keeps, with a storage-only error, made of one role trait
-//! per aggregate: [`AccountStore`], [`WebhookStore`], [`EventStore`] and [`DeliveryStore`]. A [`DynStore`]
-//! has all their methods without an import; a holder of one role or of a concrete store brings the traits
-//! into scope with `use crate::store::prelude::*`. The one SQL implementation ([`sql::SqlStore`]) runs
-//! on SQLite ([`sqlite`]) and PostgreSQL ([`postgres`]), each with its own migrations folder. [`connect`]
+//! per aggregate: [`AccountStore`], [`WebhookStore`], [`EventStore`], [`DeliveryStore`], [`RecoveryStore`]
+//! and [`RetentionStore`] (the retention job's bounded deletes). A [`DynStore`] has all their methods
+//! without an import; a holder of one role or of a concrete store brings the traits into scope with
+//! `use crate::store::prelude::*`. The one SQL implementation ([`sql::SqlStore`]) runs on SQLite
+//! ([`sqlite`]) and PostgreSQL ([`postgres`]), each with its own migrations folder. [`connect`]
 //! picks the backend once, from the URL scheme, and migrates (`serve`, `herald-worker`, `migrate`,
 //! `bootstrap`); [`connect_with`]`(.., Schema::RequireCurrent)` only checks that the schema is current
 //! (the read-only commands).
@@ -10,6 +11,7 @@
 mod model;
 pub(crate) mod postgres;
 mod recovery;
+mod retention;
 mod sql;
 pub(crate) mod sqlite;
 
@@ -21,6 +23,7 @@ use uuid::Uuid;
 
 pub use model::*;
 pub use recovery::*;
+pub use retention::*;
 
 use crate::config::{DatabaseKind, Settings};
 
@@ -28,10 +31,12 @@ use crate::config::{DatabaseKind, Settings};
 pub type DynStore = Arc<dyn Store>;
 
 pub mod prelude {
-    //! The six store traits, for modules that call store methods on a concrete store or on one role:
+    //! The seven store traits, for modules that call store methods on a concrete store or on one role:
     //! `use crate::store::prelude::*`. A [`DynStore`](super::DynStore) needs no import: a trait object
     //! has the methods of its supertraits.
-    pub use super::{AccountStore, DeliveryStore, EventStore, RecoveryStore, Store, WebhookStore};
+    pub use super::{
+        AccountStore, DeliveryStore, EventStore, RecoveryStore, RetentionStore, Store, WebhookStore,
+    };
 }
 
 /// What can go wrong in storage, without the details of the database.
@@ -115,7 +120,9 @@ fn require_current(migrator: &sqlx::migrate::Migrator, applied: &[i64]) -> anyho
 /// alone (e.g. `Arc<dyn DeliveryStore>`, by upcasting a [`DynStore`]). All times are passed in by the
 /// caller, so the store has no clock.
 #[async_trait]
-pub trait Store: AccountStore + WebhookStore + EventStore + DeliveryStore + RecoveryStore {
+pub trait Store:
+    AccountStore + WebhookStore + EventStore + DeliveryStore + RecoveryStore + RetentionStore
+{
     /// Answers when the database is reachable (readiness).
     async fn ping(&self) -> StoreResult<()>;
 

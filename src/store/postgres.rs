@@ -35,6 +35,10 @@ impl Backend for Postgres {
     const WRITE_PARALLELISM: usize = 4;
     const SEPARATE_WRITE_POOL: bool = false;
     const OUTCOMES_IN_ONE_STATEMENT: bool = true;
+    const LOCK_PICKED: &'static str = " FOR UPDATE SKIP LOCKED";
+    // Session-level: held by a connection of its own for the whole pass (see RetentionLock).
+    const RETENTION_LOCK_SQL: Option<&'static str> = Some("SELECT pg_try_advisory_lock(7236418)");
+    const RECLAIM_PAGES_SQL: Option<&'static str> = None;
 
     fn rows_affected(result: &Self::QueryResult) -> u64 {
         result.rows_affected()

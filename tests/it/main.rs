@@ -19,6 +19,7 @@ mod openapi;
 mod publishing;
 mod receivers_doc;
 mod recover;
+mod retention;
 mod skeleton;
 mod store_conformance;
 mod supervision;

@@ -38,6 +38,15 @@ pub trait Backend: Database {
     /// Whether [`Backend::apply_outcomes`] is one statement (atomic in autocommit); otherwise callers
     /// run it inside a transaction.
     const OUTCOMES_IN_ONE_STATEMENT: bool;
+    /// Appended to a retention batch's `SELECT`: locks the rows it picked until the transaction ends,
+    /// skipping rows another transaction holds (PostgreSQL); SQLite's one writer needs nothing.
+    const LOCK_PICKED: &'static str;
+    /// Takes the retention lock for the session, answering whether it was free (PostgreSQL); `None`:
+    /// no lock is needed (SQLite: one process per file).
+    const RETENTION_LOCK_SQL: Option<&'static str>;
+    /// Gives up to `{pages}` free pages back to the file system (SQLite's incremental vacuum; the
+    /// number is formatted in, a pragma takes no bind); `None`: the database does it by itself.
+    const RECLAIM_PAGES_SQL: Option<&'static str>;
 
     /// Rows a statement changed.
     fn rows_affected(result: &Self::QueryResult) -> u64;
