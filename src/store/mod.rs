@@ -1,5 +1,5 @@
 //! Persistence. [`Store`] is everything Herald keeps, with a storage-only error, made of one role trait
-//! per aggregate: [`AccountStore`], [`WebhookStore`], [`EventStore`] and [`DeliveryStore`]. A [`DynStore`]
+//! per aggregate: [`AccountStore`], [`WebhookStore`], [`EventStore`], [`DeliveryStore`], [`RecoveryStore`] and [`StatsStore`]. A [`DynStore`]
 //! has all their methods without an import; a holder of one role or of a concrete store brings the traits
 //! into scope with `use crate::store::prelude::*`. The one SQL implementation ([`sql::SqlStore`]) runs
 //! on SQLite ([`sqlite`]) and PostgreSQL ([`postgres`]), each with its own migrations folder. [`connect`]
@@ -11,6 +11,7 @@ mod model;
 pub(crate) mod postgres;
 mod recovery;
 mod sql;
+mod stats;
 pub(crate) mod sqlite;
 
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use uuid::Uuid;
 
 pub use model::*;
 pub use recovery::*;
+pub use stats::*;
 
 use crate::config::{DatabaseKind, Settings};
 
@@ -28,10 +30,12 @@ use crate::config::{DatabaseKind, Settings};
 pub type DynStore = Arc<dyn Store>;
 
 pub mod prelude {
-    //! The six store traits, for modules that call store methods on a concrete store or on one role:
+    //! The seven store traits, for modules that call store methods on a concrete store or on one role:
     //! `use crate::store::prelude::*`. A [`DynStore`](super::DynStore) needs no import: a trait object
     //! has the methods of its supertraits.
-    pub use super::{AccountStore, DeliveryStore, EventStore, RecoveryStore, Store, WebhookStore};
+    pub use super::{
+        AccountStore, DeliveryStore, EventStore, RecoveryStore, StatsStore, Store, WebhookStore,
+    };
 }
 
 /// What can go wrong in storage, without the details of the database.
@@ -115,7 +119,7 @@ fn require_current(migrator: &sqlx::migrate::Migrator, applied: &[i64]) -> anyho
 /// alone (e.g. `Arc<dyn DeliveryStore>`, by upcasting a [`DynStore`]). All times are passed in by the
 /// caller, so the store has no clock.
 #[async_trait]
-pub trait Store: AccountStore + WebhookStore + EventStore + DeliveryStore + RecoveryStore {
+pub trait Store: AccountStore + WebhookStore + EventStore + DeliveryStore + RecoveryStore + StatsStore {
     /// Answers when the database is reachable (readiness).
     async fn ping(&self) -> StoreResult<()>;
 
@@ -272,13 +276,15 @@ pub trait DeliveryStore: Send + Sync + std::fmt::Debug + 'static {
     /// Makes every `queued` delivery due at once (embedded mode, at start-up: the in-memory queue is gone).
     async fn requeue_all_queued(&self, now: DateTime<Utc>) -> StoreResult<u64>;
     /// Records attempts and their consequences in one transaction: each dead delivery lengthens its
-    /// webhook's run of dead deliveries, and the webhook is disabled when `disable` says so. Returns the
-    /// webhooks disabled as a result.
+    /// webhook's run of dead deliveries, and the webhook is disabled when `rules` say so; a success
+    /// ends the run (the webhook recovered); the statistics' rollups and health rows are upserted (one
+    /// row per webhook and minute); the operational events `rules` announce are written. Returns the
+    /// webhooks disabled and the events announced.
     async fn record_outcomes(
         &self,
         outcomes: &[AttemptOutcome],
-        disable: &DisableDecision,
-    ) -> StoreResult<Vec<DisabledWebhook>>;
+        rules: &dyn OutcomeRules,
+    ) -> StoreResult<Recorded>;
     async fn get_delivery(&self, id: Uuid) -> StoreResult<Option<Delivery>>;
     async fn list_attempts(&self, delivery_id: Uuid) -> StoreResult<Vec<Attempt>>;
     /// An organization's deliveries (of one webhook, one event, ... as the query says), newest first.

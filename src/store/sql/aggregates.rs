@@ -8,4 +8,5 @@ mod database;
 mod deliveries;
 mod events;
 mod recoveries;
+mod stats;
 mod webhooks;
