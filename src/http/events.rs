@@ -37,7 +37,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EventTypes {
-    #[schema(example = json!(["comment.created", "item.created", "item.deleted", "item.updated", "user.added", "webhook.test"]))]
+    #[schema(example = json!(["comment.created", "delivery.dead", "item.created", "item.deleted", "item.updated", "user.added", "webhook.disabled", "webhook.recovered", "webhook.test"]))]
     event_types: Vec<String>,
 }
 
