@@ -84,7 +84,16 @@ impl Services {
             }
         };
         let outbox = Arc::default();
-        Ok(Self { mode, settings: Arc::new(settings), store, queue, secrets, target_policy, webhooks, outbox })
+        Ok(Self {
+            mode,
+            settings: Arc::new(settings),
+            store,
+            queue,
+            secrets,
+            target_policy,
+            webhooks,
+            outbox,
+        })
     }
 
     /// The process's outbox publisher (the API's events, the operational events the outcome recorder
@@ -92,7 +101,13 @@ impl Services {
     pub fn outbox(&self, stages: &Stages) -> Outbox {
         self.outbox
             .get_or_init(|| {
-                Outbox::start(stages, self.mode, self.store.clone(), self.queue.clone(), &self.settings.events)
+                Outbox::start(
+                    stages,
+                    self.mode,
+                    self.store.clone(),
+                    self.queue.clone(),
+                    &self.settings.events,
+                )
             })
             .clone()
     }

@@ -183,7 +183,11 @@ mod tests {
             ]
         );
         assert!(catalog().parse("webhook.test").is_ok());
-        assert!(is_reserved("delivery.dead") && is_operational("webhook.recovered") && !is_reserved("item.created"));
+        assert!(
+            is_reserved("delivery.dead")
+                && is_operational("webhook.recovered")
+                && !is_reserved("item.created")
+        );
     }
 
     #[test]

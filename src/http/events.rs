@@ -101,7 +101,10 @@ pub async fn send(
     if domain::is_operational(&request.event) {
         return Err(ApiError::unprocessable(
             "reserved_event_type",
-            format!("{} is an operational event that Herald emits itself; subscribe to it instead", &*request.event),
+            format!(
+                "{} is an operational event that Herald emits itself; subscribe to it instead",
+                &*request.event
+            ),
         ));
     }
     let event_type =

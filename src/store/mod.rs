@@ -11,8 +11,8 @@ mod model;
 pub(crate) mod postgres;
 mod recovery;
 mod sql;
-mod stats;
 pub(crate) mod sqlite;
+mod stats;
 
 use std::sync::Arc;
 
@@ -119,7 +119,9 @@ fn require_current(migrator: &sqlx::migrate::Migrator, applied: &[i64]) -> anyho
 /// alone (e.g. `Arc<dyn DeliveryStore>`, by upcasting a [`DynStore`]). All times are passed in by the
 /// caller, so the store has no clock.
 #[async_trait]
-pub trait Store: AccountStore + WebhookStore + EventStore + DeliveryStore + RecoveryStore + StatsStore {
+pub trait Store:
+    AccountStore + WebhookStore + EventStore + DeliveryStore + RecoveryStore + StatsStore
+{
     /// Answers when the database is reachable (readiness).
     async fn ping(&self) -> StoreResult<()>;
 

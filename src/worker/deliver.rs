@@ -103,7 +103,7 @@ pub struct Deliverer {
 /// How a task is settled once its attempt is over.
 enum Settlement {
     /// Record the outcome, then acknowledge; with the class of its error, if it has one.
-    Record(AttemptOutcome, Option<&'static str>),
+    Record(Box<AttemptOutcome>, Option<&'static str>),
     /// Nothing to record (the webhook was deleted with its deliveries): acknowledge.
     Ack,
     /// Hand it back to the queue (the webhook could not be loaded).
@@ -187,7 +187,7 @@ impl Deliverer {
     async fn settle(&self, received: Received<DeliveryTask>, settlement: Settlement) {
         match settlement {
             Settlement::Record(outcome, error_class) => {
-                if self.recorder.record(outcome, error_class).await {
+                if self.recorder.record(*outcome, error_class).await {
                     received.ack().await;
                 }
             }
@@ -288,7 +288,7 @@ impl Deliverer {
             class,
             next,
         };
-        Settlement::Record(outcome, error_class)
+        Settlement::Record(Box::new(outcome), error_class)
     }
 
     /// The attempt as it is stored: the response body and the error text, which a receiver (or the

@@ -100,7 +100,10 @@ mod tests {
         assert_eq!((event.event_type.as_str(), event.organization_id), (DELIVERY_DEAD, dead.organization_id));
         let payload: serde_json::Value = serde_json::from_str(&event.payload).expect("json");
         assert_eq!(payload["data"]["delivery_id"], dead.attempt.delivery_id.to_string());
-        assert_eq!((payload["data"]["attempts"].as_i64(), payload["data"]["last_status_code"].as_i64()), (Some(3), Some(500)));
+        assert_eq!(
+            (payload["data"]["attempts"].as_i64(), payload["data"]["last_status_code"].as_i64()),
+            (Some(3), Some(500))
+        );
     }
 
     #[test]

@@ -162,7 +162,10 @@ async fn bad_events_are_refused(mode: Mode) {
     let app = TestApp::spawn(mode).await;
     let (status, error) = send(&app, json!({"event": "item.exploded", "data": {}})).await;
     assert_eq!((status, error["code"].as_str()), (StatusCode::BAD_REQUEST, Some("unknown_event_type")));
-    assert!(error["error"].as_str().expect("message").contains("comment.created, delivery.dead, item.created"), "{error}");
+    assert!(
+        error["error"].as_str().expect("message").contains("comment.created, delivery.dead, item.created"),
+        "{error}"
+    );
     for data in [json!([1, 2]), json!("text"), json!(7), Value::Null] {
         let (status, error) = send(&app, json!({"event": "item.created", "data": data})).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{data}");

@@ -50,7 +50,10 @@ async fn a_gone_endpoint_is_announced_to_subscribers_of_webhook_disabled(mode: M
     app.send_event("item.created", json!({"n": 1})).await;
     let arrival = watcher.wait_for(1, WAIT).await.remove(0);
     let body = verified(&arrival);
-    assert_eq!((body["event"].as_str(), arrival.header("x-webhook-event")), (Some("webhook.disabled"), "webhook.disabled"));
+    assert_eq!(
+        (body["event"].as_str(), arrival.header("x-webhook-event")),
+        (Some("webhook.disabled"), "webhook.disabled")
+    );
     assert_eq!(body["organization_id"], app.organization_id.to_string());
     assert_eq!(body["data"]["webhook_id"], gone_id.to_string());
     assert!(body["data"]["reason"].as_str().expect("reason").contains("410"), "{body}");
@@ -61,7 +64,10 @@ async fn a_gone_endpoint_is_announced_to_subscribers_of_webhook_disabled(mode: M
     let (status, error) = app
         .admin(Method::POST, "/api/v1/events", Some(json!({"event": "webhook.disabled", "data": {}})))
         .await;
-    assert_eq!((status, error["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("reserved_event_type")));
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("reserved_event_type"))
+    );
     let (_, types) = app.admin(Method::GET, "/api/v1/event-types", None).await;
     for operational in ["delivery.dead", "webhook.disabled", "webhook.recovered"] {
         assert!(types.to_string().contains(operational), "{operational} is in the catalog: {types}");
@@ -86,13 +92,19 @@ async fn dead_deliveries_and_recoveries_are_announced(mode: Mode) {
     assert_eq!(dead["data"]["delivery_id"], delivery["id"]);
     assert_eq!(dead["data"]["webhook_id"], flaky_id.to_string());
     assert_eq!(dead["data"]["event_id"], event.to_string());
-    assert_eq!((dead["data"]["event_type"].as_str(), dead["data"]["last_status_code"].as_i64()), (Some("item.created"), Some(500)));
+    assert_eq!(
+        (dead["data"]["event_type"].as_str(), dead["data"]["last_status_code"].as_i64()),
+        (Some("item.created"), Some(500))
+    );
 
     healthy.store(true, Ordering::SeqCst);
     app.send_event("item.created", json!({"n": 2})).await;
     let arrivals = watcher.wait_for(2, WAIT).await;
     let recovered = verified(&arrivals[1]);
-    assert_eq!((recovered["event"].as_str(), recovered["data"]["webhook_id"].as_str()), (Some("webhook.recovered"), Some(flaky_id.to_string().as_str())));
+    assert_eq!(
+        (recovered["event"].as_str(), recovered["data"]["webhook_id"].as_str()),
+        (Some("webhook.recovered"), Some(flaky_id.to_string().as_str()))
+    );
     app.send_event("item.created", json!({"n": 3})).await;
     flaky.wait_for(3, WAIT).await;
     tokio::time::sleep(Duration::from_millis(800)).await;

@@ -48,40 +48,55 @@ async fn stats_match_a_known_mix_of_outcomes(mode: Mode) {
     let stats = |window: &'static str| {
         let app = &app;
         async move {
-            let (status, stats) =
-                app.admin(Method::GET, &format!("/api/v1/webhooks/{webhook}/stats?window={window}"), None).await;
+            let (status, stats) = app
+                .admin(Method::GET, &format!("/api/v1/webhooks/{webhook}/stats?window={window}"), None)
+                .await;
             assert_eq!(status, StatusCode::OK, "{stats}");
             stats
         }
     };
     let fresh = stats("1h").await;
-    assert_eq!((fresh["attempts"].as_u64(), &fresh["success_ratio"], &fresh["state"]), (Some(0), &Value::Null, &json!("healthy")));
+    assert_eq!(
+        (fresh["attempts"].as_u64(), &fresh["success_ratio"], &fresh["state"]),
+        (Some(0), &Value::Null, &json!("healthy"))
+    );
 
     let mut durations = Vec::new();
     for (n, _) in ANSWERS.iter().enumerate() {
         app.send_event("item.created", json!({"n": n})).await;
         let id = app.wait_deliveries(webhook, n + 1).await[0]["id"].as_str().expect("id").to_string();
-        let done = app.wait_delivery(&id, WAIT, |d| d["status"] == "succeeded" || d["status"] == "dead").await;
+        let done =
+            app.wait_delivery(&id, WAIT, |d| d["status"] == "succeeded" || d["status"] == "dead").await;
         durations.push(done["attempts_log"][0]["duration_ms"].as_i64().expect("duration"));
         match n {
             2 => assert_eq!(stats("1h").await["state"], "healthy", "three successes"),
             8 => {
                 let failing = stats("24h").await;
-                assert_eq!((failing["state"].as_str(), failing["consecutive_failures"].as_u64()), (Some("failing"), Some(1)));
+                assert_eq!(
+                    (failing["state"].as_str(), failing["consecutive_failures"].as_u64()),
+                    (Some("failing"), Some(1))
+                );
                 assert_eq!(failing["last_status_code"], Value::Null, "a timeout has no status");
             }
             _ => {}
         }
     }
     let figures = stats("1h").await;
-    assert_eq!((figures["attempts"].as_u64(), figures["succeeded"].as_u64()), (Some(10), Some(6)), "{figures}");
+    assert_eq!(
+        (figures["attempts"].as_u64(), figures["succeeded"].as_u64()),
+        (Some(10), Some(6)),
+        "{figures}"
+    );
     assert_eq!(figures["success_ratio"].as_f64(), Some(0.6));
     assert_eq!(
         figures["status_classes"],
         json!({"2xx": 6, "3xx": 0, "4xx": 1, "5xx": 2, "network_error": 0, "timeout": 1})
     );
     assert_eq!(figures["consecutive_failures"], 2, "the timeout and the 410");
-    assert_eq!((figures["state"].as_str(), figures["last_status_code"].as_i64()), (Some("disabled"), Some(410)));
+    assert_eq!(
+        (figures["state"].as_str(), figures["last_status_code"].as_i64()),
+        (Some("disabled"), Some(410))
+    );
     assert!(figures["disabled_reason"].as_str().expect("reason").contains("410"), "{figures}");
     assert!(figures["last_success_at"].is_string() && figures["last_failure_at"].is_string());
     let expected = json!({
@@ -93,7 +108,8 @@ async fn stats_match_a_known_mix_of_outcomes(mode: Mode) {
     assert!(figures["latency"]["p99_ms"].as_i64().expect("p99") >= 500, "the timeout is the slowest");
     assert_eq!(stats("7d").await["attempts"], 10);
 
-    let (status, error) = app.admin(Method::GET, &format!("/api/v1/webhooks/{webhook}/stats?window=2h"), None).await;
+    let (status, error) =
+        app.admin(Method::GET, &format!("/api/v1/webhooks/{webhook}/stats?window=2h"), None).await;
     assert_eq!((status, error["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_window")));
     let unknown = uuid::Uuid::now_v7();
     let (status, _) = app.admin(Method::GET, &format!("/api/v1/webhooks/{unknown}/stats"), None).await;

@@ -587,7 +587,8 @@ async fn outcomes_are_recorded_and_disable_failing_webhooks(store: DynStore) {
     let disabled = store
         .record_outcomes(&[outcome(&second, 1, Some(500), NextStep::Dead)], &disable_after(2))
         .await
-        .expect("record").disabled;
+        .expect("record")
+        .disabled;
     assert_eq!(disabled.len(), 1, "the second consecutive dead delivery disables the webhook");
     assert!(disabled[0].reason.contains("2 consecutive dead deliveries"), "{}", disabled[0].reason);
     let hook_now = store.get_webhook(hook.id).await.expect("read").expect("exists");
@@ -614,7 +615,8 @@ async fn outcomes_are_recorded_and_disable_failing_webhooks(store: DynStore) {
     let disabled = store
         .record_outcomes(&[outcome(&gone, 1, Some(410), NextStep::Dead)], &disable_after(0))
         .await
-        .expect("record").disabled;
+        .expect("record")
+        .disabled;
     assert_eq!(disabled, vec![DisabledWebhook { webhook_id: other.id, reason }]);
     let succeeded = store.get_delivery(fourth.id).await.expect("read").expect("exists");
     assert_eq!((succeeded.status, succeeded.next_attempt_at), (DeliveryStatus::Succeeded, None));
@@ -849,7 +851,8 @@ async fn outcomes_keep_statistics_and_announce_operational_events(store: DynStor
     let recorded = store.record_outcomes(&first, &disable_after(0)).await.expect("record");
     assert!(recorded.announced.is_empty() && recorded.disabled.is_empty());
     let dead = timed(&deliveries[1], 2, Some(500), NextStep::Dead, 40);
-    let recorded = store.record_outcomes(std::slice::from_ref(&dead), &disable_after(0)).await.expect("record");
+    let recorded =
+        store.record_outcomes(std::slice::from_ref(&dead), &disable_after(0)).await.expect("record");
     let types: Vec<&str> = recorded.announced.iter().map(|e| e.event_type.as_str()).collect();
     assert_eq!(types, vec!["delivery.dead"]);
     let announced = &recorded.announced[0];
@@ -895,8 +898,10 @@ async fn outcomes_keep_statistics_and_announce_operational_events(store: DynStor
     let recorded = store.record_outcomes(&[about_dead], &disable_after(0)).await.expect("record");
     assert!(recorded.announced.is_empty(), "{:?}", recorded.announced);
     let (_, gone) = deliver(&store, &hook, f.organization, 7).await;
-    let recorded =
-        store.record_outcomes(&[timed(&gone, 1, Some(410), NextStep::Dead, 3)], &disable_after(0)).await.expect("r");
+    let recorded = store
+        .record_outcomes(&[timed(&gone, 1, Some(410), NextStep::Dead, 3)], &disable_after(0))
+        .await
+        .expect("r");
     let types: Vec<&str> = recorded.announced.iter().map(|e| e.event_type.as_str()).collect();
     assert_eq!(types, vec!["delivery.dead", "webhook.disabled"]);
     let figures = stats(StatsWindow::Week, at(100)).await;
@@ -904,7 +909,16 @@ async fn outcomes_keep_statistics_and_announce_operational_events(store: DynStor
     assert!(figures.disabled_reason.as_deref().is_some_and(|r| r.contains("410")), "{figures:?}");
     let series = store.organization_series(f.organization, at(0)).await.expect("series");
     assert_eq!(series.len(), 1, "every attempt ended in the first minute: {series:?}");
-    assert_eq!((series[0].minute, series[0].attempts, series[0].succeeded), (DateTime::from_timestamp(1_800_000_000, 0).expect("a time"), 8, 2));
+    assert_eq!(
+        (series[0].minute, series[0].attempts, series[0].succeeded),
+        (DateTime::from_timestamp(1_800_000_000, 0).expect("a time"), 8, 2)
+    );
     let other = fixture(&store).await;
-    assert!(store.webhook_stats(other.organization, hook.id, StatsWindow::Hour, at(0)).await.expect("s").is_none());
+    assert!(
+        store
+            .webhook_stats(other.organization, hook.id, StatsWindow::Hour, at(0))
+            .await
+            .expect("s")
+            .is_none()
+    );
 }

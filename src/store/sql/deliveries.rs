@@ -318,8 +318,9 @@ async fn recovered(
     }
     let ids: Vec<Uuid> = first_success.keys().copied().collect();
     for chunk in ids.chunks(BATCH_ROWS) {
-        let mut query =
-            QueryBuilder::<DB>::new("UPDATE webhooks SET consecutive_dead = 0 WHERE consecutive_dead > 0 AND id IN ");
+        let mut query = QueryBuilder::<DB>::new(
+            "UPDATE webhooks SET consecutive_dead = 0 WHERE consecutive_dead > 0 AND id IN ",
+        );
         push_id_list(&mut query, chunk);
         query.push(" RETURNING id");
         let reset: Vec<(Uuid,)> = query.build_query_as().fetch_all(&mut *tx).await.store()?;

@@ -9,9 +9,10 @@ use uuid::Uuid;
 
 use super::DB;
 use crate::store::{
-    AttemptOutcome, LATENCY_BOUNDS_MS, LatencyPercentiles, MinutePoint, StatsStore, StatsWindow,
-    StoreResult, WebhookStats, WindowSums, minute_of, percentile, rollups, state_of,
+    AttemptOutcome, LATENCY_BOUNDS_MS, LatencyPercentiles, MinutePoint, StatsStore, StatsWindow, StoreResult,
+    WebhookStats, WindowSums, minute_of, percentile, rollups,
     sql::{BATCH_ROWS, ResultExt, SqlStore},
+    state_of,
 };
 
 /// The counted columns of `webhook_stats`, in the order [`push_counts`] binds them.
@@ -144,11 +145,8 @@ impl StatsStore for SqlStore<DB> {
         .await
         .store()?;
         let value = |index: usize| row.try_get::<i64, _>(index).map(count);
-        let mut window_sums = WindowSums {
-            attempts: value(0).store()?,
-            succeeded: value(1).store()?,
-            ..WindowSums::default()
-        };
+        let mut window_sums =
+            WindowSums { attempts: value(0).store()?, succeeded: value(1).store()?, ..WindowSums::default() };
         let classes = &mut window_sums.classes;
         classes.status_2xx = value(2).store()?;
         classes.status_3xx = value(3).store()?;
@@ -159,20 +157,21 @@ impl StatsStore for SqlStore<DB> {
         for bucket in 0..LATENCY_BOUNDS_MS.len() {
             window_sums.latency[bucket] = value(8 + bucket).store()?;
         }
-        let health: Option<(Option<DateTime<Utc>>, Option<DateTime<Utc>>, Option<i64>, i64)> = sqlx::query_as(
-            "SELECT last_success_at, last_failure_at, last_status_code, consecutive_failures \
+        let health: Option<(Option<DateTime<Utc>>, Option<DateTime<Utc>>, Option<i64>, i64)> =
+            sqlx::query_as(
+                "SELECT last_success_at, last_failure_at, last_status_code, consecutive_failures \
              FROM webhook_health WHERE webhook_id = $1",
-        )
-        .bind(webhook_id)
-        .fetch_optional(&self.read)
-        .await
-        .store()?;
+            )
+            .bind(webhook_id)
+            .fetch_optional(&self.read)
+            .await
+            .store()?;
         let (last_success_at, last_failure_at, last_status_code, consecutive_failures) =
             health.unwrap_or_default();
         let consecutive_failures = count(consecutive_failures);
         #[allow(clippy::cast_precision_loss, reason = "a ratio; counts far below 2^52")]
-        let success_ratio = (window_sums.attempts > 0)
-            .then(|| window_sums.succeeded as f64 / window_sums.attempts as f64);
+        let success_ratio =
+            (window_sums.attempts > 0).then(|| window_sums.succeeded as f64 / window_sums.attempts as f64);
         let latency = percentile(&window_sums.latency, 0.5).map(|p50_ms| LatencyPercentiles {
             p50_ms,
             p95_ms: percentile(&window_sums.latency, 0.95).unwrap_or(p50_ms),

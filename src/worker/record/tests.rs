@@ -56,7 +56,8 @@ async fn fixture() -> Fixture {
     let stages = Stages::new(CancellationToken::new(), Duration::from_secs(1));
     let (taken, _) = tokio::sync::mpsc::unbounded_channel();
     let queue = Arc::new(crate::queue::embedded::EmbeddedQueue::new(taken));
-    let outbox = Outbox::start(&stages, sqlite.settings.mode(), store.clone(), queue, &sqlite.settings.events);
+    let outbox =
+        Outbox::start(&stages, sqlite.settings.mode(), store.clone(), queue, &sqlite.settings.events);
     let rules = RecordingRules { disable: DisableRule::new(0) };
     let recorder = Recorder::start(&stages, store.clone(), webhooks, rules, outbox, stages.shutdown_token());
     Fixture { _sqlite: sqlite, store, recorder, organization_id, webhook_id, _stages: stages }
