@@ -185,7 +185,6 @@ impl OutcomeWriter {
     #[tracing::instrument(name = "record", skip_all, fields(count = outcomes.len(), disabled = tracing::field::Empty))]
     async fn write(&self, outcomes: &[AttemptOutcome]) -> Result<(), StoreError> {
         let recorded = self.store.record_outcomes(outcomes, &self.rules).await?;
-        self.outbox.committed(recorded.announced.into_iter().map(accepted));
         let disabled_webhooks = recorded.disabled;
         if !disabled_webhooks.is_empty() {
             tracing::Span::current().record("disabled", disabled_webhooks.len());
@@ -208,6 +207,9 @@ impl OutcomeWriter {
             DISABLED.get(DisableRule::metric_reason(&disabled.reason)).increment(1);
             self.webhooks.disabled(disabled.webhook_id).await;
         }
+        // After the cache forgot the disabled webhooks: fan-out must not hand a disabled webhook the
+        // event announcing its disabling.
+        self.outbox.committed(recorded.announced.into_iter().map(accepted));
         Ok(())
     }
 }
