@@ -15,7 +15,6 @@ use crate::{
     domain::{self, EventCatalog},
     emit::Emitter,
     http::AppState,
-    outbox::Outbox,
     readiness::Readiness,
     services::Services,
     stages::Stages,
@@ -38,13 +37,7 @@ impl App {
     pub async fn start(services: Services, stages: Stages) -> anyhow::Result<Self> {
         let settings = services.settings.clone();
         let metrics = metrics::install("api");
-        let outbox = Outbox::start(
-            &stages,
-            services.mode,
-            services.store.clone(),
-            services.queue.clone(),
-            &settings.events,
-        );
+        let outbox = services.outbox(&stages);
         let emitter =
             Emitter::start(&stages, services.store.clone(), outbox, settings.events.idempotency_window.get());
         let auth = Arc::new(Authenticator::new(&settings, services.store.clone()));

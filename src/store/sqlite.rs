@@ -36,7 +36,6 @@ impl Backend for Sqlite {
     const BOOTSTRAP_LOCK_SQL: Option<&'static str> = None;
     const WRITE_PARALLELISM: usize = 1;
     const SEPARATE_WRITE_POOL: bool = true;
-    const OUTCOMES_IN_ONE_STATEMENT: bool = false;
     const LOCK_PICKED: &'static str = "";
     const RETENTION_LOCK_SQL: Option<&'static str> = None;
     const RECLAIM_PAGES_SQL: Option<&'static str> = Some("PRAGMA incremental_vacuum({pages})");
@@ -212,19 +211,6 @@ async fn apply_outcomes(conn: &mut SqliteConnection, outcomes: &[AttemptOutcome]
         );
         let ids: Vec<(Uuid,)> = query.build_query_as().fetch_all(&mut *conn).await.store()?;
         updated.extend(ids.into_iter().map(|(id,)| id));
-    }
-    let succeeded: std::collections::BTreeSet<Uuid> = outcomes
-        .iter()
-        .filter(|o| o.next == super::NextStep::Succeeded && updated.contains(&o.attempt.delivery_id))
-        .map(|o| o.webhook_id)
-        .collect();
-    if !succeeded.is_empty() {
-        let ids: Vec<Uuid> = succeeded.into_iter().collect();
-        let mut query = QueryBuilder::<Sqlite>::new(
-            "UPDATE webhooks SET consecutive_dead = 0 WHERE consecutive_dead > 0 AND id IN ",
-        );
-        push_id_list(&mut query, &ids);
-        query.build().execute(&mut *conn).await.store()?;
     }
     Ok(updated)
 }

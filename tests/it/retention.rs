@@ -19,8 +19,8 @@ use herald::{
     config::HumanDuration,
     retention::{Pass, Removed, Retention},
     store::{
-        Attempt, AttemptOutcome, DeliveryStatus, DynStore, NewDelivery, NewEvent, NextStep, RetentionKind,
-        WebhookChanges,
+        Attempt, AttemptClass, AttemptOutcome, DeliveryStatus, DynStore, NewDelivery, NewEvent, NextStep,
+        RetentionKind, WebhookChanges,
     },
 };
 use serde_json::json;
@@ -154,10 +154,20 @@ async fn seed(
                     error: None,
                 },
                 webhook_id: webhook,
+                organization_id: d.organization_id,
+                event_id: d.event_id,
+                event_type: "item.created".into(),
+                class: if left == Left::Succeeded {
+                    AttemptClass::Status2xx
+                } else {
+                    AttemptClass::Status5xx
+                },
                 next: next.clone(),
             })
             .collect();
-        store.record_outcomes(&outcomes, &|_, _| None).await.expect("outcomes recorded");
+        // Never disabling (0), as the seeded webhook must keep its deliveries as they are.
+        let rules = herald::worker::RecordingRules { disable: herald::worker::DisableRule::new(0) };
+        store.record_outcomes(&outcomes, &rules).await.expect("outcomes recorded");
     }
     seeded
 }

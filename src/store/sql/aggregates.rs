@@ -9,4 +9,5 @@ mod deliveries;
 mod events;
 mod recoveries;
 mod retention;
+mod stats;
 mod webhooks;
