@@ -1,7 +1,8 @@
 //! The retention job: removes what is older than the `[retention]` windows, in bounded batches, so the
 //! database stops growing without a long lock or a table-sized transaction. A pass goes kind by kind
 //! ([`RetentionKind::ALL`]): response bodies cleared, then attempts of finished deliveries, then finished
-//! deliveries, then published events with no delivery left; each kind batch by batch
+//! deliveries, then published events with no delivery left, then endpoint statistics' rollups older than
+//! the attempts window; each kind batch by batch
 //! (`retention.batch_size` rows, one short transaction each, `retention.batch_pause` between two), then
 //! on SQLite the freed pages are given back to the file system a step at a time. A delivery not finished
 //! (pending, queued, in flight), its attempts and its event, and an event not yet published, are never
@@ -33,6 +34,8 @@ pub struct Removed {
     pub attempts: u64,
     pub deliveries: u64,
     pub events: u64,
+    /// Per-minute rollup rows of endpoint statistics.
+    pub statistics: u64,
 }
 
 impl Removed {
@@ -42,6 +45,7 @@ impl Removed {
             RetentionKind::Attempts => self.attempts,
             RetentionKind::Deliveries => self.deliveries,
             RetentionKind::Events => self.events,
+            RetentionKind::Statistics => self.statistics,
         }
     }
 
@@ -51,6 +55,7 @@ impl Removed {
             RetentionKind::Attempts => &mut self.attempts,
             RetentionKind::Deliveries => &mut self.deliveries,
             RetentionKind::Events => &mut self.events,
+            RetentionKind::Statistics => &mut self.statistics,
         };
         *slot += count;
     }
@@ -117,7 +122,8 @@ impl Retention {
     pub fn cutoff(&self, kind: RetentionKind, now: DateTime<Utc>) -> DateTime<Utc> {
         let window = match kind {
             RetentionKind::ResponseBodies => self.settings.response_bodies,
-            RetentionKind::Attempts => self.settings.attempts,
+            // A window's statistics never sum more than the attempts log still holds.
+            RetentionKind::Attempts | RetentionKind::Statistics => self.settings.attempts,
             RetentionKind::Deliveries | RetentionKind::Events => self.settings.events,
         };
         now - chrono::Duration::from_std(window.get()).unwrap_or(chrono::Duration::MAX)

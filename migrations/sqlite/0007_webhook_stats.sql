@@ -27,6 +27,8 @@ CREATE TABLE webhook_stats (
     latency_11      INTEGER NOT NULL,
     PRIMARY KEY (webhook_id, minute)
 );
+-- The retention job removes the oldest minutes first (rows older than retention.attempts).
+CREATE INDEX webhook_stats_minute ON webhook_stats (minute);
 
 CREATE TABLE webhook_health (
     webhook_id            BLOB PRIMARY KEY NOT NULL REFERENCES webhooks (id) ON DELETE CASCADE,

@@ -20,14 +20,17 @@ pub enum RetentionKind {
     Deliveries,
     /// Published events with no delivery left.
     Events,
+    /// Endpoint statistics' per-minute rollups (`webhook_stats`), kept as long as the attempts they sum.
+    Statistics,
 }
 
 impl RetentionKind {
-    pub const ALL: [RetentionKind; 4] = [
+    pub const ALL: [RetentionKind; 5] = [
         RetentionKind::ResponseBodies,
         RetentionKind::Attempts,
         RetentionKind::Deliveries,
         RetentionKind::Events,
+        RetentionKind::Statistics,
     ];
 
     /// The metric label and the word the CLI prints.
@@ -37,6 +40,7 @@ impl RetentionKind {
             RetentionKind::Attempts => "attempts",
             RetentionKind::Deliveries => "deliveries",
             RetentionKind::Events => "events",
+            RetentionKind::Statistics => "statistics",
         }
     }
 }

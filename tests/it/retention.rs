@@ -38,7 +38,8 @@ use crate::{
 in_both_modes!(
     a_pass_removes_exactly_the_expired_finished_rows,
     ingestion_and_delivery_carry_on_during_a_pass,
-    the_stage_runs_by_itself_and_one_instance_holds_the_lock
+    the_stage_runs_by_itself_and_one_instance_holds_the_lock,
+    statistics_go_with_the_attempts_window,
 );
 
 /// What a seeded delivery is left as.
@@ -265,9 +266,14 @@ async fn a_pass_removes_exactly_the_expired_finished_rows(mode: Mode) {
         deliveries: 3 * n as u64,
         // Published events older than 20 s with no delivery left after the pass.
         events: 3 * n as u64,
+        // Rollups of minutes that ended more than 10 s ago: 0 to 2 rows of the seeded minutes,
+        // depending on the clock (statistics_go_with_the_attempts_window counts them exactly).
+        statistics: 0,
     };
     let retention = retention_of(&app);
-    assert_eq!(retention.dry_run(herald::domain::now()).await.expect("dry run"), expected);
+    let dry = retention.dry_run(herald::domain::now()).await.expect("dry run");
+    let expected = Removed { statistics: dry.statistics, ..expected };
+    assert_eq!(dry, expected);
     let url = app.database.url.clone();
     let cli = tokio::task::spawn_blocking(move || cli_dry_run(&url)).await.expect("cli");
     for kind in RetentionKind::ALL {
@@ -350,7 +356,11 @@ async fn ingestion_and_delivery_carry_on_during_a_pass(mode: Mode) {
     let arrivals = receiver.wait_for(live, Duration::from_secs(30)).await;
     let outcome = pass.await.expect("pass task").expect("pass");
     let n = expired as u64;
-    assert_eq!(outcome, Pass::Done(Removed { response_bodies: n, attempts: n, deliveries: n, events: n }));
+    let Pass::Done(removed) = outcome else { panic!("the pass ran to its end: {outcome:?}") };
+    assert_eq!(
+        removed,
+        Removed { statistics: removed.statistics, response_bodies: n, attempts: n, deliveries: n, events: n }
+    );
     assert!(arrivals.iter().all(|a| a.x_signature_ok && a.standard_ok), "every live delivery verified");
     let mut seen: Vec<i64> = arrivals.iter().map(|a| a.json()["data"]["i"].as_i64().expect("i")).collect();
     seen.sort_unstable();
@@ -406,4 +416,37 @@ async fn the_stage_runs_by_itself_and_one_instance_holds_the_lock(mode: Mode) {
         assert!(std::time::Instant::now() < deadline, "the retention lock was released");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The rollups behind `GET /webhooks/{id}/stats` go once their minute is older than the attempts
+/// window: a webhook's 3-hour-old attempts stop counting, another's attempts of a second ago still count.
+async fn statistics_go_with_the_attempts_window(mode: Mode) {
+    let app = TestApp::spawn_with(mode, |s| windows(s, false)).await;
+    let (old, recent) = (archive_webhook(&app).await, archive_webhook(&app).await);
+    let n = 6;
+    seed(&app, old, n, ago(3 * 3600), true, Some(Left::Succeeded)).await;
+    seed(&app, recent, n, ago(1), true, Some(Left::Dead)).await;
+    let attempts = |webhook: Uuid| {
+        let app = &app;
+        async move {
+            let (status, stats) = app
+                .admin(reqwest::Method::GET, &format!("/api/v1/webhooks/{webhook}/stats?window=24h"), None)
+                .await;
+            assert_eq!(status, reqwest::StatusCode::OK, "{stats}");
+            stats["attempts"].as_u64().expect("attempts")
+        }
+    };
+    assert_eq!((attempts(old).await, attempts(recent).await), (n as u64, n as u64), "both counted at first");
+
+    let retention = retention_of(&app);
+    assert_eq!(
+        retention.dry_run(herald::domain::now()).await.expect("dry run").statistics,
+        1,
+        "one minute of one webhook"
+    );
+    let pass =
+        retention.pass(herald::domain::now(), &CancellationToken::new(), &mut |_, _| {}).await.expect("pass");
+    let Pass::Done(removed) = pass else { panic!("the pass ran to its end: {pass:?}") };
+    assert_eq!(removed.statistics, 1);
+    assert_eq!((attempts(old).await, attempts(recent).await), (0, n as u64), "only the expired minute went");
 }

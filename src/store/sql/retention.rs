@@ -35,8 +35,18 @@ struct Plan {
     guard: &'static str,
 }
 
-fn plan(kind: RetentionKind) -> Plan {
-    match kind {
+/// Minutes of statistics removed per batch (a minute holds one row per webhook that had attempts then).
+const STATISTICS_MINUTES_PER_BATCH: i64 = 10;
+
+/// The rollup rows of minutes that ended before `before` are expired: those of minute < this.
+fn statistics_cut(before: DateTime<Utc>) -> i64 {
+    before.timestamp().div_euclid(60)
+}
+
+/// How each kind but [`RetentionKind::Statistics`] (removed by minute: `remove_statistics`) is picked
+/// and removed.
+fn plan(kind: RetentionKind) -> Option<Plan> {
+    Some(match kind {
         RetentionKind::ResponseBodies => Plan {
             pick: "SELECT id, started_at FROM delivery_attempts WHERE response_body IS NOT NULL AND started_at < ",
             time: "started_at",
@@ -68,6 +78,34 @@ fn plan(kind: RetentionKind) -> Plan {
             act: "DELETE FROM events WHERE id IN ",
             guard: " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = events.id)",
         },
+        RetentionKind::Statistics => return None,
+    })
+}
+
+impl SqlStore<DB> {
+    /// One batch of statistics: the oldest [`STATISTICS_MINUTES_PER_BATCH`] expired minutes, along
+    /// `webhook_stats_minute`; each batch starts again from the oldest row left.
+    async fn remove_statistics(&self, before: DateTime<Utc>) -> StoreResult<Swept> {
+        let cut = statistics_cut(before);
+        let oldest: Option<i64> =
+            sqlx::query_scalar::<DB, Option<i64>>("SELECT MIN(minute) FROM webhook_stats")
+                .fetch_one(&self.write)
+                .await
+                .store()?;
+        let Some(oldest) = oldest.filter(|minute| *minute < cut) else {
+            return Ok(Swept { removed: 0, resume: None });
+        };
+        let upto = (oldest + STATISTICS_MINUTES_PER_BATCH).min(cut);
+        let result = sqlx::query::<DB>("DELETE FROM webhook_stats WHERE minute < $1")
+            .bind(upto)
+            .execute(&self.write)
+            .await
+            .store()?;
+        let resume = (upto < cut)
+            .then(|| DateTime::from_timestamp(upto * 60, 0))
+            .flatten()
+            .map(|at| Resume { at, id: Uuid::nil() });
+        Ok(Swept { removed: DB::rows_affected(&result), resume })
     }
 }
 
@@ -88,7 +126,7 @@ impl RetentionStore for SqlStore<DB> {
         resume: Option<Resume>,
         limit: u32,
     ) -> StoreResult<Swept> {
-        let plan = plan(kind);
+        let Some(plan) = plan(kind) else { return self.remove_statistics(before).await };
         let mut tx = self.write.begin_with(DB::BEGIN_WRITE).await.store()?;
         let mut pick = QueryBuilder::<DB>::new(plan.pick);
         pick.push_bind(before);
@@ -119,6 +157,15 @@ impl RetentionStore for SqlStore<DB> {
 
     async fn count_expired(&self, kind: RetentionKind, before: DateTime<Utc>) -> StoreResult<u64> {
         let sql = match kind {
+            RetentionKind::Statistics => {
+                let count: i64 =
+                    sqlx::query_scalar::<DB, i64>("SELECT COUNT(*) FROM webhook_stats WHERE minute < $1")
+                        .bind(statistics_cut(before))
+                        .fetch_one(&self.read)
+                        .await
+                        .store()?;
+                return Ok(u64::try_from(count).unwrap_or_default());
+            }
             RetentionKind::ResponseBodies => {
                 "SELECT COUNT(*) FROM delivery_attempts WHERE response_body IS NOT NULL AND started_at < $1"
             }
