@@ -10,7 +10,9 @@
 #    (another webhook): latency accepted -> received, "before".
 # 3. POST /webhooks/{id}/recover {since: 2 h ago} for the first webhook, then the same steady load again
 #    while the recovery runs: "during". Prints both, their ratio, and how far the recovery got.
-# PROFILE=release (default) or debug. Needs psql, python3, curl.
+# herald-bench warns that the organization has a webhook it did not create: the recovered one, which
+# is subscribed to comment.created only, so it receives none of the bench's item.created events.
+# PROFILE=release (default) or debug. Needs psql, python3, curl. Figures: docs/benchmarks.md.
 set -euo pipefail
 events=${1:-100000}
 rate=${2:-200}

@@ -3,12 +3,14 @@
 //! `POST /events/{id}/redeliver`).
 //!
 //! Each round (every `delivery.scheduler_interval`), each open recovery whose webhook is active and has
-//! fewer than [`MAX_UNFINISHED`] of the recovery's deliveries still waiting or in flight takes one step:
-//! the next [`STEP_EVENTS`] events of the window (by id, after its cursor), of which those the webhook
-//! receives become deliveries due now (missing ones created, dead ones or those waiting for a retry made
-//! due; succeeded ones and those in flight left alone). The normal scheduler hands them over, beside the
-//! live traffic: a recovery never has more than [`MAX_UNFINISHED`] + [`STEP_EVENTS`] deliveries queued
-//! at once, so live deliveries keep flowing. A disabled webhook's recovery waits until it is enabled.
+//! fewer than [`STEPS_IN_FLIGHT`] steps' worth of its deliveries still waiting or in flight takes one
+//! step: the next events of the window (by id, after its cursor; [`EVENTS_PER_SECOND`] × the interval
+//! of them), of which those the webhook receives become deliveries due now (missing ones created, dead
+//! ones or those waiting for a retry made due; succeeded ones and those in flight left alone). The
+//! normal scheduler hands them over, beside the live traffic. Live deliveries share the delivery queue
+//! with them, so what a recovery has queued is kept small: a step is a fraction of a second's pace, and
+//! at most [`STEPS_IN_FLIGHT`] + 1 steps are unfinished at once. A disabled webhook's recovery waits
+//! until it is enabled.
 
 use std::time::Duration;
 
@@ -20,10 +22,16 @@ use crate::{
     store::{DynStore, EventHeader, NewDelivery, Recovery, RecoveryStep, StoreResult},
 };
 
-/// Events looked at per step of one recovery.
-pub(crate) const STEP_EVENTS: i64 = 200;
-/// A recovery waits while this many of its deliveries are unfinished.
-pub(crate) const MAX_UNFINISHED: u64 = 1_000;
+/// Events one recovery looks at per second at most.
+pub(crate) const EVENTS_PER_SECOND: f64 = 200.0;
+/// A recovery waits while this many steps' worth of its deliveries are unfinished.
+pub(crate) const STEPS_IN_FLIGHT: u64 = 2;
+
+/// Events looked at per step of one recovery that steps every `interval`.
+fn step_events(interval: Duration) -> i64 {
+    // At least one event a step; at most 1,000 (an interval of 5 s or more).
+    (EVENTS_PER_SECOND * interval.as_secs_f64()).ceil().clamp(1.0, 1000.0) as i64
+}
 
 /// The deliveries `event` needs among `webhooks` (id and subscribed types), due `now`: one per webhook
 /// that receives it (an event restricted to one webhook gets at most one, with the event's id, as in
@@ -83,7 +91,8 @@ impl Recoverer {
         let Some(progress) = self.store.get_recovery(recovery.id).await? else {
             return Ok(());
         };
-        if progress.unfinished() >= MAX_UNFINISHED {
+        let step_events = step_events(self.interval);
+        if progress.unfinished() >= STEPS_IN_FLIGHT * step_events.unsigned_abs() {
             return Ok(());
         }
         let events = self
@@ -93,7 +102,7 @@ impl Recoverer {
                 recovery.since,
                 recovery.until,
                 recovery.cursor_id,
-                STEP_EVENTS,
+                step_events,
             )
             .await?;
         let now = crate::domain::now();
@@ -106,7 +115,7 @@ impl Recoverer {
             recovery_id: recovery.id,
             from_steps: recovery.steps,
             cursor_id: events.last().map(|event| event.id).or(recovery.cursor_id),
-            scanned: (events.len() as i64) < STEP_EVENTS,
+            scanned: (events.len() as i64) < step_events,
         };
         let readied = self.store.ready_deliveries(&deliveries, now, Some(&step)).await?;
         if step.scanned && readied.stepped {
