@@ -1,5 +1,6 @@
 //! Persistence. [`Store`] is everything Herald keeps, with a storage-only error, made of one role trait
-//! per aggregate: [`AccountStore`], [`WebhookStore`], [`EventStore`] and [`DeliveryStore`]. A [`DynStore`]
+//! per aggregate: [`AccountStore`], [`WebhookStore`], [`EventStore`] and [`DeliveryStore`] (and
+//! [`RecoveryStore`], [`ConsoleStore`] for the web console's sessions and figures). A [`DynStore`]
 //! has all their methods without an import; a holder of one role or of a concrete store brings the traits
 //! into scope with `use crate::store::prelude::*`. The one SQL implementation ([`sql::SqlStore`]) runs
 //! on SQLite ([`sqlite`]) and PostgreSQL ([`postgres`]), each with its own migrations folder. [`connect`]
@@ -7,6 +8,7 @@
 //! `bootstrap`); [`connect_with`]`(.., Schema::RequireCurrent)` only checks that the schema is current
 //! (the read-only commands).
 
+mod console;
 mod model;
 pub(crate) mod postgres;
 mod recovery;
@@ -19,6 +21,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+pub use console::*;
 pub use model::*;
 pub use recovery::*;
 
@@ -28,10 +31,12 @@ use crate::config::{DatabaseKind, Settings};
 pub type DynStore = Arc<dyn Store>;
 
 pub mod prelude {
-    //! The six store traits, for modules that call store methods on a concrete store or on one role:
+    //! The seven store traits, for modules that call store methods on a concrete store or on one role:
     //! `use crate::store::prelude::*`. A [`DynStore`](super::DynStore) needs no import: a trait object
     //! has the methods of its supertraits.
-    pub use super::{AccountStore, DeliveryStore, EventStore, RecoveryStore, Store, WebhookStore};
+    pub use super::{
+        AccountStore, ConsoleStore, DeliveryStore, EventStore, RecoveryStore, Store, WebhookStore,
+    };
 }
 
 /// What can go wrong in storage, without the details of the database.
@@ -115,7 +120,9 @@ fn require_current(migrator: &sqlx::migrate::Migrator, applied: &[i64]) -> anyho
 /// alone (e.g. `Arc<dyn DeliveryStore>`, by upcasting a [`DynStore`]). All times are passed in by the
 /// caller, so the store has no clock.
 #[async_trait]
-pub trait Store: AccountStore + WebhookStore + EventStore + DeliveryStore + RecoveryStore {
+pub trait Store:
+    AccountStore + WebhookStore + EventStore + DeliveryStore + RecoveryStore + ConsoleStore
+{
     /// Answers when the database is reachable (readiness).
     async fn ping(&self) -> StoreResult<()>;
 
@@ -294,4 +301,6 @@ pub trait DeliveryStore: Send + Sync + std::fmt::Debug + 'static {
     ) -> StoreResult<Vec<Delivery>>;
     /// Makes due now every delivery the filter selects; returns how many.
     async fn replay_deliveries(&self, filter: &ReplayFilter, now: DateTime<Utc>) -> StoreResult<u64>;
+    /// How many deliveries [`DeliveryStore::replay_deliveries`] would make due with this filter.
+    async fn count_replayable(&self, filter: &ReplayFilter) -> StoreResult<u64>;
 }

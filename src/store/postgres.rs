@@ -35,6 +35,7 @@ impl Backend for Postgres {
     const WRITE_PARALLELISM: usize = 4;
     const SEPARATE_WRITE_POOL: bool = false;
     const OUTCOMES_IN_ONE_STATEMENT: bool = true;
+    const EPOCH_OF_CREATED_AT: &'static str = "CAST(EXTRACT(EPOCH FROM created_at) AS BIGINT)";
 
     fn rows_affected(result: &Self::QueryResult) -> u64 {
         result.rows_affected()

@@ -35,6 +35,7 @@ impl Backend for Sqlite {
     const WRITE_PARALLELISM: usize = 1;
     const SEPARATE_WRITE_POOL: bool = true;
     const OUTCOMES_IN_ONE_STATEMENT: bool = false;
+    const EPOCH_OF_CREATED_AT: &'static str = "CAST(strftime('%s', created_at) AS INTEGER)";
 
     fn rows_affected(result: &Self::QueryResult) -> u64 {
         result.rows_affected()

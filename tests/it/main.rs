@@ -4,6 +4,7 @@
 
 mod auth;
 mod claims;
+mod console;
 mod cli;
 mod delivery;
 mod deploy_files;

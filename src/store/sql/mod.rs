@@ -35,6 +35,8 @@ pub trait Backend: Database {
     const WRITE_PARALLELISM: usize;
     /// Whether writes have a pool of their own (SQLite), counted beside the readers' in pool metrics.
     const SEPARATE_WRITE_POOL: bool;
+    /// `deliveries.created_at` in whole Unix seconds, as an integer expression (the console's buckets).
+    const EPOCH_OF_CREATED_AT: &'static str;
     /// Whether [`Backend::apply_outcomes`] is one statement (atomic in autocommit); otherwise callers
     /// run it inside a transaction.
     const OUTCOMES_IN_ONE_STATEMENT: bool;
