@@ -21,7 +21,7 @@ pub(crate) fn stacked_bars(buckets: &[Bucket], label: &str) -> String {
     let mut svg = String::with_capacity(buckets.len() * 200);
     let _ = write!(
         svg,
-        r#"<svg class="chart" viewBox="0 0 {WIDTH} {h}" role="img" aria-label="{label}: {total} deliveries, {retrying} retrying, {dead} dead" xmlns="http://www.w3.org/2000/svg">"#,
+        r#"<svg class="chart" viewBox="0 0 {WIDTH} {h}" preserveAspectRatio="none" role="img" aria-label="{label}: {total} deliveries, {retrying} retrying, {dead} dead" xmlns="http://www.w3.org/2000/svg">"#,
         h = HEIGHT + 2.0,
     );
     let _ = write!(svg, r#"<line class="axis" x1="0" y1="{HEIGHT}" x2="{WIDTH}" y2="{HEIGHT}"/>"#);

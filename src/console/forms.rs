@@ -51,7 +51,9 @@ impl Fields {
 pub(crate) struct CsrfForm(pub(crate) Fields);
 
 /// Refuses a request another site made: `Sec-Fetch-Site` (sent by current browsers) must be
-/// `same-origin` (or `none`: typed by the user), and an `Origin` must be this host.
+/// `same-origin` (or `none`: typed by the user), and an `Origin` must be this host. `Origin: null` says
+/// nothing (browsers send it for every form of a page whose referrer policy is `no-referrer`, as the
+/// console's is); the CSRF token and the SameSite=Strict cookie still stand.
 pub(crate) fn same_origin(headers: &HeaderMap) -> bool {
     let text = |name| headers.get(name).and_then(|value: &axum::http::HeaderValue| value.to_str().ok());
     if let Some(site) = text("sec-fetch-site")
@@ -60,6 +62,7 @@ pub(crate) fn same_origin(headers: &HeaderMap) -> bool {
         return false;
     }
     match (text("origin"), text(header::HOST.as_str())) {
+        (Some("null"), _) => true,
         (Some(origin), Some(host)) => {
             origin.split_once("://").is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host))
         }

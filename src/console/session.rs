@@ -143,13 +143,12 @@ pub(crate) async fn start(
     Ok(token)
 }
 
-/// Why a request has no session: where it is sent instead.
+/// Where a request without a (valid) session is sent: the sign-in page. A cookie that was sent and
+/// is no good (`reason`) is removed; a request that sent none changes no cookie (another site's form
+/// gets no cookie with SameSite=Strict, and must not sign the browser out).
 fn to_sign_in(state: &AppState, headers: &HeaderMap, reason: Option<&str>) -> Response {
-    let target = match reason {
-        Some(reason) => format!("/console/sign-in?ended={reason}"),
-        None => "/console/sign-in".to_string(),
-    };
-    let mut response = Redirect::to(&target).into_response();
+    let Some(reason) = reason else { return Redirect::to("/console/sign-in").into_response() };
+    let mut response = Redirect::to(&format!("/console/sign-in?ended={reason}")).into_response();
     response.headers_mut().insert(header::SET_COOKIE, clear_cookie(&state.settings.console, headers));
     response
 }

@@ -5,6 +5,7 @@
 mod auth;
 mod claims;
 mod console;
+mod console_browser;
 mod cli;
 mod delivery;
 mod deploy_files;
