@@ -180,6 +180,7 @@ def main():
         page.click("text=Send test event")
         expect(page.locator(".notice")).to_contain_text("test event")
         good.wait("webhook.test")
+        expect(page.locator("#recent tbody tr")).to_have_count(2)
         expect(page.locator("#recent .badge.succeeded")).to_have_count(2)
         shot(page, "webhook")
         check("send a test event from the webhook's page and watch it arrive")
