@@ -178,6 +178,18 @@ async fn hostile_response_bodies_are_shown_as_text(mode: Mode) {
     assert!(page.body.contains("&lt;b&gt;bold&lt;&#x2f;b&gt;") || page.body.contains("&lt;b&gt;bold&lt;/b&gt;"), "payload escaped too");
     assert!(page.body.contains("x-signature") && page.body.contains("webhook-signature"), "headers are shown");
     assert!(!page.body.contains("whsec_"), "never the secret");
+
+    // What the page shows is the API's: the payload byte for byte, the signature the receiver got.
+    let (status, detail) = app.admin(Method::GET, &format!("/api/v1/deliveries/{delivery}"), None).await;
+    assert_eq!(status, StatusCode::OK, "{detail}");
+    let arrival = &receiver.arrivals()[0];
+    assert_eq!(detail["payload"].as_str().expect("payload").as_bytes(), &arrival.body[..]);
+    let header = |name: &str| {
+        detail["headers"].as_array().expect("headers").iter().find(|h| h["name"] == name).map(|h| h["value"].clone())
+    };
+    assert_eq!(header("x-signature"), Some(json!(arrival.header("x-signature"))));
+    assert_eq!(header("webhook-id"), Some(json!(arrival.header("webhook-id"))));
+    assert_eq!(header("content-type"), Some(json!("application/json")));
 }
 
 async fn pages_create_replay_and_revoke_through_the_api(mode: Mode) {
@@ -216,6 +228,9 @@ async fn pages_create_replay_and_revoke_through_the_api(mode: Mode) {
         let id = delivery["id"].as_str().expect("id");
         app.wait_delivery(id, Duration::from_secs(20), |d| d["status"] == "dead").await;
     }
+    let (status, counted) =
+        app.admin(Method::POST, &format!("/api/v1/webhooks/{webhook}/replay"), Some(json!({"dry_run": true}))).await;
+    assert_eq!((status, counted), (StatusCode::OK, json!({"replayed": 0, "matching": 2})), "a dry run counts");
     let confirm = console.get(&format!("/console/webhooks/{webhook}/replay")).await;
     assert_eq!(confirm.status, StatusCode::OK, "{}", confirm.body);
     assert!(confirm.body.contains("<strong>2</strong> dead deliveries"), "{}", confirm.body);
