@@ -55,10 +55,12 @@ pub(crate) async fn deliveries_per_bucket(
     let last = now.timestamp() / width * width;
     let first = last - (window.seconds / width - 1) * width;
     let since = DateTime::<Utc>::from_timestamp(first, 0).unwrap_or(now);
-    let mut buckets: Vec<Bucket> =
-        (0..window.seconds / width).map(|i| Bucket { start: first + i * width, ..Bucket::default() }).collect();
+    let mut buckets: Vec<Bucket> = (0..window.seconds / width)
+        .map(|i| Bucket { start: first + i * width, ..Bucket::default() })
+        .collect();
     for count in store.delivery_counts(organization_id, since, width).await? {
-        let Some(bucket) = usize::try_from((count.bucket - first) / width).ok().and_then(|i| buckets.get_mut(i))
+        let Some(bucket) =
+            usize::try_from((count.bucket - first) / width).ok().and_then(|i| buckets.get_mut(i))
         else {
             continue;
         };

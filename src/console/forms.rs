@@ -25,7 +25,10 @@ impl Fields {
 
     /// The first value of `name`, if present and not blank.
     pub(crate) fn get(&self, name: &str) -> Option<&str> {
-        self.0.iter().find(|(key, value)| key == name && !value.trim().is_empty()).map(|(_, value)| value.as_str())
+        self.0
+            .iter()
+            .find(|(key, value)| key == name && !value.trim().is_empty())
+            .map(|(_, value)| value.as_str())
     }
 
     /// Every non-blank value of `name`.
@@ -114,22 +117,24 @@ impl FromRequest<AppState> for CsrfForm {
 /// A filter query string as one of the API's query types: blank fields are dropped (a form sends
 /// them), and a `datetime-local` time (`2030-01-31T12:00`, no zone) is read as UTC.
 pub(crate) fn query<T: DeserializeOwned>(uri: &Uri, times: &[&str]) -> Result<T, ApiError> {
-    let pairs: Vec<(String, String)> = url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
-        .filter(|(_, value)| !value.trim().is_empty())
-        .map(|(key, value)| {
-            let value = if times.contains(&key.as_ref()) { as_utc(&value) } else { value.into_owned() };
-            (key.into_owned(), value)
-        })
-        .collect();
+    let pairs: Vec<(String, String)> =
+        url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
+            .filter(|(_, value)| !value.trim().is_empty())
+            .map(|(key, value)| {
+                let value = if times.contains(&key.as_ref()) { as_utc(&value) } else { value.into_owned() };
+                (key.into_owned(), value)
+            })
+            .collect();
     let text = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(&pairs).finish();
-    let uri: Uri = format!("/?{text}").parse().map_err(|_| ApiError::bad_request("invalid_query", "invalid query"))?;
-    axum::extract::Query::<T>::try_from_uri(&uri)
-        .map(|axum::extract::Query(value)| value)
-        .map_err(|rejection| {
+    let uri: Uri =
+        format!("/?{text}").parse().map_err(|_| ApiError::bad_request("invalid_query", "invalid query"))?;
+    axum::extract::Query::<T>::try_from_uri(&uri).map(|axum::extract::Query(value)| value).map_err(
+        |rejection| {
             let text = rejection.body_text();
             let detail = text.strip_prefix("Failed to deserialize query string: ").unwrap_or(&text);
             ApiError::bad_request("invalid_query", format!("invalid filter: {detail}"))
-        })
+        },
+    )
 }
 
 /// `2030-01-31T12:00` (a `datetime-local` field) as `2030-01-31T12:00:00Z`; other text as it is.

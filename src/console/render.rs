@@ -88,7 +88,8 @@ pub(crate) fn page(
         Ok(html) => (status, Html(html)).into_response(),
         Err(error) => {
             tracing::error!(template, error = %format!("{error:#}"), "a console page failed to render");
-            (StatusCode::INTERNAL_SERVER_ERROR, Html("<!doctype html><title>Error</title><p>internal error")).into_response()
+            (StatusCode::INTERNAL_SERVER_ERROR, Html("<!doctype html><title>Error</title><p>internal error"))
+                .into_response()
         }
     }
 }
@@ -124,7 +125,9 @@ mod tests {
         let html = ENVIRONMENT
             .get_template("error.html")
             .expect("template")
-            .render(Value::from(minijinja::value::Serde(json!({"status": 400, "code": "x", "message": hostile}))))
+            .render(Value::from(minijinja::value::Serde(
+                json!({"status": 400, "code": "x", "message": hostile}),
+            )))
             .expect("rendered");
         assert!(!html.contains("<script>alert") && !html.contains("<img src=x"), "{html}");
         assert!(html.contains("&lt;script&gt;"), "{html}");

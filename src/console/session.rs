@@ -241,11 +241,19 @@ mod tests {
         let mut forwarded = HeaderMap::new();
         forwarded.insert("x-forwarded-proto", HeaderValue::from_static("https"));
         let untrusted = set_cookie(&settings, &forwarded, COOKIE, "t", "/console", Duration::ZERO);
-        assert!(!untrusted.to_str().expect("ascii").contains("Secure"), "the header is not trusted by default");
+        assert!(
+            !untrusted.to_str().expect("ascii").contains("Secure"),
+            "the header is not trusted by default"
+        );
         let trusting = ConsoleSettings { trust_forwarded_proto: true, ..ConsoleSettings::default() };
         let secure = set_cookie(&trusting, &forwarded, COOKIE, "t", "/console", Duration::ZERO);
         assert!(secure.to_str().expect("ascii").ends_with("; Secure"));
         let always = ConsoleSettings { secure_cookies: true, ..ConsoleSettings::default() };
-        assert!(set_cookie(&always, &plain, COOKIE, "t", "/", Duration::ZERO).to_str().expect("a").contains("Secure"));
+        assert!(
+            set_cookie(&always, &plain, COOKIE, "t", "/", Duration::ZERO)
+                .to_str()
+                .expect("a")
+                .contains("Secure")
+        );
     }
 }

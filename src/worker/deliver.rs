@@ -348,7 +348,13 @@ pub fn signed_headers(
 ) -> Result<HeaderMap, reqwest::header::InvalidHeaderValue> {
     let now = Utc::now();
     let message_id = task.delivery_id.to_string();
-    headers_signed_at(target.signing_secrets(now), &message_id, &task.event_type, &task.payload, now.timestamp())
+    headers_signed_at(
+        target.signing_secrets(now),
+        &message_id,
+        &task.event_type,
+        &task.payload,
+        now.timestamp(),
+    )
 }
 
 /// The headers of an attempt made at `timestamp` (Unix seconds), signed with `secrets`: what

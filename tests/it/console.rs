@@ -63,14 +63,20 @@ async fn sign_in_sets_a_strict_cookie_and_every_answer_the_security_headers(mode
 
     let overview = console.get("/console").await;
     assert_eq!(overview.status, StatusCode::OK, "{}", overview.body);
-    assert!(overview.headers["content-security-policy"].to_str().expect("ascii").contains("script-src 'self'"));
+    assert!(
+        overview.headers["content-security-policy"].to_str().expect("ascii").contains("script-src 'self'")
+    );
     assert_eq!(overview.headers["cache-control"], "no-store");
     assert!(overview.body.contains("Dead letters") && overview.body.contains("<svg"), "{}", overview.body);
     let css = overview.body.split("href=\"/console/assets/").nth(1).and_then(|rest| rest.split('"').next());
     let asset = console.get(&format!("/console/assets/{}", css.expect("a stylesheet link"))).await;
     assert_eq!(asset.status, StatusCode::OK);
     assert!(asset.headers["cache-control"].to_str().expect("ascii").contains("immutable"));
-    assert_eq!(console.get("/console/assets/console.css").await.status, StatusCode::NOT_FOUND, "versioned names only");
+    assert_eq!(
+        console.get("/console/assets/console.css").await.status,
+        StatusCode::NOT_FOUND,
+        "versioned names only"
+    );
 
     let behind_tls = TestApp::spawn_with(mode, |settings| settings.console.secure_cookies = true).await;
     let secure = ConsoleClient::signed_in(&behind_tls, &behind_tls.admin_key).await;
@@ -84,13 +90,16 @@ async fn forms_without_the_sessions_csrf_token_are_refused(mode: Mode) {
     let missing = console.post_raw("/console/webhooks", &fields, &[]).await;
     assert_eq!(missing.status, StatusCode::FORBIDDEN, "{}", missing.body);
     assert!(missing.body.contains("csrf_failed"));
-    let wrong = console.post_raw("/console/webhooks", &[("csrf", "guessed"), fields[0], fields[1]], &[]).await;
+    let wrong =
+        console.post_raw("/console/webhooks", &[("csrf", "guessed"), fields[0], fields[1]], &[]).await;
     assert_eq!(wrong.status, StatusCode::FORBIDDEN);
     let csrf = console.get("/console/webhooks").await.csrf().expect("a form");
     let with_token = [("csrf", csrf.as_str()), fields[0], fields[1]];
-    let cross_site = console.post_raw("/console/webhooks", &with_token, &[("Sec-Fetch-Site", "cross-site")]).await;
+    let cross_site =
+        console.post_raw("/console/webhooks", &with_token, &[("Sec-Fetch-Site", "cross-site")]).await;
     assert_eq!(cross_site.status, StatusCode::FORBIDDEN, "the token alone is not enough from another site");
-    let other_origin = console.post_raw("/console/webhooks", &with_token, &[("Origin", "https://evil.example")]).await;
+    let other_origin =
+        console.post_raw("/console/webhooks", &with_token, &[("Origin", "https://evil.example")]).await;
     assert_eq!(other_origin.status, StatusCode::FORBIDDEN);
     let sign_out = console.post_raw("/console/sign-out", &[], &[]).await;
     assert_eq!(sign_out.status, StatusCode::FORBIDDEN, "sign-out is a form too");
@@ -98,10 +107,12 @@ async fn forms_without_the_sessions_csrf_token_are_refused(mode: Mode) {
     assert_eq!(list["total"], 0, "no refused form changed anything: {list}");
 
     let anonymous = ConsoleClient::new(&app);
-    let sign_in = anonymous.post_raw("/console/sign-in", &[("credential", app.admin_key.as_str())], &[]).await;
+    let sign_in =
+        anonymous.post_raw("/console/sign-in", &[("credential", app.admin_key.as_str())], &[]).await;
     assert_eq!(sign_in.status, StatusCode::FORBIDDEN, "the sign-in form has its own token");
 
-    let created = console.post_raw("/console/webhooks", &with_token, &[("Sec-Fetch-Site", "same-origin")]).await;
+    let created =
+        console.post_raw("/console/webhooks", &with_token, &[("Sec-Fetch-Site", "same-origin")]).await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
 }
 
@@ -113,8 +124,13 @@ async fn members_do_not_get_admin_pages(mode: Mode) {
     assert_eq!((landing.status, landing.location()), (StatusCode::SEE_OTHER, "/console/events"));
     let events = member.get("/console/events").await;
     assert_eq!(events.status, StatusCode::OK, "{}", events.body);
-    assert!(!events.body.contains("/console/webhooks\"") && !events.body.contains("/console/users\""), "no admin links");
-    for path in ["/console/webhooks", "/console/users", &format!("/console/webhooks/{}", uuid::Uuid::now_v7())] {
+    assert!(
+        !events.body.contains("/console/webhooks\"") && !events.body.contains("/console/users\""),
+        "no admin links"
+    );
+    for path in
+        ["/console/webhooks", "/console/users", &format!("/console/webhooks/{}", uuid::Uuid::now_v7())]
+    {
         let page = member.get(path).await;
         assert_eq!(page.status, StatusCode::FORBIDDEN, "{path}: {}", page.body);
         assert!(page.body.contains("admin role"), "the API's refusal: {}", page.body);
@@ -139,7 +155,11 @@ async fn sessions_end_when_idle_signed_out_or_their_key_is_revoked(mode: Mode) {
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(idle.get("/console").await.status, StatusCode::OK, "use keeps it alive");
     tokio::time::sleep(Duration::from_millis(800)).await;
-    assert_eq!(idle.get("/console").await.status, StatusCode::OK, "still within the idle time of the last use");
+    assert_eq!(
+        idle.get("/console").await.status,
+        StatusCode::OK,
+        "still within the idle time of the last use"
+    );
     tokio::time::sleep(Duration::from_millis(1700)).await;
     let ended = idle.get("/console").await;
     assert_eq!((ended.status, ended.location()), (StatusCode::SEE_OTHER, "/console/sign-in?ended=expired"));
@@ -175,8 +195,14 @@ async fn hostile_response_bodies_are_shown_as_text(mode: Mode) {
     assert!(page.body.contains("&lt;script&gt;document.title="), "the body is shown, escaped");
     assert!(!page.body.contains("<script>document"), "and never as markup");
     assert!(!page.body.contains("<img src=x"), "no attribute from the response survives");
-    assert!(page.body.contains("&lt;b&gt;bold&lt;&#x2f;b&gt;") || page.body.contains("&lt;b&gt;bold&lt;/b&gt;"), "payload escaped too");
-    assert!(page.body.contains("x-signature") && page.body.contains("webhook-signature"), "headers are shown");
+    assert!(
+        page.body.contains("&lt;b&gt;bold&lt;&#x2f;b&gt;") || page.body.contains("&lt;b&gt;bold&lt;/b&gt;"),
+        "payload escaped too"
+    );
+    assert!(
+        page.body.contains("x-signature") && page.body.contains("webhook-signature"),
+        "headers are shown"
+    );
     assert!(!page.body.contains("whsec_"), "never the secret");
 
     // What the page shows is the API's: the payload byte for byte, the signature the receiver got.
@@ -185,7 +211,12 @@ async fn hostile_response_bodies_are_shown_as_text(mode: Mode) {
     let arrival = &receiver.arrivals()[0];
     assert_eq!(detail["payload"].as_str().expect("payload").as_bytes(), &arrival.body[..]);
     let header = |name: &str| {
-        detail["headers"].as_array().expect("headers").iter().find(|h| h["name"] == name).map(|h| h["value"].clone())
+        detail["headers"]
+            .as_array()
+            .expect("headers")
+            .iter()
+            .find(|h| h["name"] == name)
+            .map(|h| h["value"].clone())
     };
     assert_eq!(header("x-signature"), Some(json!(arrival.header("x-signature"))));
     assert_eq!(header("webhook-id"), Some(json!(arrival.header("webhook-id"))));
@@ -201,7 +232,11 @@ async fn pages_create_replay_and_revoke_through_the_api(mode: Mode) {
     assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "the API's URL policy: {}", refused.body);
     assert!(refused.body.contains("url_not_allowed"), "{}", refused.body);
     let unknown = console
-        .post("/console/webhooks", "/console/webhooks", &[("url", "https://a.example/h"), ("events", "nope.nope")])
+        .post(
+            "/console/webhooks",
+            "/console/webhooks",
+            &[("url", "https://a.example/h"), ("events", "nope.nope")],
+        )
         .await;
     assert_eq!(unknown.status, StatusCode::BAD_REQUEST, "{}", unknown.body);
 
@@ -214,7 +249,8 @@ async fn pages_create_replay_and_revoke_through_the_api(mode: Mode) {
         )
         .await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
-    let secret = created.body.split("<code id=\"secret\">").nth(1).and_then(|s| s.split('<').next()).expect("secret");
+    let secret =
+        created.body.split("<code id=\"secret\">").nth(1).and_then(|s| s.split('<').next()).expect("secret");
     assert!(secret.starts_with("whsec_"));
     failing.trust(secret);
     let (_, list) = app.admin(Method::GET, "/api/v1/webhooks", None).await;
@@ -228,23 +264,35 @@ async fn pages_create_replay_and_revoke_through_the_api(mode: Mode) {
         let id = delivery["id"].as_str().expect("id");
         app.wait_delivery(id, Duration::from_secs(20), |d| d["status"] == "dead").await;
     }
-    let (status, counted) =
-        app.admin(Method::POST, &format!("/api/v1/webhooks/{webhook}/replay"), Some(json!({"dry_run": true}))).await;
-    assert_eq!((status, counted), (StatusCode::OK, json!({"replayed": 0, "matching": 2})), "a dry run counts");
+    let (status, counted) = app
+        .admin(Method::POST, &format!("/api/v1/webhooks/{webhook}/replay"), Some(json!({"dry_run": true})))
+        .await;
+    assert_eq!(
+        (status, counted),
+        (StatusCode::OK, json!({"replayed": 0, "matching": 2})),
+        "a dry run counts"
+    );
     let confirm = console.get(&format!("/console/webhooks/{webhook}/replay")).await;
     assert_eq!(confirm.status, StatusCode::OK, "{}", confirm.body);
     assert!(confirm.body.contains("<strong>2</strong> dead deliveries"), "{}", confirm.body);
-    let replayed =
-        console.post(&format!("/console/webhooks/{webhook}/replay"), &format!("/console/webhooks/{webhook}/replay"), &[]).await;
+    let replayed = console
+        .post(
+            &format!("/console/webhooks/{webhook}/replay"),
+            &format!("/console/webhooks/{webhook}/replay"),
+            &[],
+        )
+        .await;
     assert_eq!(replayed.status, StatusCode::SEE_OTHER, "{}", replayed.body);
-    let (_, dead) = app.admin(Method::GET, &format!("/api/v1/deliveries?webhook_id={webhook}&status=dead"), None).await;
+    let (_, dead) =
+        app.admin(Method::GET, &format!("/api/v1/deliveries?webhook_id={webhook}&status=dead"), None).await;
     assert_eq!(dead["deliveries"].as_array().map(Vec::len), Some(0), "replayed: none is dead now: {dead}");
 
     let key = console
         .post("/console/api-keys", "/console/api-keys", &[("name", "zap"), ("purpose", "zapier")])
         .await;
     assert_eq!(key.status, StatusCode::CREATED, "{}", key.body);
-    let plaintext = key.body.split("<code id=\"new-key\">").nth(1).and_then(|s| s.split('<').next()).expect("key");
+    let plaintext =
+        key.body.split("<code id=\"new-key\">").nth(1).and_then(|s| s.split('<').next()).expect("key");
     assert_eq!(app.call(Method::GET, "/api/v1/event-types", Some(plaintext), None).await.0, StatusCode::OK);
     let (_, keys) = app.call(Method::GET, "/api/v1/api-keys", Some(plaintext), None).await;
     let id = keys["keys"][0]["id"].as_str().expect("id").to_string();
@@ -265,7 +313,9 @@ async fn every_page_renders_for_an_admin(mode: Mode) {
         "/console".to_string(),
         "/console/webhooks".into(),
         format!("/console/webhooks/{webhook}"),
-        format!("/console/webhooks/{webhook}/deliveries?status=&event_type=item.created&since=2020-01-01T00%3A00"),
+        format!(
+            "/console/webhooks/{webhook}/deliveries?status=&event_type=item.created&since=2020-01-01T00%3A00"
+        ),
         format!("/console/deliveries/{delivery}"),
         "/console/events?type=item.created".into(),
         format!("/console/events/{event}"),
@@ -280,6 +330,9 @@ async fn every_page_renders_for_an_admin(mode: Mode) {
     let bad = console.get("/console/events?from=yesterday").await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.body);
     assert_eq!(console.get("/console/deliveries/not-a-uuid").await.status, StatusCode::BAD_REQUEST);
-    assert_eq!(console.get(&format!("/console/deliveries/{}", uuid::Uuid::now_v7())).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        console.get(&format!("/console/deliveries/{}", uuid::Uuid::now_v7())).await.status,
+        StatusCode::NOT_FOUND
+    );
     assert_eq!(console.get("/console/nowhere").await.status, StatusCode::NOT_FOUND);
 }

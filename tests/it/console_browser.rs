@@ -44,9 +44,11 @@ async fn the_console_works_in_a_browser(mode: Mode) {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     // Screenshots: where HERALD_CONSOLE_SCREENSHOTS says (tests/console/screenshots.sh: docs/console),
     // else a folder of this run, so every run takes them.
-    let shots = std::env::var_os("HERALD_CONSOLE_SCREENSHOTS")
-        .filter(|_| mode == Mode::Embedded)
-        .map_or_else(|| std::env::temp_dir().join(format!("herald-console-{}", uuid::Uuid::new_v4())), PathBuf::from);
+    let shots =
+        std::env::var_os("HERALD_CONSOLE_SCREENSHOTS").filter(|_| mode == Mode::Embedded).map_or_else(
+            || std::env::temp_dir().join(format!("herald-console-{}", uuid::Uuid::new_v4())),
+            PathBuf::from,
+        );
     let output = tokio::process::Command::new("python3")
         .arg(root.join("tests/console/browser_test.py"))
         .env("HERALD_CONSOLE_URL", &app.base)
@@ -61,9 +63,24 @@ async fn the_console_works_in_a_browser(mode: Mode) {
         .expect("python3 runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let _ = writeln!(std::io::stderr(), "{stdout}");
-    assert!(output.status.success(), "the browser test failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "the browser test failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
-    for page in ["sign-in", "overview", "webhooks", "webhook", "deliveries", "delivery", "events", "event", "api-keys", "users"] {
+    for page in [
+        "sign-in",
+        "overview",
+        "webhooks",
+        "webhook",
+        "deliveries",
+        "delivery",
+        "events",
+        "event",
+        "api-keys",
+        "users",
+    ] {
         let shot = shots.join(format!("{page}.png"));
         let bytes = std::fs::read(&shot).unwrap_or_else(|_| panic!("{} was taken", shot.display()));
         assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "{page}.png is a PNG");

@@ -4,9 +4,9 @@
 
 mod auth;
 mod claims;
+mod cli;
 mod console;
 mod console_browser;
-mod cli;
 mod delivery;
 mod deploy_files;
 mod docs_names;

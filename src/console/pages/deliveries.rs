@@ -18,8 +18,7 @@ use crate::{
         session::Session,
     },
     http::{
-        AppState,
-        deliveries as api,
+        AppState, deliveries as api,
         extract::{OptionalJson, Path as ApiPath, Query},
         page::PageQuery,
         webhooks as api_webhooks,
@@ -34,22 +33,37 @@ const TIMES: [&str; 2] = ["since", "until"];
 /// The filters of the log's query string, as given (to fill the form in again).
 fn filters_of(uri: &Uri) -> Map<String, Value> {
     let raw: std::collections::HashMap<String, String> = query(uri, &[]).unwrap_or_default();
-    FILTERS.iter().filter_map(|name| raw.get(*name).map(|value| ((*name).to_string(), json!(value)))).collect()
+    FILTERS
+        .iter()
+        .filter_map(|name| raw.get(*name).map(|value| ((*name).to_string(), json!(value))))
+        .collect()
 }
 
 /// `GET /console/webhooks/{id}/deliveries?status=&event_type=&since=&until=&cursor=`.
-pub(crate) async fn list(State(state): State<AppState>, session: Session, Path(id): Path<String>, uri: Uri) -> Response {
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    session: Session,
+    Path(id): Path<String>,
+    uri: Uri,
+) -> Response {
     let result = async {
         let id = path_id(&id)?;
         let webhook = api_webhooks::read(State(state.clone()), admin(&session)?, ApiPath(id)).await?.json();
         let given: std::collections::HashMap<String, String> = query(&uri, &TIMES)?;
-        let mut search: Map<String, Value> =
-            FILTERS.iter().filter_map(|name| given.get(*name).map(|value| ((*name).to_string(), json!(value)))).collect();
+        let mut search: Map<String, Value> = FILTERS
+            .iter()
+            .filter_map(|name| given.get(*name).map(|value| ((*name).to_string(), json!(value))))
+            .collect();
         search.insert("webhook_id".into(), json!(id));
         let paging: PageQuery = query(&uri, &[])?;
-        let page = api::search(State(state.clone()), admin(&session)?, Query(request(Value::Object(search))?), Query(paging))
-            .await?
-            .json();
+        let page = api::search(
+            State(state.clone()),
+            admin(&session)?,
+            Query(request(Value::Object(search))?),
+            Query(paging),
+        )
+        .await?
+        .json();
         let event_types: Vec<&str> = state.catalog.list();
         Ok(render::page(
             Some(&session),
@@ -67,7 +81,12 @@ pub(crate) async fn list(State(state): State<AppState>, session: Session, Path(i
 }
 
 /// `GET /console/deliveries/{id}`.
-pub(crate) async fn show(State(state): State<AppState>, session: Session, Path(id): Path<String>, uri: Uri) -> Response {
+pub(crate) async fn show(
+    State(state): State<AppState>,
+    session: Session,
+    Path(id): Path<String>,
+    uri: Uri,
+) -> Response {
     let result = async {
         let id = path_id(&id)?;
         let mut delivery = api::read(State(state.clone()), admin(&session)?, ApiPath(id)).await?.json();
@@ -164,8 +183,13 @@ pub(crate) async fn replay(
 ) -> Response {
     let result = async {
         let id = path_id(&id)?;
-        let _answer = api::replay(State(state.clone()), admin(&session)?, ApiPath(id), OptionalJson(request(replay_body(&fields, false))?))
-            .await?;
+        let _answer = api::replay(
+            State(state.clone()),
+            admin(&session)?,
+            ApiPath(id),
+            OptionalJson(request(replay_body(&fields, false))?),
+        )
+        .await?;
         Ok(back(&format!("/console/webhooks/{id}/deliveries"), "replayed"))
     }
     .await;

@@ -15,8 +15,7 @@ use crate::{
     http::{
         AppState,
         auth::Auth,
-        deliveries as api_deliveries,
-        events as api,
+        deliveries as api_deliveries, events as api,
         extract::{Path as ApiPath, Query},
         page::PageQuery,
     },
@@ -45,7 +44,11 @@ pub(crate) async fn list(State(state): State<AppState>, session: Session, uri: U
 }
 
 /// `GET /console/events/{id}`.
-pub(crate) async fn show(State(state): State<AppState>, session: Session, Path(id): Path<String>) -> Response {
+pub(crate) async fn show(
+    State(state): State<AppState>,
+    session: Session,
+    Path(id): Path<String>,
+) -> Response {
     let result = async {
         let id = path_id(&id)?;
         let mut event = api::read(State(state.clone()), Auth(session.principal), ApiPath(id)).await?.json();
@@ -53,11 +56,19 @@ pub(crate) async fn show(State(state): State<AppState>, session: Session, Path(i
         let deliveries = match admin(&session) {
             Ok(auth) => {
                 let paging: PageQuery = request(json!({"limit": 200}))?;
-                api_deliveries::event_deliveries(State(state.clone()), auth, ApiPath(id), Query(paging)).await?.json()["deliveries"].take()
+                api_deliveries::event_deliveries(State(state.clone()), auth, ApiPath(id), Query(paging))
+                    .await?
+                    .json()["deliveries"]
+                    .take()
             }
             Err(_) => Value::Null,
         };
-        Ok(render::page(Some(&session), StatusCode::OK, "event.html", json!({"active": "events", "event": event, "deliveries": deliveries})))
+        Ok(render::page(
+            Some(&session),
+            StatusCode::OK,
+            "event.html",
+            json!({"active": "events", "event": event, "deliveries": deliveries}),
+        ))
     }
     .await;
     shown(&session, result)

@@ -48,7 +48,11 @@ pub(crate) async fn list(State(state): State<AppState>, session: Session, uri: U
 }
 
 /// `POST /console/api-keys`: `name`, `purpose`, `expires_at` (optional, UTC).
-pub(crate) async fn create(State(state): State<AppState>, session: Session, CsrfForm(fields): CsrfForm) -> Response {
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    session: Session,
+    CsrfForm(fields): CsrfForm,
+) -> Response {
     let result = async {
         let mut body = fields.object(&["name", "purpose"]);
         body.insert("name".into(), json!(fields.get("name").unwrap_or_default()));
@@ -63,7 +67,12 @@ pub(crate) async fn create(State(state): State<AppState>, session: Session, Csrf
         )
         .await?
         .json();
-        Ok(render::page(Some(&session), StatusCode::CREATED, "key_created.html", json!({"active": "keys", "key": created})))
+        Ok(render::page(
+            Some(&session),
+            StatusCode::CREATED,
+            "key_created.html",
+            json!({"active": "keys", "key": created}),
+        ))
     }
     .await;
     shown(&session, result)

@@ -34,16 +34,22 @@ async fn page(state: &AppState, session: &Session, uri: &Uri) -> PageResult {
     let now = data::now();
     let hour = data::deliveries_per_bucket(store, organization_id, data::LAST_HOUR, now).await?;
     let day = data::deliveries_per_bucket(store, organization_id, data::LAST_DAY, now).await?;
-    let latency =
-        data::attempt_latency(store, organization_id, now - chrono::Duration::seconds(data::LAST_HOUR.seconds))
-            .await?;
+    let latency = data::attempt_latency(
+        store,
+        organization_id,
+        now - chrono::Duration::seconds(data::LAST_HOUR.seconds),
+    )
+    .await?;
     let outbox = data::outbox_lag(store, now).await?;
     let dead = data::dead_letters(store, organization_id).await?;
     let health = data::webhook_health(store, organization_id, now).await?;
     let webhooks = store.active_webhooks(organization_id).await?;
     let mut attention: Vec<serde_json::Value> = Vec::new();
     let all = store.list_webhooks(organization_id, crate::store::Page { cursor: None, limit: 200 }).await?;
-    for webhook in all.iter().filter(|w| !w.is_active || w.consecutive_dead > 0 || health.get(&w.id).is_some_and(|h| h.dead > 0)) {
+    for webhook in all
+        .iter()
+        .filter(|w| !w.is_active || w.consecutive_dead > 0 || health.get(&w.id).is_some_and(|h| h.dead > 0))
+    {
         if attention.len() == ATTENTION_LIMIT {
             break;
         }

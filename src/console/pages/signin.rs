@@ -29,13 +29,21 @@ const SIGN_IN_FORM_LIFETIME: Duration = Duration::from_secs(3600);
 fn ended_message(uri: &Uri) -> Option<&'static str> {
     match param(uri, "ended")?.as_str() {
         "expired" => Some("Your session ended. Sign in again."),
-        "revoked" => Some("The credential of your session is no longer valid (revoked, expired or deactivated)."),
+        "revoked" => {
+            Some("The credential of your session is no longer valid (revoked, expired or deactivated).")
+        }
         "signed_out" => Some("You are signed out."),
         _ => None,
     }
 }
 
-fn sign_in_page(state: &AppState, headers: &HeaderMap, status: StatusCode, message: Option<&str>, error: Option<&str>) -> Response {
+fn sign_in_page(
+    state: &AppState,
+    headers: &HeaderMap,
+    status: StatusCode,
+    message: Option<&str>,
+    error: Option<&str>,
+) -> Response {
     let token = session::random_token();
     let mut response = render::page(
         None,
@@ -43,8 +51,14 @@ fn sign_in_page(state: &AppState, headers: &HeaderMap, status: StatusCode, messa
         "sign_in.html",
         json!({"csrf": token, "message": message, "error": error}),
     );
-    let cookie =
-        session::set_cookie(&state.settings.console, headers, SIGN_IN_COOKIE, &token, "/console/sign-in", SIGN_IN_FORM_LIFETIME);
+    let cookie = session::set_cookie(
+        &state.settings.console,
+        headers,
+        SIGN_IN_COOKIE,
+        &token,
+        "/console/sign-in",
+        SIGN_IN_FORM_LIFETIME,
+    );
     response.headers_mut().insert(header::SET_COOKIE, cookie);
     response
 }
@@ -70,7 +84,13 @@ pub(crate) async fn submit(State(state): State<AppState>, request: Request) -> R
         return forbidden_form(None);
     }
     let Some(credential) = fields.get("credential").map(str::trim) else {
-        return sign_in_page(&state, &headers, StatusCode::BAD_REQUEST, None, Some("Enter an API key or a JWT."));
+        return sign_in_page(
+            &state,
+            &headers,
+            StatusCode::BAD_REQUEST,
+            None,
+            Some("Enter an API key or a JWT."),
+        );
     };
     let (principal, kept, expires) = match state.auth.sign_in(credential).await {
         Ok(signed) => signed,
@@ -90,7 +110,14 @@ pub(crate) async fn submit(State(state): State<AppState>, request: Request) -> R
     let landing = if principal.is_admin() { "/console" } else { "/console/events" };
     let mut response = Redirect::to(landing).into_response();
     let settings = &state.settings.console;
-    let cookie = session::set_cookie(settings, &headers, session::COOKIE, &token, "/console", settings.absolute_timeout.get());
+    let cookie = session::set_cookie(
+        settings,
+        &headers,
+        session::COOKIE,
+        &token,
+        "/console",
+        settings.absolute_timeout.get(),
+    );
     response.headers_mut().append(header::SET_COOKIE, cookie);
     response.headers_mut().append(
         header::SET_COOKIE,
@@ -109,7 +136,9 @@ pub(crate) async fn sign_out(
     let result = async {
         state.store.delete_console_session(&session.token_hash).await?;
         let mut response = Redirect::to("/console/sign-in?ended=signed_out").into_response();
-        response.headers_mut().insert(header::SET_COOKIE, session::clear_cookie(&state.settings.console, &headers));
+        response
+            .headers_mut()
+            .insert(header::SET_COOKIE, session::clear_cookie(&state.settings.console, &headers));
         Ok(response)
     }
     .await;

@@ -40,12 +40,17 @@ pub(crate) async fn list(State(state): State<AppState>, session: Session, uri: U
 }
 
 /// `POST /console/users`: `email`, `name`, `role`.
-pub(crate) async fn create(State(state): State<AppState>, session: Session, CsrfForm(fields): CsrfForm) -> Response {
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    session: Session,
+    CsrfForm(fields): CsrfForm,
+) -> Response {
     let result = async {
         let mut body = fields.object(&["email", "name", "role"]);
         body.insert("email".into(), json!(fields.get("email").unwrap_or_default()));
         body.insert("role".into(), json!(fields.get("role").unwrap_or("member")));
-        let _answer = api::create(State(state.clone()), admin(&session)?, Json(request(Value::Object(body))?)).await?;
+        let _answer =
+            api::create(State(state.clone()), admin(&session)?, Json(request(Value::Object(body))?)).await?;
         Ok(back("/console/users", "user_added"))
     }
     .await;
@@ -65,7 +70,13 @@ pub(crate) async fn update(
         if let Some(active) = fields.get("is_active") {
             body.insert("is_active".into(), json!(active == "true"));
         }
-        let _answer = api::update(State(state.clone()), admin(&session)?, ApiPath(id), Json(request(Value::Object(body))?)).await?;
+        let _answer = api::update(
+            State(state.clone()),
+            admin(&session)?,
+            ApiPath(id),
+            Json(request(Value::Object(body))?),
+        )
+        .await?;
         Ok(back("/console/users", "user_updated"))
     }
     .await;

@@ -20,8 +20,7 @@ use crate::{
         session::Session,
     },
     http::{
-        AppState,
-        deliveries as api_deliveries,
+        AppState, deliveries as api_deliveries,
         extract::{Json, OptionalJson, Path as ApiPath, Query},
         page::PageQuery,
         webhooks as api,
@@ -87,13 +86,18 @@ fn picked_events(fields: &Fields) -> Value {
 }
 
 /// `POST /console/webhooks`: `url`, `events` (repeated), `description`.
-pub(crate) async fn create(State(state): State<AppState>, session: Session, CsrfForm(fields): CsrfForm) -> Response {
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    session: Session,
+    CsrfForm(fields): CsrfForm,
+) -> Response {
     let result = async {
         let auth = admin(&session)?;
         let mut body = fields.object(&["url", "description"]);
         body.insert("url".into(), json!(fields.get("url").unwrap_or_default()));
         body.insert("events".into(), picked_events(&fields));
-        let created = api::create(State(state.clone()), auth, Json(request(Value::Object(body))?)).await?.json();
+        let created =
+            api::create(State(state.clone()), auth, Json(request(Value::Object(body))?)).await?.json();
         Ok(render::page(
             Some(&session),
             StatusCode::CREATED,
@@ -106,7 +110,12 @@ pub(crate) async fn create(State(state): State<AppState>, session: Session, Csrf
 }
 
 /// `GET /console/webhooks/{id}`.
-pub(crate) async fn show(State(state): State<AppState>, session: Session, Path(id): Path<String>, uri: Uri) -> Response {
+pub(crate) async fn show(
+    State(state): State<AppState>,
+    session: Session,
+    Path(id): Path<String>,
+    uri: Uri,
+) -> Response {
     let result = async {
         let id = path_id(&id)?;
         let webhook = api::read(State(state.clone()), admin(&session)?, ApiPath(id)).await?.json();
@@ -153,7 +162,8 @@ pub(crate) async fn update(
             "events": picked_events(&fields),
             "description": fields.get("description"),
         });
-        let _answer = api::update(State(state.clone()), admin(&session)?, ApiPath(id), Json(request(body)?)).await?;
+        let _answer =
+            api::update(State(state.clone()), admin(&session)?, ApiPath(id), Json(request(body)?)).await?;
         Ok(back(&format!("/console/webhooks/{id}"), "updated"))
     }
     .await;
@@ -175,7 +185,8 @@ pub(crate) async fn set_state(
         }
         let active = fields.get("active") == Some("true");
         let body = json!({"is_active": active});
-        let _answer = api::update(State(state.clone()), admin(&session)?, ApiPath(id), Json(request(body)?)).await?;
+        let _answer =
+            api::update(State(state.clone()), admin(&session)?, ApiPath(id), Json(request(body)?)).await?;
         Ok(back(&format!("/console/webhooks/{id}"), if active { "enabled" } else { "disabled" }))
     }
     .await;
@@ -192,18 +203,20 @@ pub(crate) async fn rotate(
     let result = async {
         let id = path_id(&id)?;
         let grace = match fields.get("grace_period_seconds") {
-            Some(text) => Some(
-                text.trim()
-                    .parse::<u64>()
-                    .map_err(|_| crate::http::ApiError::invalid("grace_period_seconds must be a number of seconds"))?,
-            ),
+            Some(text) => Some(text.trim().parse::<u64>().map_err(|_| {
+                crate::http::ApiError::invalid("grace_period_seconds must be a number of seconds")
+            })?),
             None => None,
         };
         let body = json!({"grace_period_seconds": grace});
-        let rotated =
-            api::rotate_secret(State(state.clone()), admin(&session)?, ApiPath(id), OptionalJson(request(body)?))
-                .await?
-                .json();
+        let rotated = api::rotate_secret(
+            State(state.clone()),
+            admin(&session)?,
+            ApiPath(id),
+            OptionalJson(request(body)?),
+        )
+        .await?
+        .json();
         let webhook = api::read(State(state.clone()), admin(&session)?, ApiPath(id)).await?.json();
         Ok(render::page(
             Some(&session),

@@ -88,13 +88,14 @@ impl ConsoleStore for SqlStore<DB> {
              WHERE organization_id = $1 AND id >= $2 GROUP BY 1, 2",
             DB::EPOCH_OF_CREATED_AT
         );
-        let rows: Vec<(i64, String, i64)> = sqlx::query_as::<DB, (i64, String, i64)>(sqlx::AssertSqlSafe(sql))
-            .bind(organization_id)
-            .bind(first_id_at(since))
-            .bind(bucket_seconds.max(1))
-            .fetch_all(&self.read)
-            .await
-            .store()?;
+        let rows: Vec<(i64, String, i64)> =
+            sqlx::query_as::<DB, (i64, String, i64)>(sqlx::AssertSqlSafe(sql))
+                .bind(organization_id)
+                .bind(first_id_at(since))
+                .bind(bucket_seconds.max(1))
+                .fetch_all(&self.read)
+                .await
+                .store()?;
         rows.into_iter()
             .map(|(bucket, text, n)| Ok(StatusCount { bucket, status: status(text)?, count: count(n) }))
             .collect()

@@ -45,7 +45,13 @@ pub fn set_cookie<'a>(headers: &'a reqwest::header::HeaderMap, name: &str) -> Op
 }
 
 fn cookie_value(set_cookie: &str) -> String {
-    set_cookie.split(';').next().unwrap_or_default().split_once('=').map(|(_, v)| v.to_string()).unwrap_or_default()
+    set_cookie
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .split_once('=')
+        .map(|(_, v)| v.to_string())
+        .unwrap_or_default()
 }
 
 impl ConsoleClient {
