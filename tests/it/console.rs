@@ -11,7 +11,7 @@ use serde_json::json;
 use crate::{
     in_both_modes,
     support::{
-        app::{Mode, TestApp},
+        app::{Mode, TestApp, jwt},
         console::ConsoleClient,
         receiver::Receiver,
     },
@@ -23,8 +23,10 @@ in_both_modes!(
     members_do_not_get_admin_pages,
     sessions_end_when_idle_signed_out_or_their_key_is_revoked,
     hostile_response_bodies_are_shown_as_text,
+    users_sign_in_with_a_jwt_and_service_role_tokens_cannot,
     pages_create_replay_and_revoke_through_the_api,
     every_page_renders_for_an_admin,
+    users_are_added_changed_and_deactivated,
 );
 
 async fn sign_in_sets_a_strict_cookie_and_every_answer_the_security_headers(mode: Mode) {
@@ -181,6 +183,33 @@ async fn sessions_end_when_idle_signed_out_or_their_key_is_revoked(mode: Mode) {
     assert_eq!((after.status, after.location()), (StatusCode::SEE_OTHER, "/console/sign-in?ended=revoked"));
 }
 
+async fn users_sign_in_with_a_jwt_and_service_role_tokens_cannot(mode: Mode) {
+    let app = TestApp::spawn(mode).await;
+    let exp = chrono::Utc::now().timestamp() + 600;
+    let user = jwt(&json!({"sub": app.admin_id.to_string(), "aud": "authenticated", "role": "authenticated", "exp": exp}));
+    let console = ConsoleClient::signed_in(&app, &user).await;
+    let page = console.get("/console/users").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(page.body.contains("admin@test.example"));
+    assert!(console.session_cookie_header.contains("Max-Age=43200"));
+
+    let service = jwt(&json!({"role": "service_role", "exp": exp}));
+    let refused = ConsoleClient::new(&app).sign_in(&service).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
+    assert!(refused.body.contains("service_role_not_allowed"), "{}", refused.body);
+    let expired = jwt(&json!({"sub": app.admin_id.to_string(), "aud": "authenticated", "exp": exp - 1200}));
+    let refused = ConsoleClient::new(&app).sign_in(&expired).await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    assert!(refused.body.contains("jwt_expired"), "{}", refused.body);
+
+    // The session ends with the JWT it was made from.
+    let short = jwt(&json!({"sub": app.admin_id.to_string(), "aud": "authenticated", "exp": chrono::Utc::now().timestamp() + 2}));
+    let brief = ConsoleClient::signed_in(&app, &short).await;
+    assert_eq!(brief.get("/console").await.status, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    assert_eq!(brief.get("/console").await.location(), "/console/sign-in?ended=expired");
+}
+
 async fn hostile_response_bodies_are_shown_as_text(mode: Mode) {
     let app = TestApp::spawn(mode).await;
     let hostile: &'static [u8] = b"<script>document.title='pwned'</script><img src=x onerror=\"alert(1)\">";
@@ -264,6 +293,12 @@ async fn pages_create_replay_and_revoke_through_the_api(mode: Mode) {
         let id = delivery["id"].as_str().expect("id");
         app.wait_delivery(id, Duration::from_secs(20), |d| d["status"] == "dead").await;
     }
+    let overview = console.get("/console").await;
+    assert!(overview.body.contains(r#"<span id="dead-count">2</span>"#), "{}", overview.body);
+    assert!(overview.body.contains("2 deliveries, 0 retrying, 2 dead"), "the hour's chart counts them");
+    assert!(overview.body.contains("0.0 %"), "none of the finished deliveries succeeded");
+    let health = console.get("/console/webhooks").await;
+    assert!(health.body.contains("0 ok · 0 retrying · 2 dead"), "{}", health.body);
     let (status, counted) = app
         .admin(Method::POST, &format!("/api/v1/webhooks/{webhook}/replay"), Some(json!({"dry_run": true})))
         .await;
@@ -335,4 +370,33 @@ async fn every_page_renders_for_an_admin(mode: Mode) {
         StatusCode::NOT_FOUND
     );
     assert_eq!(console.get("/console/nowhere").await.status, StatusCode::NOT_FOUND);
+}
+
+async fn users_are_added_changed_and_deactivated(mode: Mode) {
+    let app = TestApp::spawn(mode).await;
+    let console = ConsoleClient::signed_in(&app, &app.admin_key).await;
+    let added = console
+        .post("/console/users", "/console/users", &[("email", "Ada@Example.com"), ("name", "Ada"), ("role", "member")])
+        .await;
+    assert_eq!((added.status, added.location()), (StatusCode::SEE_OTHER, "/console/users?done=user_added"));
+    let again = console.post("/console/users", "/console/users", &[("email", "ada@example.com"), ("role", "member")]).await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "the API's user_exists: {}", again.body);
+    let (_, users) = app.admin(Method::GET, "/api/v1/users", None).await;
+    let ada = users["users"].as_array().expect("users").iter().find(|u| u["email"] == "ada@example.com").expect("added");
+    let id = ada["id"].as_str().expect("id").to_string();
+    assert_eq!(ada["role"], "member");
+
+    let promoted = console.post("/console/users", &format!("/console/users/{id}"), &[("role", "admin")]).await;
+    assert_eq!(promoted.status, StatusCode::SEE_OTHER, "{}", promoted.body);
+    let deactivated = console.post("/console/users", &format!("/console/users/{id}"), &[("is_active", "false")]).await;
+    assert_eq!(deactivated.status, StatusCode::SEE_OTHER, "{}", deactivated.body);
+    let (_, users) = app.admin(Method::GET, "/api/v1/users", None).await;
+    let ada = users["users"].as_array().expect("users").iter().find(|u| u["email"] == "ada@example.com").expect("kept");
+    assert_eq!((ada["role"].as_str(), ada["is_active"].as_bool()), (Some("admin"), Some(false)));
+    let page = console.get("/console/users").await;
+    assert!(page.body.contains("deactivated") && page.body.contains("Reactivate"), "{}", page.body);
+
+    let last_admin = console.post("/console/users", &format!("/console/users/{}", app.admin_id), &[("role", "member")]).await;
+    assert_eq!(last_admin.status, StatusCode::CONFLICT, "the API's last_admin rule: {}", last_admin.body);
+    assert!(last_admin.body.contains("last_admin"));
 }
