@@ -15,7 +15,7 @@ use crate::{
 };
 
 /// Attempt durations read at most for the latency percentiles.
-const LATENCY_SAMPLE: i64 = 20_000;
+const LATENCY_SAMPLE: i64 = 10_000;
 
 /// A window of the overview: its length and the width of its buckets.
 #[derive(Debug, Clone, Copy)]
@@ -44,33 +44,59 @@ impl Bucket {
     }
 }
 
-/// Every bucket of the window ending now, oldest first (empty ones included).
-pub(crate) async fn deliveries_per_bucket(
-    store: &DynStore,
-    organization_id: Uuid,
-    window: Window,
-    now: DateTime<Utc>,
-) -> StoreResult<Vec<Bucket>> {
-    let width = window.bucket_seconds;
-    let last = now.timestamp() / width * width;
-    let first = last - (window.seconds / width - 1) * width;
-    let since = DateTime::<Utc>::from_timestamp(first, 0).unwrap_or(now);
-    let mut buckets: Vec<Bucket> = (0..window.seconds / width)
-        .map(|i| Bucket { start: first + i * width, ..Bucket::default() })
-        .collect();
-    for count in store.delivery_counts(organization_id, since, width).await? {
-        let Some(bucket) =
-            usize::try_from((count.bucket - first) / width).ok().and_then(|i| buckets.get_mut(i))
-        else {
-            continue;
-        };
-        match count.status {
-            DeliveryStatus::Succeeded => bucket.succeeded += count.count,
-            DeliveryStatus::Dead => bucket.dead += count.count,
-            DeliveryStatus::Pending | DeliveryStatus::Queued => bucket.retrying += count.count,
+/// Deliveries of the last day (by status now) per minute: read once, then cut into windows by
+/// [`Minutes::window`].
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Minutes {
+    /// Unix second of the first minute.
+    first: i64,
+    minutes: Vec<Bucket>,
+}
+
+impl Minutes {
+    /// The last day's minutes ending with the minute of `now`.
+    pub(crate) async fn read(
+        store: &DynStore,
+        organization_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Self> {
+        let last = now.timestamp().div_euclid(60) * 60;
+        let count = LAST_DAY.seconds / 60;
+        let first = last - (count - 1) * 60;
+        let since = DateTime::<Utc>::from_timestamp(first, 0).unwrap_or(now);
+        let mut minutes: Vec<Bucket> =
+            (0..count).map(|i| Bucket { start: first + i * 60, ..Bucket::default() }).collect();
+        for counted in store.delivery_counts(organization_id, since, 60).await? {
+            let Some(minute) =
+                usize::try_from((counted.bucket - first) / 60).ok().and_then(|i| minutes.get_mut(i))
+            else {
+                continue;
+            };
+            match counted.status {
+                DeliveryStatus::Succeeded => minute.succeeded += counted.count,
+                DeliveryStatus::Dead => minute.dead += counted.count,
+                DeliveryStatus::Pending | DeliveryStatus::Queued => minute.retrying += counted.count,
+            }
         }
+        Ok(Self { first, minutes })
     }
-    Ok(buckets)
+
+    /// The buckets of `window` (its last `window.seconds`, in buckets of `window.bucket_seconds`),
+    /// oldest first, empty ones included.
+    pub(crate) fn window(&self, window: Window) -> Vec<Bucket> {
+        let per_bucket = usize::try_from(window.bucket_seconds / 60).unwrap_or(1).max(1);
+        let wanted = usize::try_from(window.seconds / 60).unwrap_or(0).min(self.minutes.len());
+        let recent = &self.minutes[self.minutes.len() - wanted..];
+        recent
+            .chunks(per_bucket)
+            .map(|chunk| Bucket {
+                start: chunk.first().map_or(self.first, |minute| minute.start),
+                succeeded: chunk.iter().map(|m| m.succeeded).sum(),
+                retrying: chunk.iter().map(|m| m.retrying).sum(),
+                dead: chunk.iter().map(|m| m.dead).sum(),
+            })
+            .collect()
+    }
 }
 
 /// Of the finished deliveries of the buckets, the share that succeeded; `None` when none finished.
@@ -132,15 +158,17 @@ pub(crate) struct Health {
     pub(crate) last_status: Option<i64>,
 }
 
-/// The health of the organization's webhooks over the last day, by webhook id (absent: no delivery).
+/// The health over the last day of the organization's webhooks (or of one), by webhook id (absent: no
+/// delivery).
 pub(crate) async fn webhook_health(
     store: &DynStore,
     organization_id: Uuid,
+    webhook_id: Option<Uuid>,
     now: DateTime<Utc>,
 ) -> StoreResult<HashMap<Uuid, Health>> {
     let since = now - chrono::Duration::seconds(LAST_DAY.seconds);
     let mut health: HashMap<Uuid, Health> = HashMap::new();
-    for count in store.webhook_status_counts(organization_id, since).await? {
+    for count in store.webhook_status_counts(organization_id, webhook_id, since).await? {
         let entry = health.entry(count.webhook_id).or_default();
         match count.status {
             DeliveryStatus::Succeeded => entry.succeeded += count.count,
@@ -178,6 +206,18 @@ pub(crate) fn now() -> DateTime<Utc> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_days_minutes_are_cut_into_windows() {
+        let minutes: Vec<Bucket> = (0..1440)
+            .map(|i| Bucket { start: i * 60, succeeded: 1, retrying: 0, dead: u64::from(i == 1439) })
+            .collect();
+        let read = Minutes { first: 0, minutes };
+        let hour = read.window(LAST_HOUR);
+        assert_eq!((hour.len(), hour[0].start, hour[59].dead), (60, 1380 * 60, 1));
+        let day = read.window(LAST_DAY);
+        assert_eq!((day.len(), day[0].succeeded, day[95].total()), (96, 15, 16));
+    }
 
     #[test]
     fn ratios_count_finished_deliveries_only() {

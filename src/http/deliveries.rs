@@ -270,10 +270,13 @@ async fn attempt_headers(
     payload: &str,
     at: DateTime<Utc>,
 ) -> ApiResult<Vec<HeaderView>> {
-    let target = state.webhooks.target(delivery.webhook_id).await.map_err(|error| match error {
-        crate::webhook_cache::WebhookCacheError::Store(error) => ApiError::from(error),
-        other => ApiError::internal(other),
-    })?;
+    // A secret that cannot be opened (sealed under a key no longer configured) signs nothing: the
+    // headers are shown without signatures, as its attempts were never sent.
+    let target = match state.webhooks.target(delivery.webhook_id).await {
+        Ok(target) => target,
+        Err(crate::webhook_cache::WebhookCacheError::Store(error)) => return Err(error.into()),
+        Err(_) => None,
+    };
     let secrets = target.as_ref().map_or(&[][..], |target| target.signing_secrets(at));
     let message_id = delivery.id.to_string();
     let signed = crate::worker::deliver::headers_signed_at(

@@ -82,10 +82,12 @@ pub trait ConsoleStore: Send + Sync + std::fmt::Debug + 'static {
     ) -> StoreResult<Vec<i64>>;
     /// The organization's dead deliveries (the dead-letter queue), whenever they died.
     async fn dead_delivery_count(&self, organization_id: Uuid) -> StoreResult<u64>;
-    /// The organization's deliveries created since `since`, counted by webhook and current status.
+    /// The organization's deliveries created since `since` (to one webhook, or to each), counted by
+    /// webhook and current status.
     async fn webhook_status_counts(
         &self,
         organization_id: Uuid,
+        webhook_id: Option<Uuid>,
         since: DateTime<Utc>,
     ) -> StoreResult<Vec<WebhookStatusCount>>;
 }

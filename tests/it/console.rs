@@ -186,7 +186,9 @@ async fn sessions_end_when_idle_signed_out_or_their_key_is_revoked(mode: Mode) {
 async fn users_sign_in_with_a_jwt_and_service_role_tokens_cannot(mode: Mode) {
     let app = TestApp::spawn(mode).await;
     let exp = chrono::Utc::now().timestamp() + 600;
-    let user = jwt(&json!({"sub": app.admin_id.to_string(), "aud": "authenticated", "role": "authenticated", "exp": exp}));
+    let user = jwt(
+        &json!({"sub": app.admin_id.to_string(), "aud": "authenticated", "role": "authenticated", "exp": exp}),
+    );
     let console = ConsoleClient::signed_in(&app, &user).await;
     let page = console.get("/console/users").await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
@@ -203,7 +205,9 @@ async fn users_sign_in_with_a_jwt_and_service_role_tokens_cannot(mode: Mode) {
     assert!(refused.body.contains("jwt_expired"), "{}", refused.body);
 
     // The session ends with the JWT it was made from.
-    let short = jwt(&json!({"sub": app.admin_id.to_string(), "aud": "authenticated", "exp": chrono::Utc::now().timestamp() + 2}));
+    let short = jwt(
+        &json!({"sub": app.admin_id.to_string(), "aud": "authenticated", "exp": chrono::Utc::now().timestamp() + 2}),
+    );
     let brief = ConsoleClient::signed_in(&app, &short).await;
     assert_eq!(brief.get("/console").await.status, StatusCode::OK);
     tokio::time::sleep(Duration::from_millis(3100)).await;
@@ -376,27 +380,47 @@ async fn users_are_added_changed_and_deactivated(mode: Mode) {
     let app = TestApp::spawn(mode).await;
     let console = ConsoleClient::signed_in(&app, &app.admin_key).await;
     let added = console
-        .post("/console/users", "/console/users", &[("email", "Ada@Example.com"), ("name", "Ada"), ("role", "member")])
+        .post(
+            "/console/users",
+            "/console/users",
+            &[("email", "Ada@Example.com"), ("name", "Ada"), ("role", "member")],
+        )
         .await;
     assert_eq!((added.status, added.location()), (StatusCode::SEE_OTHER, "/console/users?done=user_added"));
-    let again = console.post("/console/users", "/console/users", &[("email", "ada@example.com"), ("role", "member")]).await;
+    let again = console
+        .post("/console/users", "/console/users", &[("email", "ada@example.com"), ("role", "member")])
+        .await;
     assert_eq!(again.status, StatusCode::CONFLICT, "the API's user_exists: {}", again.body);
     let (_, users) = app.admin(Method::GET, "/api/v1/users", None).await;
-    let ada = users["users"].as_array().expect("users").iter().find(|u| u["email"] == "ada@example.com").expect("added");
+    let ada = users["users"]
+        .as_array()
+        .expect("users")
+        .iter()
+        .find(|u| u["email"] == "ada@example.com")
+        .expect("added");
     let id = ada["id"].as_str().expect("id").to_string();
     assert_eq!(ada["role"], "member");
 
-    let promoted = console.post("/console/users", &format!("/console/users/{id}"), &[("role", "admin")]).await;
+    let promoted =
+        console.post("/console/users", &format!("/console/users/{id}"), &[("role", "admin")]).await;
     assert_eq!(promoted.status, StatusCode::SEE_OTHER, "{}", promoted.body);
-    let deactivated = console.post("/console/users", &format!("/console/users/{id}"), &[("is_active", "false")]).await;
+    let deactivated =
+        console.post("/console/users", &format!("/console/users/{id}"), &[("is_active", "false")]).await;
     assert_eq!(deactivated.status, StatusCode::SEE_OTHER, "{}", deactivated.body);
     let (_, users) = app.admin(Method::GET, "/api/v1/users", None).await;
-    let ada = users["users"].as_array().expect("users").iter().find(|u| u["email"] == "ada@example.com").expect("kept");
+    let ada = users["users"]
+        .as_array()
+        .expect("users")
+        .iter()
+        .find(|u| u["email"] == "ada@example.com")
+        .expect("kept");
     assert_eq!((ada["role"].as_str(), ada["is_active"].as_bool()), (Some("admin"), Some(false)));
     let page = console.get("/console/users").await;
     assert!(page.body.contains("deactivated") && page.body.contains("Reactivate"), "{}", page.body);
 
-    let last_admin = console.post("/console/users", &format!("/console/users/{}", app.admin_id), &[("role", "member")]).await;
+    let last_admin = console
+        .post("/console/users", &format!("/console/users/{}", app.admin_id), &[("role", "member")])
+        .await;
     assert_eq!(last_admin.status, StatusCode::CONFLICT, "the API's last_admin rule: {}", last_admin.body);
     assert!(last_admin.body.contains("last_admin"));
 }

@@ -1,6 +1,6 @@
 //! The overview (admins): deliveries per minute over the last hour and per 15 minutes over the last
 //! day (succeeded, retrying, dead), success ratios, attempt latency percentiles, the outbox lag, the
-//! dead-letter count, and the webhooks that are failing or disabled. Members, who may not read
+//! dead-letter count, and the webhooks that are failing (dead deliveries in a row) or disabled. Members, who may not read
 //! deliveries, are sent to the events.
 
 use axum::{
@@ -32,8 +32,8 @@ async fn page(state: &AppState, session: &Session, uri: &Uri) -> PageResult {
     let organization_id = session.principal.organization_id;
     let store = &state.store;
     let now = data::now();
-    let hour = data::deliveries_per_bucket(store, organization_id, data::LAST_HOUR, now).await?;
-    let day = data::deliveries_per_bucket(store, organization_id, data::LAST_DAY, now).await?;
+    let minutes = data::Minutes::read(store, organization_id, now).await?;
+    let (hour, day) = (minutes.window(data::LAST_HOUR), minutes.window(data::LAST_DAY));
     let latency = data::attempt_latency(
         store,
         organization_id,
@@ -42,23 +42,20 @@ async fn page(state: &AppState, session: &Session, uri: &Uri) -> PageResult {
     .await?;
     let outbox = data::outbox_lag(store, now).await?;
     let dead = data::dead_letters(store, organization_id).await?;
-    let health = data::webhook_health(store, organization_id, now).await?;
-    let webhooks = store.active_webhooks(organization_id).await?;
-    let mut attention: Vec<serde_json::Value> = Vec::new();
-    let all = store.list_webhooks(organization_id, crate::store::Page { cursor: None, limit: 200 }).await?;
-    for webhook in all
+    let webhooks =
+        store.list_webhooks(organization_id, crate::store::Page { cursor: None, limit: 200 }).await?;
+    let attention: Vec<serde_json::Value> = webhooks
         .iter()
-        .filter(|w| !w.is_active || w.consecutive_dead > 0 || health.get(&w.id).is_some_and(|h| h.dead > 0))
-    {
-        if attention.len() == ATTENTION_LIMIT {
-            break;
-        }
-        attention.push(json!({
-            "id": webhook.id, "url": webhook.url, "is_active": webhook.is_active,
-            "disabled_reason": webhook.disabled_reason, "consecutive_dead": webhook.consecutive_dead,
-            "health": health.get(&webhook.id),
-        }));
-    }
+        .filter(|webhook| !webhook.is_active || webhook.consecutive_dead > 0)
+        .take(ATTENTION_LIMIT)
+        .map(|webhook| {
+            json!({
+                "id": webhook.id, "url": webhook.url, "is_active": webhook.is_active,
+                "disabled_reason": webhook.disabled_reason, "consecutive_dead": webhook.consecutive_dead,
+            })
+        })
+        .collect();
+    let active = webhooks.iter().filter(|webhook| webhook.is_active).count();
     let sum = |buckets: &[data::Bucket]| buckets.iter().map(data::Bucket::total).sum::<u64>();
     Ok(render::page(
         Some(session),
@@ -76,7 +73,7 @@ async fn page(state: &AppState, session: &Session, uri: &Uri) -> PageResult {
             "latency": latency,
             "outbox": outbox,
             "dead": dead,
-            "active_webhooks": webhooks.len(),
+            "active_webhooks": active,
             "attention": attention,
         }),
     ))

@@ -61,7 +61,7 @@ pub(crate) async fn list(State(state): State<AppState>, session: Session, uri: U
         let mut page = api::list(State(state.clone()), auth, Query(paging)).await?.json();
         let organization_id = session.principal.organization_id;
         let now = data::now();
-        let health = data::webhook_health(&state.store, organization_id, now).await?;
+        let health = data::webhook_health(&state.store, organization_id, None, now).await?;
         if let Some(webhooks) = page["webhooks"].as_array_mut() {
             for webhook in webhooks {
                 let id = webhook["id"].as_str().and_then(|id| id.parse().ok()).unwrap_or_default();
@@ -130,7 +130,7 @@ pub(crate) async fn show(
         .await?
         .json();
         let organization_id = session.principal.organization_id;
-        let health = data::webhook_health(&state.store, organization_id, data::now()).await?;
+        let health = data::webhook_health(&state.store, organization_id, Some(id), data::now()).await?;
         let last = data::last_status(&state.store, organization_id, id).await?;
         let chosen = webhook["events"].as_array().cloned().unwrap_or_default();
         Ok(render::page(

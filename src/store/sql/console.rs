@@ -134,17 +134,24 @@ impl ConsoleStore for SqlStore<DB> {
     async fn webhook_status_counts(
         &self,
         organization_id: Uuid,
+        webhook_id: Option<Uuid>,
         since: DateTime<Utc>,
     ) -> StoreResult<Vec<WebhookStatusCount>> {
-        let rows: Vec<(Uuid, String, i64)> = sqlx::query_as::<DB, (Uuid, String, i64)>(
+        // One webhook's through `(webhook_id, id)`, every webhook's through `(organization_id, id)`.
+        let sql = if webhook_id.is_some() {
+            "SELECT webhook_id, status, COUNT(*) FROM deliveries WHERE webhook_id = $3 AND id >= $2 \
+             AND organization_id = $1 GROUP BY webhook_id, status"
+        } else {
             "SELECT webhook_id, status, COUNT(*) FROM deliveries WHERE organization_id = $1 AND id >= $2 \
-             GROUP BY webhook_id, status",
-        )
-        .bind(organization_id)
-        .bind(first_id_at(since))
-        .fetch_all(&self.read)
-        .await
-        .store()?;
+             AND ($3 IS NULL OR webhook_id = $3) GROUP BY webhook_id, status"
+        };
+        let rows: Vec<(Uuid, String, i64)> = sqlx::query_as::<DB, (Uuid, String, i64)>(sql)
+            .bind(organization_id)
+            .bind(first_id_at(since))
+            .bind(webhook_id)
+            .fetch_all(&self.read)
+            .await
+            .store()?;
         rows.into_iter()
             .map(|(webhook_id, text, n)| {
                 Ok(WebhookStatusCount { webhook_id, status: status(text)?, count: count(n) })
