@@ -1,7 +1,7 @@
 //! The API process: the state request handlers share ([`AppState`]), built from the [`Services`], and
-//! the API's background tasks (outbox publisher and relay, key usage flusher, the metrics sampler; in
-//! embedded mode also the workers), all stages of one [`Stages`]: stopped by one shutdown token and
-//! awaited before exit, and the first to fail stops the process. The admin listener
+//! the API's background tasks (outbox publisher and relay, key usage flusher, the metrics sampler, the
+//! retention job; in embedded mode also the workers), all stages of one [`Stages`]: stopped by one
+//! shutdown token and awaited before exit, and the first to fail stops the process. The admin listener
 //! ([`App::serve_admin`]) is stopped by the same token.
 
 use std::sync::Arc;
@@ -15,7 +15,6 @@ use crate::{
     domain::{self, EventCatalog},
     emit::Emitter,
     http::AppState,
-    outbox::Outbox,
     readiness::Readiness,
     services::Services,
     stages::Stages,
@@ -38,13 +37,7 @@ impl App {
     pub async fn start(services: Services, stages: Stages) -> anyhow::Result<Self> {
         let settings = services.settings.clone();
         let metrics = metrics::install("api");
-        let outbox = Outbox::start(
-            &stages,
-            services.mode,
-            services.store.clone(),
-            services.queue.clone(),
-            &settings.events,
-        );
+        let outbox = services.outbox(&stages);
         let emitter =
             Emitter::start(&stages, services.store.clone(), outbox, settings.events.idempotency_window.get());
         let auth = Arc::new(Authenticator::new(&settings, services.store.clone()));
@@ -65,6 +58,12 @@ impl App {
             outbox: true,
         };
         stages.spawn("metrics-sampler", sampler.run(stages.shutdown_token()));
+        if settings.retention.enabled {
+            // Here, not in herald-worker: the API instances take turns through the retention lock.
+            let retention =
+                crate::retention::Retention::new(services.store.clone(), settings.retention.clone());
+            stages.spawn("retention", retention.run(stages.shutdown_token()));
+        }
         if services.mode == Mode::Embedded {
             // This process is also the worker.
             if let Err(error) =

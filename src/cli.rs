@@ -1,12 +1,14 @@
-//! The `herald` command line: `serve`, `migrate`, `bootstrap`, `gen-key`, `dlq`, `recover`, `events`. Parsing lives here (not in
-//! `main.rs`) so it can be tested; each command loads the configuration, starts logging and calls the
-//! library.
+//! The `herald` command line: `serve`, `migrate`, `bootstrap`, `gen-key`, `dlq`, `recover`, `events`,
+//! `retention`. Parsing lives here (not in `main.rs`) so it can be tested; each command loads the
+//! configuration, starts logging and calls the library.
 
 use std::{io::Write, net::SocketAddr, path::PathBuf};
 
 use clap::{Parser, Subcommand};
 
+mod drain;
 mod recover;
+mod retention;
 
 use crate::{
     app::{self, App},
@@ -77,6 +79,12 @@ pub enum Command {
         #[command(subcommand)]
         command: recover::EventsCommand,
     },
+    /// Remove data older than the retention windows (what `herald serve` does every
+    /// retention.interval), or count it with --dry-run.
+    Retention {
+        #[command(subcommand)]
+        command: retention::RetentionCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -107,6 +115,14 @@ pub enum DlqCommand {
         /// Only deliveries created at or before this time (RFC 3339).
         #[arg(long, value_name = "TIME")]
         until: Option<chrono::DateTime<chrono::Utc>>,
+    },
+    /// Empty RabbitMQ's dead-letter queue (production mode): fan-out events there get their deliveries
+    /// created (as `herald events redeliver`); delivery tasks are removed (their deliveries are in the
+    /// store, which hands them over again); messages this version cannot read are left in the queue.
+    Drain {
+        /// Only show what is in the queue and what would be done; change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -158,6 +174,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dlq { command } => dlq(&settings, command).await,
         Command::Recover(args) => recover::recover(&settings, args).await,
         Command::Events { command } => recover::events(&settings, command).await,
+        Command::Retention { command } => retention::retention(&settings, command).await,
         Command::GenKey | Command::Openapi => Ok(()),
     }
 }
@@ -240,6 +257,7 @@ async fn dlq(settings: &Settings, command: DlqCommand) -> anyhow::Result<()> {
             let replayed = store.replay_deliveries(&filter, crate::domain::now()).await?;
             writeln!(out, "{replayed} dead deliveries are due again; running workers will deliver them")?;
         }
+        DlqCommand::Drain { dry_run } => drain::drain(settings, &store, &mut out, dry_run).await?,
     }
     out.flush()?;
     Ok(())

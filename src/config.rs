@@ -8,11 +8,13 @@ use std::{net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
 mod duration;
 mod log_level;
 mod mode;
+mod retention;
 mod secret;
 
 pub use duration::HumanDuration;
 use ipnet::IpNet;
 pub use mode::Mode;
+pub use retention::{MAX_BATCH_SIZE, RetentionSettings};
 pub use secret::{Secret, SecretKey, parse_secret_keys, redact_url};
 use serde::{Deserialize, Deserializer, de};
 
@@ -30,6 +32,7 @@ pub struct Settings {
     pub secrets: SecretSettings,
     pub events: EventSettings,
     pub delivery: DeliverySettings,
+    pub retention: RetentionSettings,
     pub log: LogSettings,
     /// Optional in configuration files: every key in it is.
     #[serde(default)]
@@ -354,6 +357,7 @@ impl Settings {
         {
             return Err(invalid("delivery.claim_lease", "must be above 0 and at most delivery.stuck_after"));
         }
+        self.retention.check().map_err(|(key, message)| invalid(key, message))?;
         if self.server.max_body_bytes < 1024 {
             return Err(invalid("server.max_body_bytes", "must be at least 1024"));
         }

@@ -1,5 +1,5 @@
 //! The one way an event enters Herald. Every event (an application's `POST /events`, Herald's own
-//! `user.added` and `webhook.test`) is rendered by [`new_event`], committed to the store (that is the
+//! `user.added`, `webhook.test` and the operational events) is rendered by [`new_event`], committed to the store (that is the
 //! moment it is accepted) and handed to the outbox publisher, which puts it on the queue for fan-out.
 //!
 //! Events committed on their own go through a group commit ([`Emitter::emit`]): every event waiting at
@@ -113,7 +113,7 @@ impl Emitter {
 }
 
 /// Counts a committed event in `herald_events_accepted_total` (its type is one of the catalog's).
-fn accepted(event: NewEvent) -> NewEvent {
+pub(crate) fn accepted(event: NewEvent) -> NewEvent {
     static ACCEPTED: Cached<&str, metrics::Counter> =
         Cached::new(|event_type| metrics::counter!(names::EVENTS_ACCEPTED, "type" => *event_type));
     ACCEPTED.get(intern(&event.event_type)).increment(1);

@@ -8,16 +8,18 @@
 //! - [`cli`] and `herald-worker`'s `main`: parse arguments, load [`config`], start [`telemetry`] (logs,
 //!   the metrics recorder and the sampled gauges) and the admin listener ([`http::admin`]).
 //! - [`services`]: the composition root: the handles every process shares (store, queue, secret box,
-//!   SSRF policy, webhook cache), built once for the running [`config::Mode`].
+//!   SSRF policy, webhook cache, outbox publisher), built once for the running [`config::Mode`].
 //! - `console`: the web console at `/console` (server-rendered pages over the same handlers as the API).
 //! - [`app`]: the API process (HTTP state and background tasks); `http`: the routes, extractors and
 //!   error answers, and the admin listener; `auth`: API keys, JWTs, rate limits, usage counting;
 //!   [`readiness`]: what `/readyz` checks.
-//! - `emit`: the one way an event enters (store commit + outbox); `outbox`: publisher and relay.
-//! - [`worker`]: fan-out, delivery (signing, sending, retry policy, the disable rule), the scheduler;
+//! - `emit`: the one way an event enters (store commit + outbox); `outbox`: publisher and relay;
+//!   [`retention`]: the job that removes expired data in bounded batches (run by `herald serve`).
+//! - [`worker`]: fan-out, delivery (signing, sending, retry policy, the disable rule, the operational
+//!   events recorded with outcomes), the scheduler;
 //!   `webhook_cache`: webhooks as deliveries need them (URL, decrypted secrets, subscriptions), cached.
 //! - [`queue`]: moves work between stages (RabbitMQ or the embedded queue); [`store`]: everything
-//!   Herald keeps (SQLite or PostgreSQL), behind role-sized traits.
+//!   Herald keeps (SQLite or PostgreSQL), behind role-sized traits, endpoint statistics included.
 //! - [`domain`] (parsed types: event types, URLs, secrets, API keys), [`crypto`] (sealed secrets),
 //!   [`signature`] (the public signing functions), and the small tools `batch` (group commit),
 //!   `retrying` (backoff for transient failures), `outage` (a lost database or broker logged once),
@@ -44,6 +46,7 @@ pub(crate) mod outbox;
 pub(crate) mod private_fs;
 pub mod queue;
 pub mod readiness;
+pub mod retention;
 pub(crate) mod retrying;
 pub mod services;
 pub mod shutdown;

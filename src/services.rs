@@ -1,11 +1,11 @@
 //! The composition root: [`Services`], the one
 //! place that builds what the API and the workers share (store, queue, secret box, SSRF policy, webhook
-//! cache). `herald serve` hands them to [`crate::app::App`] (and, in embedded
+//! cache, the outbox publisher). `herald serve` hands them to [`crate::app::App`] (and, in embedded
 //! mode, to the in-process workers); `herald-worker` hands them to [`crate::worker::start`]. On
 //! PostgreSQL it also starts the `webhook-listener` stage, which keeps the webhook cache in step with
 //! the other processes' changes.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use tokio::sync::mpsc;
 
@@ -13,7 +13,7 @@ use crate::{
     config::{DatabaseKind, Mode, Settings},
     crypto::SecretBox,
     net_guard::TargetPolicy,
-    outbox::PublishedMarker,
+    outbox::{Outbox, PublishedMarker},
     queue::{DynQueue, embedded::EmbeddedQueue, rabbitmq::RabbitQueue},
     stages::Stages,
     store::{self, DynStore},
@@ -34,6 +34,8 @@ pub struct Services {
     /// Webhooks as the workers need them (URL, decrypted secrets, subscriptions), cached; the API
     /// invalidates it on every change, and in production a PostgreSQL listener on other processes'.
     pub(crate) webhooks: Arc<WebhookCache>,
+    /// The process's one outbox publisher, started by the first component that emits ([`Self::outbox`]).
+    outbox: Arc<OnceLock<Outbox>>,
 }
 
 impl Services {
@@ -81,6 +83,32 @@ impl Services {
                 queue
             }
         };
-        Ok(Self { mode, settings: Arc::new(settings), store, queue, secrets, target_policy, webhooks })
+        let outbox = Arc::default();
+        Ok(Self {
+            mode,
+            settings: Arc::new(settings),
+            store,
+            queue,
+            secrets,
+            target_policy,
+            webhooks,
+            outbox,
+        })
+    }
+
+    /// The process's outbox publisher (the API's events, the operational events the outcome recorder
+    /// commits), started on `stages` at the first call with the queue as it is then.
+    pub fn outbox(&self, stages: &Stages) -> Outbox {
+        self.outbox
+            .get_or_init(|| {
+                Outbox::start(
+                    stages,
+                    self.mode,
+                    self.store.clone(),
+                    self.queue.clone(),
+                    &self.settings.events,
+                )
+            })
+            .clone()
     }
 }

@@ -94,6 +94,8 @@ pub struct Ingest {
     rate_limited: AtomicU64,
     last_accept_micros: AtomicI64,
     ids: Mutex<Vec<Uuid>>,
+    /// How long each accepted send took, from its request to its 202 (milliseconds).
+    latencies_ms: Mutex<Vec<f64>>,
     errors: Mutex<Vec<String>>,
 }
 
@@ -105,6 +107,8 @@ pub struct IngestResult {
     pub rate_limited: u64,
     /// The accepted events' ids.
     pub ids: Vec<Uuid>,
+    /// Each accepted send's time from request to 202, in milliseconds (ingest latency).
+    pub latencies_ms: Vec<f64>,
     pub started_micros: i64,
     pub last_accept_micros: Option<i64>,
     pub error_samples: Vec<String>,
@@ -130,8 +134,9 @@ impl Ingest {
         self.accepted.load(Relaxed) + self.failed.load(Relaxed)
     }
 
-    fn accept(&self, id: Uuid) {
+    fn accept(&self, id: Uuid, took: Duration) {
         lock(&self.ids).push(id);
+        lock(&self.latencies_ms).push(took.as_secs_f64() * 1e3);
         self.last_accept_micros.fetch_max(now_micros(), Relaxed);
         self.accepted.fetch_add(1, Relaxed);
     }
@@ -148,8 +153,9 @@ impl Ingest {
     async fn send(&self, api: &Api, seq: u64) {
         let body = event_body(seq);
         for _ in 0..=MAX_RATE_LIMITED {
+            let sent = Instant::now();
             match api.send_event(body.clone()).await {
-                Sent::Accepted(id) => return self.accept(id),
+                Sent::Accepted(id) => return self.accept(id, sent.elapsed()),
                 Sent::RateLimited(wait) => {
                     self.rate_limited.fetch_add(1, Relaxed);
                     tokio::time::sleep(wait).await;
@@ -176,6 +182,7 @@ pub async fn send_events(api: Arc<Api>, load: Load, events: u64, ingest: Arc<Ing
         failed: ingest.failed.load(Relaxed),
         rate_limited: ingest.rate_limited.load(Relaxed),
         ids: lock(&ingest.ids).clone(),
+        latencies_ms: lock(&ingest.latencies_ms).clone(),
         started_micros,
         last_accept_micros: (last > 0).then_some(last),
         error_samples: lock(&ingest.errors).clone(),

@@ -44,6 +44,8 @@ pub struct Report {
     pub send_failures: u64,
     pub rate_limited: u64,
     pub ingest_events_per_sec: f64,
+    /// Time from an event's POST to its 202, accepted events only.
+    pub ingest_latency_ms: Option<Latency>,
     pub deliveries_expected: u64,
     pub deliveries_delivered: u64,
     /// Deliveries per second, from the first send to the last first arrival.
@@ -121,6 +123,9 @@ impl Report {
             }
             _ => String::new(),
         };
+        if self.ingest_latency_ms.is_some() {
+            line(format!("{:<18}{}", "  ingest (ms)", latency_text(self.ingest_latency_ms)));
+        }
         line(format!("{:<18}{} /s end to end{ceiling}", "deliveries", thousands(self.deliveries_per_sec)));
         line(format!("{:<18}{}", "latency (ms)", latency_text(self.latency_ms)));
         if self.scenario == Scenario::Noisy {
@@ -240,6 +245,7 @@ mod tests {
             send_failures: 0,
             rate_limited: 2,
             ingest_events_per_sec: 499.7,
+            ingest_latency_ms: Some(Latency { p50: 1.0, p95: 2.0, p99: 3.0, max: 4.0 }),
             deliveries_expected: 10_000,
             deliveries_delivered: 9_999,
             deliveries_per_sec: 4321.4,

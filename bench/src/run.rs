@@ -261,6 +261,7 @@ fn build_report(
         send_failures: herald.ingest.failed,
         rate_limited: herald.ingest.rate_limited,
         ingest_events_per_sec: herald.ingest.events_per_sec(),
+        ingest_latency_ms: latency(&mut herald.ingest.latencies_ms.clone()),
         deliveries_expected: herald.ingest.accepted * plan.endpoints.len() as u64,
         deliveries_delivered: delivered,
         deliveries_per_sec,

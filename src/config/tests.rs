@@ -100,3 +100,28 @@ fn durations_parse() {
     assert!("-1s".parse::<HumanDuration>().is_err());
     assert!("s".parse::<HumanDuration>().is_err());
 }
+
+#[test]
+fn retention_windows_are_checked() {
+    let settings = load(&[]).expect("defaults load");
+    assert!(settings.retention.enabled);
+    assert_eq!(settings.retention.events.get(), std::time::Duration::from_secs(30 * 86_400));
+    assert_eq!(settings.retention.attempts.get(), std::time::Duration::from_secs(14 * 86_400));
+    let seconds = load(&[
+        ("HERALD__RETENTION__EVENTS", "3s"),
+        ("HERALD__RETENTION__ATTEMPTS", "2s"),
+        ("HERALD__RETENTION__RESPONSE_BODIES", "1s"),
+    ])
+    .expect("windows of seconds are accepted");
+    assert_eq!(seconds.retention.response_bodies.get(), std::time::Duration::from_secs(1));
+    for (vars, key) in [
+        (&[("HERALD__RETENTION__EVENTS", "0s")][..], "retention.events"),
+        (&[("HERALD__RETENTION__ATTEMPTS", "31d")][..], "retention.attempts"),
+        (&[("HERALD__RETENTION__RESPONSE_BODIES", "15d")][..], "retention.response_bodies"),
+        (&[("HERALD__RETENTION__BATCH_SIZE", "0")][..], "retention.batch_size"),
+        (&[("HERALD__RETENTION__INTERVAL", "0s")][..], "retention.interval"),
+    ] {
+        let error = load(vars).expect_err("refused").to_string();
+        assert!(error.contains(key), "{key}: {error}");
+    }
+}

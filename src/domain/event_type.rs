@@ -5,6 +5,25 @@ use std::{collections::BTreeSet, fmt, sync::Arc};
 /// The event type Herald sends itself to test an endpoint; always in the catalog.
 pub const TEST_EVENT: &str = "webhook.test";
 
+/// Herald's operational events, emitted into the owning organization as outcomes are recorded
+/// (`worker/operational.rs`): always in the catalog, subscribable like any type, never accepted from
+/// applications (`POST /events` answers 422 `reserved_event_type`).
+pub const WEBHOOK_DISABLED: &str = "webhook.disabled";
+pub const DELIVERY_DEAD: &str = "delivery.dead";
+pub const WEBHOOK_RECOVERED: &str = "webhook.recovered";
+pub const OPERATIONAL_EVENTS: [&str; 3] = [DELIVERY_DEAD, WEBHOOK_DISABLED, WEBHOOK_RECOVERED];
+
+/// Whether Herald alone sends events of this type (`webhook.test` and the operational events).
+pub fn is_reserved(event_type: &str) -> bool {
+    event_type == TEST_EVENT || is_operational(event_type)
+}
+
+/// Whether this is one of Herald's operational events (the loop rule: no operational event is emitted
+/// about a delivery of one).
+pub fn is_operational(event_type: &str) -> bool {
+    OPERATIONAL_EVENTS.contains(&event_type)
+}
+
 /// An event type from the catalog, such as `item.created`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct EventType(String);
@@ -38,10 +57,12 @@ impl fmt::Display for EventType {
 pub struct EventCatalog(Arc<BTreeSet<String>>);
 
 impl EventCatalog {
-    /// The configured types plus `webhook.test`. The configuration was validated at start-up.
+    /// The configured types plus the reserved ones (`webhook.test`, the operational events). The
+    /// configuration was validated at start-up.
     pub fn new(types: &[String]) -> Self {
         let mut set: BTreeSet<String> = types.iter().cloned().collect();
         set.insert(TEST_EVENT.to_string());
+        set.extend(OPERATIONAL_EVENTS.map(str::to_string));
         Self(Arc::new(set))
     }
 
@@ -150,15 +171,30 @@ mod tests {
 
     #[test]
     fn catalog_includes_the_test_event() {
-        assert_eq!(catalog().list(), vec!["comment.created", "item.created", "webhook.test"]);
+        assert_eq!(
+            catalog().list(),
+            vec![
+                "comment.created",
+                "delivery.dead",
+                "item.created",
+                "webhook.disabled",
+                "webhook.recovered",
+                "webhook.test"
+            ]
+        );
         assert!(catalog().parse("webhook.test").is_ok());
+        assert!(
+            is_reserved("delivery.dead")
+                && is_operational("webhook.recovered")
+                && !is_reserved("item.created")
+        );
     }
 
     #[test]
     fn unknown_types_list_the_valid_ones() {
         let error = catalog().parse("item.exploded").expect_err("unknown");
         assert!(
-            error.contains("item.exploded") && error.contains("comment.created, item.created"),
+            error.contains("item.exploded") && error.contains("comment.created, delivery.dead, item.created"),
             "{error}"
         );
     }

@@ -9,7 +9,10 @@ mod webhook_secret;
 mod webhook_url;
 
 pub use api_key::{ApiKeyError, ApiKeySecret, KeyPurpose};
-pub use event_type::{EventCatalog, EventFilter, EventType, TEST_EVENT};
+pub use event_type::{
+    DELIVERY_DEAD, EventCatalog, EventFilter, EventType, OPERATIONAL_EVENTS, TEST_EVENT, WEBHOOK_DISABLED,
+    WEBHOOK_RECOVERED, is_operational, is_reserved,
+};
 pub use payload::render_payload;
 pub use roles::Role;
 pub use webhook_secret::WebhookSecret;

@@ -158,6 +158,8 @@ pub struct ApiKeyList {
     keys: Vec<ApiKeyView>,
     /// Keys on this page.
     count: usize,
+    /// Keys the query selects on all pages (one organization's keys: cheap to count).
+    total: u64,
     /// Pass as `cursor` for the next (older) page; null on the last page.
     next_cursor: Option<Uuid>,
 }
@@ -194,20 +196,13 @@ pub async fn list(
         }
         None => Some(target_user(&state, &principal, query.user_id).await?.id),
     };
-    let keys = state
-        .store
-        .list_api_keys(&ApiKeyQuery {
-            organization_id: principal.organization_id,
-            user_id,
-            used_from,
-            used_to,
-            page,
-        })
-        .await?;
+    let query = ApiKeyQuery { organization_id: principal.organization_id, user_id, used_from, used_to, page };
+    let keys = state.store.list_api_keys(&query).await?;
+    let total = state.store.count_api_keys(&query).await?;
     let next_cursor = next_cursor(&keys, page, |key| key.id);
     let now = Utc::now();
     let keys: Vec<ApiKeyView> = keys.into_iter().map(|key| view(&state, key, now)).collect();
-    Ok(axum::Json(ApiKeyList { count: keys.len(), keys, next_cursor }))
+    Ok(axum::Json(ApiKeyList { count: keys.len(), total, keys, next_cursor }))
 }
 
 /// A key as listed, with usage not yet flushed added in.

@@ -37,7 +37,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EventTypes {
-    #[schema(example = json!(["comment.created", "item.created", "item.deleted", "item.updated", "user.added", "webhook.test"]))]
+    #[schema(example = json!(["comment.created", "delivery.dead", "item.created", "item.deleted", "item.updated", "user.added", "webhook.disabled", "webhook.recovered", "webhook.test"]))]
     event_types: Vec<String>,
 }
 
@@ -83,7 +83,7 @@ pub struct EventAccepted {
         (status = 202, body = EventAccepted, description = "accepted: committed, to be delivered"),
         (status = 200, body = EventAccepted, description = "the same request (event and data) with this idempotency key was accepted before; nothing was created"),
         (status = 400, body = ErrorBody, description = "unknown event type (the valid ones are listed), data not an object or nested more than 100 levels deep, invalid body or idempotency key, an Idempotency-Key header that differs from the body's idempotency_key"),
-        (status = 422, body = ErrorBody, description = "idempotency_key_reused: this idempotency key was used within 24 hours for another event type or other data; nothing was created"),
+        (status = 422, body = ErrorBody, description = "reserved_event_type: webhook.disabled, delivery.dead and webhook.recovered are emitted by Herald only. idempotency_key_reused: this idempotency key was used within 24 hours for another event type or other data; nothing was created"),
         (status = 413, body = ErrorBody, description = "body larger than server.max_body_bytes (256 KiB)"),
     ))]
 pub async fn send(
@@ -96,6 +96,15 @@ pub async fn send(
         return Err(ApiError::bad_request(
             "unknown_event_type",
             "webhook.test is sent by Herald itself; use POST /api/v1/webhooks/{id}/test",
+        ));
+    }
+    if domain::is_operational(&request.event) {
+        return Err(ApiError::unprocessable(
+            "reserved_event_type",
+            format!(
+                "{} is an operational event that Herald emits itself; subscribe to it instead",
+                &*request.event
+            ),
         ));
     }
     let event_type =

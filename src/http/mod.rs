@@ -17,6 +17,7 @@ pub mod openapi;
 pub(crate) mod page;
 mod recover;
 mod state;
+pub(crate) mod stats;
 pub(crate) mod users;
 pub(crate) mod webhooks;
 
@@ -51,7 +52,8 @@ fn documented() -> OpenApiRouter<AppState> {
         .merge(webhooks::router())
         .merge(deliveries::router())
         .merge(events::router())
-        .merge(recover::router());
+        .merge(recover::router())
+        .merge(stats::router());
     OpenApiRouter::with_openapi(openapi::frame()).merge(health::router()).nest("/api/v1", api)
 }
 

@@ -1,9 +1,11 @@
 //! Persistence. [`Store`] is everything Herald keeps, with a storage-only error, made of one role trait
-//! per aggregate: [`AccountStore`], [`WebhookStore`], [`EventStore`] and [`DeliveryStore`] (and
-//! [`RecoveryStore`], [`ConsoleStore`] for the web console's sessions and figures). A [`DynStore`]
-//! has all their methods without an import; a holder of one role or of a concrete store brings the traits
-//! into scope with `use crate::store::prelude::*`. The one SQL implementation ([`sql::SqlStore`]) runs
-//! on SQLite ([`sqlite`]) and PostgreSQL ([`postgres`]), each with its own migrations folder. [`connect`]
+//! per aggregate: [`AccountStore`], [`WebhookStore`], [`EventStore`], [`DeliveryStore`], [`RecoveryStore`],
+//! [`StatsStore`] (endpoint statistics), [`RetentionStore`] (the retention job's bounded deletes) and
+//! [`ConsoleStore`] (the web console's sessions and figures). A
+//! [`DynStore`] has all their methods without an import; a holder of one role or of a concrete store
+//! brings the traits into scope with `use crate::store::prelude::*`. The one SQL implementation
+//! ([`sql::SqlStore`]) runs on SQLite ([`sqlite`]) and PostgreSQL ([`postgres`]), each with its own
+//! migrations folder. [`connect`]
 //! picks the backend once, from the URL scheme, and migrates (`serve`, `herald-worker`, `migrate`,
 //! `bootstrap`); [`connect_with`]`(.., Schema::RequireCurrent)` only checks that the schema is current
 //! (the read-only commands).
@@ -12,8 +14,10 @@ mod console;
 mod model;
 pub(crate) mod postgres;
 mod recovery;
+mod retention;
 mod sql;
 pub(crate) mod sqlite;
+mod stats;
 
 use std::sync::Arc;
 
@@ -24,6 +28,8 @@ use uuid::Uuid;
 pub use console::*;
 pub use model::*;
 pub use recovery::*;
+pub use retention::*;
+pub use stats::*;
 
 use crate::config::{DatabaseKind, Settings};
 
@@ -31,11 +37,12 @@ use crate::config::{DatabaseKind, Settings};
 pub type DynStore = Arc<dyn Store>;
 
 pub mod prelude {
-    //! The seven store traits, for modules that call store methods on a concrete store or on one role:
+    //! The store traits, for modules that call store methods on a concrete store or on one role:
     //! `use crate::store::prelude::*`. A [`DynStore`](super::DynStore) needs no import: a trait object
     //! has the methods of its supertraits.
     pub use super::{
-        AccountStore, ConsoleStore, DeliveryStore, EventStore, RecoveryStore, Store, WebhookStore,
+        AccountStore, ConsoleStore, DeliveryStore, EventStore, RecoveryStore, RetentionStore, StatsStore,
+        Store, WebhookStore,
     };
 }
 
@@ -121,7 +128,14 @@ fn require_current(migrator: &sqlx::migrate::Migrator, applied: &[i64]) -> anyho
 /// caller, so the store has no clock.
 #[async_trait]
 pub trait Store:
-    AccountStore + WebhookStore + EventStore + DeliveryStore + RecoveryStore + ConsoleStore
+    AccountStore
+    + WebhookStore
+    + EventStore
+    + DeliveryStore
+    + RecoveryStore
+    + RetentionStore
+    + StatsStore
+    + ConsoleStore
 {
     /// Answers when the database is reachable (readiness).
     async fn ping(&self) -> StoreResult<()>;
@@ -180,6 +194,8 @@ pub trait AccountStore: Send + Sync + std::fmt::Debug + 'static {
     async fn get_api_key(&self, id: Uuid) -> StoreResult<Option<ApiKey>>;
     /// Keys not revoked, newest first.
     async fn list_api_keys(&self, query: &ApiKeyQuery) -> StoreResult<Vec<ApiKey>>;
+    /// How many keys the query selects on all its pages (its page is ignored).
+    async fn count_api_keys(&self, query: &ApiKeyQuery) -> StoreResult<u64>;
     /// Revokes a key; `false` if it was revoked already.
     async fn revoke_api_key(&self, id: Uuid, at: DateTime<Utc>) -> StoreResult<bool>;
     /// Adds batched usage counts (the request path never writes).
@@ -279,13 +295,15 @@ pub trait DeliveryStore: Send + Sync + std::fmt::Debug + 'static {
     /// Makes every `queued` delivery due at once (embedded mode, at start-up: the in-memory queue is gone).
     async fn requeue_all_queued(&self, now: DateTime<Utc>) -> StoreResult<u64>;
     /// Records attempts and their consequences in one transaction: each dead delivery lengthens its
-    /// webhook's run of dead deliveries, and the webhook is disabled when `disable` says so. Returns the
-    /// webhooks disabled as a result.
+    /// webhook's run of dead deliveries, and the webhook is disabled when `rules` say so; a success
+    /// ends the run (the webhook recovered); the statistics' rollups and health rows are upserted (one
+    /// row per webhook and minute); the operational events `rules` announce are written. Returns the
+    /// webhooks disabled and the events announced.
     async fn record_outcomes(
         &self,
         outcomes: &[AttemptOutcome],
-        disable: &DisableDecision,
-    ) -> StoreResult<Vec<DisabledWebhook>>;
+        rules: &dyn OutcomeRules,
+    ) -> StoreResult<Recorded>;
     async fn get_delivery(&self, id: Uuid) -> StoreResult<Option<Delivery>>;
     async fn list_attempts(&self, delivery_id: Uuid) -> StoreResult<Vec<Attempt>>;
     /// An organization's deliveries (of one webhook, one event, ... as the query says), newest first.

@@ -345,6 +345,12 @@ impl Attempt {
 pub struct AttemptOutcome {
     pub attempt: Attempt,
     pub webhook_id: Uuid,
+    /// The delivery's organization, event and event type: what an operational event about it needs.
+    pub organization_id: Uuid,
+    pub event_id: Uuid,
+    pub event_type: String,
+    /// What the attempt came to, for the statistics.
+    pub class: super::AttemptClass,
     pub next: NextStep,
 }
 
@@ -357,10 +363,46 @@ pub enum NextStep {
     Dead,
 }
 
-/// Decides, for a dead delivery, whether its webhook is to be disabled and why, given the webhook's run
-/// of dead deliveries including this one. The workers own the rule (`worker::DisableRule`); the store
-/// calls it inside the transaction that records the outcome.
-pub type DisableDecision = dyn Fn(&AttemptOutcome, u32) -> Option<String> + Send + Sync;
+/// What the workers decide for the store while it records outcomes, inside the recording transaction:
+/// whether a dead delivery disables its webhook, and which operational event announces what happened.
+/// The workers own these rules (`worker::DisableRule`, `worker::operational`).
+pub trait OutcomeRules: Send + Sync {
+    /// Whether (and why) the webhook is to be disabled after this dead delivery, given its run of dead
+    /// deliveries including this one.
+    fn disable(&self, outcome: &AttemptOutcome, consecutive_dead: u32) -> Option<String>;
+    /// The event announcing what happened, if one is to be emitted; committed with the outcome.
+    fn announce(&self, happening: &Happening<'_>) -> Option<NewEvent>;
+}
+
+/// Something recording outcomes brought about, caused by `outcome`.
+#[derive(Debug, Clone, Copy)]
+pub enum Happening<'a> {
+    /// The delivery is dead.
+    DeliveryDead { outcome: &'a AttemptOutcome },
+    /// The outcome's webhook was disabled, for this reason.
+    WebhookDisabled { outcome: &'a AttemptOutcome, reason: &'a str },
+    /// The outcome's webhook, whose deliveries had died, delivered successfully again.
+    WebhookRecovered { outcome: &'a AttemptOutcome },
+}
+
+impl Happening<'_> {
+    pub fn outcome(&self) -> &AttemptOutcome {
+        match self {
+            Happening::DeliveryDead { outcome }
+            | Happening::WebhookDisabled { outcome, .. }
+            | Happening::WebhookRecovered { outcome } => outcome,
+        }
+    }
+}
+
+/// What [`DeliveryStore::record_outcomes`](super::DeliveryStore::record_outcomes) did beyond the attempts.
+#[derive(Debug, Clone, Default)]
+pub struct Recorded {
+    /// Webhooks disabled as a result.
+    pub disabled: Vec<DisabledWebhook>,
+    /// Operational events committed with the outcomes, to hand to the outbox.
+    pub announced: Vec<NewEvent>,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DisabledWebhook {

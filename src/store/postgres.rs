@@ -34,7 +34,10 @@ impl Backend for Postgres {
     const BOOTSTRAP_LOCK_SQL: Option<&'static str> = Some("SELECT pg_advisory_xact_lock(7236417)");
     const WRITE_PARALLELISM: usize = 4;
     const SEPARATE_WRITE_POOL: bool = false;
-    const OUTCOMES_IN_ONE_STATEMENT: bool = true;
+    const LOCK_PICKED: &'static str = " FOR UPDATE SKIP LOCKED";
+    // Session-level: held by a connection of its own for the whole pass (see RetentionLock).
+    const RETENTION_LOCK_SQL: Option<&'static str> = Some("SELECT pg_try_advisory_lock(7236418)");
+    const RECLAIM_PAGES_SQL: Option<&'static str> = None;
     const EPOCH_OF_CREATED_AT: &'static str = "CAST(EXTRACT(EPOCH FROM created_at) AS BIGINT)";
 
     fn rows_affected(result: &Self::QueryResult) -> u64 {
@@ -94,8 +97,8 @@ impl Backend for Postgres {
         })
     }
 
-    /// One statement: the attempts are logged (for deliveries that still exist), the deliveries moved on
-    /// (unless the outcome is stale), and webhooks with a success get their dead-delivery run reset.
+    /// One statement: the attempts are logged (for deliveries that still exist) and the deliveries moved
+    /// on (unless the outcome is stale).
     fn apply_outcomes<'c>(
         conn: &'c mut PgConnection,
         outcomes: &'c [AttemptOutcome],
@@ -122,9 +125,6 @@ impl Backend for Postgres {
                    SELECT attempt_id, delivery_id, attempt_number, started_at, duration_ms, status_code, \
                      response_body, error \
                    FROM input i WHERE EXISTS (SELECT 1 FROM deliveries d WHERE d.id = i.delivery_id) \
-                 ), reset AS ( \
-                   UPDATE webhooks w SET consecutive_dead = 0 \
-                   WHERE w.consecutive_dead > 0 AND w.id IN (SELECT webhook_id FROM moved WHERE status = 'succeeded') \
                  ) \
                  SELECT id FROM moved",
             )

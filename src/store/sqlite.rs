@@ -1,6 +1,6 @@
 //! The SQLite backend (embedded mode): one file, WAL journal, `synchronous = FULL` so that an event
-//! acknowledged with 202 survives a power cut, foreign keys on. Writes go through a single connection
-//! (SQLite has one writer anyway); reads use a pool.
+//! acknowledged with 202 survives a power cut, foreign keys on, incremental auto-vacuum for new files.
+//! Writes go through a single connection (SQLite has one writer anyway); reads use a pool.
 
 use std::{str::FromStr, time::Duration};
 
@@ -8,7 +8,9 @@ use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
 use sqlx::{
     Connection, QueryBuilder, Sqlite, SqliteConnection,
-    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+    sqlite::{
+        SqliteAutoVacuum, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+    },
 };
 use uuid::Uuid;
 
@@ -34,7 +36,9 @@ impl Backend for Sqlite {
     const BOOTSTRAP_LOCK_SQL: Option<&'static str> = None;
     const WRITE_PARALLELISM: usize = 1;
     const SEPARATE_WRITE_POOL: bool = true;
-    const OUTCOMES_IN_ONE_STATEMENT: bool = false;
+    const LOCK_PICKED: &'static str = "";
+    const RETENTION_LOCK_SQL: Option<&'static str> = None;
+    const RECLAIM_PAGES_SQL: Option<&'static str> = Some("PRAGMA incremental_vacuum({pages})");
     const EPOCH_OF_CREATED_AT: &'static str = "CAST(strftime('%s', created_at) AS INTEGER)";
 
     fn rows_affected(result: &Self::QueryResult) -> u64 {
@@ -209,19 +213,6 @@ async fn apply_outcomes(conn: &mut SqliteConnection, outcomes: &[AttemptOutcome]
         let ids: Vec<(Uuid,)> = query.build_query_as().fetch_all(&mut *conn).await.store()?;
         updated.extend(ids.into_iter().map(|(id,)| id));
     }
-    let succeeded: std::collections::BTreeSet<Uuid> = outcomes
-        .iter()
-        .filter(|o| o.next == super::NextStep::Succeeded && updated.contains(&o.attempt.delivery_id))
-        .map(|o| o.webhook_id)
-        .collect();
-    if !succeeded.is_empty() {
-        let ids: Vec<Uuid> = succeeded.into_iter().collect();
-        let mut query = QueryBuilder::<Sqlite>::new(
-            "UPDATE webhooks SET consecutive_dead = 0 WHERE consecutive_dead > 0 AND id IN ",
-        );
-        push_id_list(&mut query, &ids);
-        query.build().execute(&mut *conn).await.store()?;
-    }
     Ok(updated)
 }
 
@@ -251,10 +242,14 @@ pub(crate) async fn connect(
     }
     let open_error =
         |error: sqlx::Error| anyhow::anyhow!("opening SQLite database {}: {error}", path.display());
+    // Set before the first table is created, so it holds for new files only (an existing file keeps
+    // its mode: `VACUUM` once, with Herald stopped, converts it): the retention job then gives the
+    // pages it frees back to the file system in small steps (`PRAGMA incremental_vacuum`).
+    let write_options = options.clone().auto_vacuum(SqliteAutoVacuum::Incremental);
     let write = SqlitePoolOptions::new()
         .max_connections(1)
         .acquire_timeout(settings.connect_timeout.get().max(Duration::from_secs(30)))
-        .connect_with(options.clone())
+        .connect_with(write_options)
         .await
         .map_err(open_error)?;
     // data/ is relative to the working directory: say which file this is, in full, so that a start

@@ -43,6 +43,9 @@ pub mod names {
     pub const HTTP_REQUEST_DURATION: &str = "herald_http_request_duration_seconds";
     pub const READY: &str = "herald_ready";
     pub const STAGE_FAILURES: &str = "herald_stage_failures_total";
+    pub const RETENTION_REMOVED: &str = "herald_retention_removed_total";
+    pub const RETENTION_PASS_DURATION: &str = "herald_retention_pass_duration_seconds";
+    pub const RETENTION_LAST_SUCCESS: &str = "herald_retention_last_success_timestamp_seconds";
     pub const PROCESS_CPU_SECONDS: &str = "process_cpu_seconds_total";
     pub const PROCESS_RESIDENT_MEMORY: &str = "process_resident_memory_bytes";
     pub const PROCESS_START_TIME: &str = "process_start_time_seconds";
@@ -56,6 +59,7 @@ const END_TO_END_BUCKETS: &[f64] = &[
     86400.0,
 ];
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0];
+const RETENTION_PASS_BUCKETS: &[f64] = &[0.1, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 1800.0, 3600.0];
 const HTTP_BUCKETS: &[f64] =
     &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
@@ -73,6 +77,7 @@ pub fn install(process: &'static str) -> PrometheusHandle {
                 (END_TO_END_LATENCY, END_TO_END_BUCKETS),
                 (BATCH_SIZE, BATCH_BUCKETS),
                 (HTTP_REQUEST_DURATION, HTTP_BUCKETS),
+                (RETENTION_PASS_DURATION, RETENTION_PASS_BUCKETS),
             ] {
                 builder = builder
                     .set_buckets_for_metric(Matcher::Full(name.to_string()), buckets)
@@ -130,6 +135,16 @@ fn describe() {
     describe_histogram!(HTTP_REQUEST_DURATION, Unit::Seconds, "API latency by route template and method.");
     describe_gauge!(READY, "1 while /readyz answers 200.");
     describe_counter!(STAGE_FAILURES, "Supervised stages that ended unexpectedly, by stage.");
+    describe_counter!(
+        RETENTION_REMOVED,
+        "Rows the retention job removed, by kind (response_bodies are cleared, not removed)."
+    );
+    describe_histogram!(RETENTION_PASS_DURATION, Unit::Seconds, "Duration of a completed retention pass.");
+    describe_gauge!(
+        RETENTION_LAST_SUCCESS,
+        Unit::Seconds,
+        "When the last retention pass completed, since the Unix epoch (not exported before the first)."
+    );
     // A gauge holding the running total: metrics counters are integers, and whole seconds are too coarse
     // for `rate()` (which works on it all the same).
     describe_gauge!(PROCESS_CPU_SECONDS, Unit::Seconds, "CPU time used by this process (user + system).");

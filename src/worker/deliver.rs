@@ -22,7 +22,7 @@ use super::{
 use crate::{
     queue::{Consumer, DeliveryTask, Received},
     signature,
-    store::{self, AttemptOutcome, DeliveryStatus, DeliveryStore, NextStep},
+    store::{self, AttemptClass, AttemptOutcome, DeliveryStatus, DeliveryStore, NextStep},
     telemetry::metrics::{Cached, names},
     webhook_cache::{DeliveryTarget, WebhookCache, WebhookCacheError},
 };
@@ -103,7 +103,7 @@ pub struct Deliverer {
 /// How a task is settled once its attempt is over.
 enum Settlement {
     /// Record the outcome, then acknowledge; with the class of its error, if it has one.
-    Record(AttemptOutcome, Option<&'static str>),
+    Record(Box<AttemptOutcome>, Option<&'static str>),
     /// Nothing to record (the webhook was deleted with its deliveries): acknowledge.
     Ack,
     /// Hand it back to the queue (the webhook could not be loaded).
@@ -187,7 +187,7 @@ impl Deliverer {
     async fn settle(&self, received: Received<DeliveryTask>, settlement: Settlement) {
         match settlement {
             Settlement::Record(outcome, error_class) => {
-                if self.recorder.record(outcome, error_class).await {
+                if self.recorder.record(*outcome, error_class).await {
                     received.ack().await;
                 }
             }
@@ -272,8 +272,23 @@ impl Deliverer {
         };
         report::attempted(task, &exchange, &next);
         let error_class = exchange.error_class;
+        let class = match (exchange.status, error_class) {
+            (Some(status), _) => AttemptClass::of_status(status),
+            (None, Some(report::NOT_ATTEMPTED)) => AttemptClass::NotAttempted,
+            (None, _) if exchange.timed_out => AttemptClass::Timeout,
+            (None, _) => AttemptClass::Network,
+        };
         let attempt = self.stored_attempt(task, started_at, exchange);
-        Settlement::Record(AttemptOutcome { attempt, webhook_id: task.webhook_id, next }, error_class)
+        let outcome = AttemptOutcome {
+            attempt,
+            webhook_id: task.webhook_id,
+            organization_id: task.organization_id,
+            event_id: task.event_id,
+            event_type: task.event_type.clone(),
+            class,
+            next,
+        };
+        Settlement::Record(Box::new(outcome), error_class)
     }
 
     /// The attempt as it is stored: the response body and the error text, which a receiver (or the

@@ -59,6 +59,10 @@ mod tests {
                 error: None,
             },
             webhook_id: Uuid::now_v7(),
+            organization_id: Uuid::now_v7(),
+            event_id: Uuid::now_v7(),
+            event_type: "item.created".into(),
+            class: crate::store::AttemptClass::Status5xx,
             next,
         }
     }

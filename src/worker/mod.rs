@@ -7,6 +7,7 @@ pub(crate) mod deliver;
 pub(crate) mod disable;
 pub(crate) mod endpoints;
 pub(crate) mod fanout;
+pub(crate) mod operational;
 pub(crate) mod record;
 pub(crate) mod recover;
 mod report;
@@ -16,6 +17,7 @@ pub(crate) mod sender;
 mod storable;
 
 pub use disable::DisableRule;
+pub use operational::RecordingRules;
 
 use crate::{config::Mode, services::Services, stages::Stages};
 
@@ -38,6 +40,7 @@ impl Roles {
 /// returns: they run until shutdown, then let in-flight work finish (up to `server.shutdown_grace`);
 /// [`Stages::wait`] waits for them. An error here is a start-up failure.
 pub async fn start(services: Services, roles: Roles, stages: &Stages) -> anyhow::Result<()> {
+    let outbox = services.outbox(stages);
     let Services { mode, settings, store, queue, target_policy, webhooks, .. } = services;
     let delivery = &settings.delivery;
     if mode == Mode::Embedded {
@@ -70,7 +73,8 @@ pub async fn start(services: Services, roles: Roles, stages: &Stages) -> anyhow:
             stages,
             store.clone(),
             webhooks.clone(),
-            disable::DisableRule::new(delivery.disable_after_dead),
+            RecordingRules { disable: DisableRule::new(delivery.disable_after_dead) },
+            outbox,
             shutdown.clone(),
         );
         let deliverer = deliver::Deliverer {

@@ -11,9 +11,11 @@ use std::{sync::Arc, time::Duration};
 
 use tokio_util::sync::CancellationToken;
 
-use super::disable::DisableRule;
+use super::{disable::DisableRule, operational::RecordingRules};
 use crate::{
     batch::Batcher,
+    emit::accepted,
+    outbox::Outbox,
     retrying::{self, GaveUp},
     stages::Stages,
     store::{AttemptOutcome, DeliveryStore, NextStep, StoreError},
@@ -56,10 +58,11 @@ impl Recorder {
         stages: &Stages,
         store: Arc<dyn DeliveryStore>,
         webhooks: Arc<WebhookCache>,
-        rule: DisableRule,
+        rules: RecordingRules,
+        outbox: Outbox,
         shutdown: CancellationToken,
     ) -> Self {
-        let writer = OutcomeWriter { store, webhooks, rule };
+        let writer = OutcomeWriter { store, webhooks, rules, outbox };
         let batch_writer = writer.clone();
         let batcher = Batcher::spawn(stages, "outcome-recorder", RECORD_BATCH, move |outcomes| {
             let writer = batch_writer.clone();
@@ -138,15 +141,17 @@ fn reduced(outcome: &AttemptOutcome, error_class: Option<&'static str>) -> Attem
         error,
         ..attempt.clone()
     };
-    AttemptOutcome { attempt, webhook_id: outcome.webhook_id, next: outcome.next.clone() }
+    AttemptOutcome { attempt, ..outcome.clone() }
 }
 
-/// Records outcomes, and forgets the cached copy of every webhook they disabled.
+/// Records outcomes, forgets the cached copy of every webhook they disabled, and hands the operational
+/// events committed with them to the outbox.
 #[derive(Debug, Clone)]
 struct OutcomeWriter {
     store: Arc<dyn DeliveryStore>,
     webhooks: Arc<WebhookCache>,
-    rule: DisableRule,
+    rules: RecordingRules,
+    outbox: Outbox,
 }
 
 impl OutcomeWriter {
@@ -179,10 +184,8 @@ impl OutcomeWriter {
 
     #[tracing::instrument(name = "record", skip_all, fields(count = outcomes.len(), disabled = tracing::field::Empty))]
     async fn write(&self, outcomes: &[AttemptOutcome]) -> Result<(), StoreError> {
-        let rule = self.rule;
-        let decide =
-            move |outcome: &AttemptOutcome, consecutive_dead: u32| rule.decide(outcome, consecutive_dead);
-        let disabled_webhooks = self.store.record_outcomes(outcomes, &decide).await?;
+        let recorded = self.store.record_outcomes(outcomes, &self.rules).await?;
+        let disabled_webhooks = recorded.disabled;
         if !disabled_webhooks.is_empty() {
             tracing::Span::current().record("disabled", disabled_webhooks.len());
         }
@@ -204,6 +207,9 @@ impl OutcomeWriter {
             DISABLED.get(DisableRule::metric_reason(&disabled.reason)).increment(1);
             self.webhooks.disabled(disabled.webhook_id).await;
         }
+        // After the cache forgot the disabled webhooks: fan-out must not hand a disabled webhook the
+        // event announcing its disabling.
+        self.outbox.committed(recorded.announced.into_iter().map(accepted));
         Ok(())
     }
 }

@@ -82,7 +82,11 @@ async fn sign_in_sets_a_strict_cookie_and_every_answer_the_security_headers(mode
 
     let off = TestApp::spawn_with(mode, |settings| settings.console.enabled = false).await;
     let (status, body) = off.call(Method::GET, "/console/sign-in", None, None).await;
-    assert_eq!((status, body["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")), "console.enabled = false");
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found")),
+        "console.enabled = false"
+    );
     let behind_tls = TestApp::spawn_with(mode, |settings| settings.console.secure_cookies = true).await;
     let secure = ConsoleClient::signed_in(&behind_tls, &behind_tls.admin_key).await;
     assert!(secure.session_cookie_header.contains("; Secure"), "{}", secure.session_cookie_header);

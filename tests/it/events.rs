@@ -65,10 +65,13 @@ async fn accepted_events_are_stored_as_sent(mode: Mode) {
         types["event_types"],
         json!([
             "comment.created",
+            "delivery.dead",
             "item.created",
             "item.deleted",
             "item.updated",
             "user.added",
+            "webhook.disabled",
+            "webhook.recovered",
             "webhook.test"
         ])
     );
@@ -159,7 +162,10 @@ async fn bad_events_are_refused(mode: Mode) {
     let app = TestApp::spawn(mode).await;
     let (status, error) = send(&app, json!({"event": "item.exploded", "data": {}})).await;
     assert_eq!((status, error["code"].as_str()), (StatusCode::BAD_REQUEST, Some("unknown_event_type")));
-    assert!(error["error"].as_str().expect("message").contains("comment.created, item.created"), "{error}");
+    assert!(
+        error["error"].as_str().expect("message").contains("comment.created, delivery.dead, item.created"),
+        "{error}"
+    );
     for data in [json!([1, 2]), json!("text"), json!(7), Value::Null] {
         let (status, error) = send(&app, json!({"event": "item.created", "data": data})).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{data}");

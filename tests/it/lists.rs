@@ -113,6 +113,12 @@ async fn api_keys_page_without_gap_or_duplicate(mode: Mode) {
         let ids = page_through(&app, path, "keys").await;
         assert_eq!(ids.len(), ROWS + 1, "{path}: the 250 keys and the bootstrap key");
         assert_newest_first(&ids);
+        let (_, first) = app.admin(Method::GET, &format!("{path}&limit=100"), None).await;
+        assert_eq!(
+            (first["count"].as_u64(), first["total"].as_u64()),
+            (Some(100), Some(ROWS as u64 + 1)),
+            "{path}"
+        );
     }
     refuses_bad_paging(&app, "/api/v1/api-keys?").await;
 }

@@ -173,15 +173,20 @@ async fn refusals_are_4xx(mode: Mode) {
     assert_eq!(status, StatusCode::FORBIDDEN, "{error}");
 }
 
-/// Runs `herald ARGS` against the app's database (the app's workers do the work); returns stdout.
-async fn herald(app: &TestApp, args: &[String]) -> String {
+/// Runs `herald ARGS` against the app's database and queue (the app's workers do the work) and waits
+/// for it to exit.
+pub(crate) async fn run_herald(app: &TestApp, args: &[&str]) -> std::process::Output {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_herald"));
     command.args(args).env_remove("RUST_LOG").env("HERALD_CONFIG_DIR", crate::support::empty_config_dir());
     for (name, value) in app.worker_env().into_iter().filter(|(_, value)| !value.is_empty()) {
         command.env(name, value);
     }
-    let output =
-        tokio::task::spawn_blocking(move || command.output().expect("herald runs")).await.expect("joined");
+    tokio::task::spawn_blocking(move || command.output().expect("herald runs")).await.expect("joined")
+}
+
+/// Runs `herald ARGS` ([`run_herald`]), which must succeed; returns stdout.
+pub(crate) async fn herald(app: &TestApp, args: &[&str]) -> String {
+    let output = run_herald(app, args).await;
     let stdout = String::from_utf8_lossy(&output.stdout).to_string();
     assert!(output.status.success(), "{args:?}: {stdout}{}", String::from_utf8_lossy(&output.stderr));
     stdout
@@ -199,16 +204,15 @@ async fn the_cli_recovers_and_redelivers(mode: Mode) {
     witness.wait_for(1, WAIT).await;
     set_active(&app, webhook, true).await;
 
-    let args =
-        ["recover", "--webhook", &webhook.to_string(), "--since", &since.to_rfc3339()].map(String::from);
-    let printed = herald(&app, &args).await;
+    let printed =
+        herald(&app, &["recover", "--webhook", &webhook.to_string(), "--since", &since.to_rfc3339()]).await;
     assert!(printed.trim_end().ends_with("finished: 1 deliveries, 1 done, 0 failed"), "{printed}");
     let arrivals = endpoint.wait_for(1, WAIT).await;
     assert_eq!(arrivals[0].json()["id"], missed.to_string());
 
     let added = Receiver::verifying(Accepts::XSignature).await;
     app.subscribe(&added, json!(["*"])).await;
-    let printed = herald(&app, &["events".into(), "redeliver".into(), missed.to_string()]).await;
+    let printed = herald(&app, &["events", "redeliver", &missed.to_string()]).await;
     assert!(printed.contains("1 deliveries created, 0 made due again"), "{printed}");
     assert_eq!(added.wait_for(1, WAIT).await[0].json()["id"], missed.to_string());
 }

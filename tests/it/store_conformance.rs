@@ -51,6 +51,7 @@ conformance!(
     timestamps_round_trip_exactly,
     a_reused_idempotency_key_is_told_apart_from_a_repeat,
     outcomes_are_timed_at_the_end_of_the_attempt,
+    outcomes_keep_statistics_and_announce_operational_events,
 );
 
 fn at(seconds: i64) -> DateTime<Utc> {
@@ -525,14 +526,20 @@ fn outcome(delivery: &NewDelivery, number: i64, status: Option<i64>, next: NextS
             error: status.is_none().then(|| "connection refused".to_string()),
         },
         webhook_id: delivery.webhook_id,
+        organization_id: delivery.organization_id,
+        event_id: delivery.event_id,
+        event_type: "item.created".into(),
+        class: status.map_or(AttemptClass::Network, |code| {
+            AttemptClass::of_status(u16::try_from(code).expect("a status"))
+        }),
         next,
     }
 }
 
-/// The workers' rule for disabling a webhook: after `dead_in_a_row` dead deliveries (0 never), at once on 410.
-fn disable_after(dead_in_a_row: u32) -> impl Fn(&AttemptOutcome, u32) -> Option<String> + Send + Sync {
-    let rule = herald::worker::DisableRule::new(dead_in_a_row);
-    move |outcome, run| rule.decide(outcome, run)
+/// The workers' rules: disabling a webhook after `dead_in_a_row` dead deliveries (0 never), at once on
+/// 410; operational events.
+fn disable_after(dead_in_a_row: u32) -> herald::worker::RecordingRules {
+    herald::worker::RecordingRules { disable: herald::worker::DisableRule::new(dead_in_a_row) }
 }
 
 async fn outcomes_are_recorded_and_disable_failing_webhooks(store: DynStore) {
@@ -545,6 +552,7 @@ async fn outcomes_are_recorded_and_disable_failing_webhooks(store: DynStore) {
             .record_outcomes(std::slice::from_ref(&retry), &disable_after(2))
             .await
             .expect("record")
+            .disabled
             .is_empty()
     );
     let pending = store.get_delivery(first.id).await.expect("read").expect("exists");
@@ -562,7 +570,7 @@ async fn outcomes_are_recorded_and_disable_failing_webhooks(store: DynStore) {
     );
     let dead = outcome(&first, 2, None, NextStep::Dead);
     assert!(
-        store.record_outcomes(&[dead], &disable_after(2)).await.expect("record").is_empty(),
+        store.record_outcomes(&[dead], &disable_after(2)).await.expect("record").disabled.is_empty(),
         "one dead delivery of two"
     );
     let attempts = store.list_attempts(first.id).await.expect("attempts");
@@ -579,7 +587,8 @@ async fn outcomes_are_recorded_and_disable_failing_webhooks(store: DynStore) {
     let disabled = store
         .record_outcomes(&[outcome(&second, 1, Some(500), NextStep::Dead)], &disable_after(2))
         .await
-        .expect("record");
+        .expect("record")
+        .disabled;
     assert_eq!(disabled.len(), 1, "the second consecutive dead delivery disables the webhook");
     assert!(disabled[0].reason.contains("2 consecutive dead deliveries"), "{}", disabled[0].reason);
     let hook_now = store.get_webhook(hook.id).await.expect("read").expect("exists");
@@ -606,7 +615,8 @@ async fn outcomes_are_recorded_and_disable_failing_webhooks(store: DynStore) {
     let disabled = store
         .record_outcomes(&[outcome(&gone, 1, Some(410), NextStep::Dead)], &disable_after(0))
         .await
-        .expect("record");
+        .expect("record")
+        .disabled;
     assert_eq!(disabled, vec![DisabledWebhook { webhook_id: other.id, reason }]);
     let succeeded = store.get_delivery(fourth.id).await.expect("read").expect("exists");
     assert_eq!((succeeded.status, succeeded.next_attempt_at), (DeliveryStatus::Succeeded, None));
@@ -799,7 +809,7 @@ async fn outcomes_are_timed_at_the_end_of_the_attempt(store: DynStore) {
         slow(&retried, NextStep::Retry(at(60))),
         slow(&dead, NextStep::Dead),
     ];
-    let disabled = store.record_outcomes(&outcomes, &disable_after(1)).await.expect("record");
+    let disabled = store.record_outcomes(&outcomes, &disable_after(1)).await.expect("record").disabled;
     assert_eq!(disabled.len(), 1, "the dead delivery disables the webhook");
     for (delivery, completed) in [(&succeeded, Some(ended)), (&retried, None), (&dead, Some(ended))] {
         let stored = store.get_delivery(delivery.id).await.expect("read").expect("exists");
@@ -814,4 +824,101 @@ async fn outcomes_are_timed_at_the_end_of_the_attempt(store: DynStore) {
     let dead_list = store.list_dead_deliveries(Some(f.organization), None, 10).await.expect("dead");
     assert_eq!(dead_list[0].updated_at, ended, "the DLQ's died-at is the end of the last attempt");
     assert_eq!(store.get_webhook(hook.id).await.expect("read").expect("exists").updated_at, ended);
+}
+
+/// The rollups kept as outcomes are recorded, read back exactly; the operational events committed with
+/// them (and none about a delivery of an operational event).
+async fn outcomes_keep_statistics_and_announce_operational_events(store: DynStore) {
+    let f = fixture(&store).await;
+    let hook = webhook(&store, f.organization, "*").await;
+    let mut deliveries = Vec::new();
+    for t in 0..6 {
+        deliveries.push(deliver(&store, &hook, f.organization, t).await.1);
+    }
+    let timed = |delivery: &NewDelivery, number, status, next, duration_ms| {
+        let mut outcome = outcome(delivery, number, status, next);
+        outcome.attempt.duration_ms = duration_ms;
+        outcome
+    };
+    let mut timeout = timed(&deliveries[3], 1, None, NextStep::Retry(at(600)), 15_000);
+    timeout.class = AttemptClass::Timeout;
+    let first = [
+        timed(&deliveries[0], 1, Some(200), NextStep::Succeeded, 3),
+        timed(&deliveries[1], 1, Some(500), NextStep::Retry(at(600)), 40),
+        timed(&deliveries[2], 1, None, NextStep::Retry(at(600)), 120),
+        timeout,
+    ];
+    let recorded = store.record_outcomes(&first, &disable_after(0)).await.expect("record");
+    assert!(recorded.announced.is_empty() && recorded.disabled.is_empty());
+    let dead = timed(&deliveries[1], 2, Some(500), NextStep::Dead, 40);
+    let recorded =
+        store.record_outcomes(std::slice::from_ref(&dead), &disable_after(0)).await.expect("record");
+    let types: Vec<&str> = recorded.announced.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(types, vec!["delivery.dead"]);
+    let announced = &recorded.announced[0];
+    let stored = store.get_event(announced.id).await.expect("read").expect("committed with the outcome");
+    assert_eq!(stored.organization_id, f.organization);
+    assert!(stored.payload.contains(&deliveries[1].id.to_string()), "{}", stored.payload);
+    // A stale duplicate counts nothing.
+    let stale = timed(&deliveries[0], 1, Some(200), NextStep::Succeeded, 3);
+    store.record_outcomes(&[stale], &disable_after(0)).await.expect("record");
+
+    let stats = |window, now| {
+        let store = store.clone();
+        async move {
+            store.webhook_stats(f.organization, hook.id, window, now).await.expect("stats").expect("exists")
+        }
+    };
+    let figures = stats(StatsWindow::Hour, at(100)).await;
+    assert_eq!((figures.attempts, figures.succeeded, figures.success_ratio), (5, 1, Some(0.2)));
+    assert_eq!(
+        figures.status_classes,
+        ClassCounts { status_2xx: 1, status_5xx: 2, network_error: 1, timeout: 1, ..ClassCounts::default() }
+    );
+    assert_eq!(figures.latency, Some(LatencyPercentiles { p50_ms: 50, p95_ms: 15_000, p99_ms: 15_000 }));
+    assert_eq!((figures.consecutive_failures, figures.state), (4, WebhookState::Failing));
+    assert_eq!(figures.last_success_at, Some(at(10) + Duration::milliseconds(3)));
+    assert_eq!(figures.last_failure_at, Some(at(20) + Duration::milliseconds(40)));
+    assert_eq!(figures.last_status_code, Some(500));
+    let later = stats(StatsWindow::Hour, at(7200)).await;
+    assert_eq!((later.attempts, later.success_ratio, later.latency), (0, None, None), "outside the window");
+    assert_eq!(stats(StatsWindow::Day, at(7200)).await.attempts, 5);
+
+    // The webhook's deliveries had died: a success is its recovery.
+    let success = timed(&deliveries[4], 1, Some(200), NextStep::Succeeded, 3);
+    let recorded = store.record_outcomes(&[success], &disable_after(0)).await.expect("record");
+    let types: Vec<&str> = recorded.announced.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(types, vec!["webhook.recovered"]);
+    let figures = stats(StatsWindow::Hour, at(100)).await;
+    assert_eq!((figures.consecutive_failures, figures.state), (0, WebhookState::Failing), "2 of 6 succeeded");
+
+    // An operational event's dead delivery announces nothing (the loop rule); a 410 disables.
+    let mut about_dead = timed(&deliveries[5], 1, Some(500), NextStep::Dead, 3);
+    about_dead.event_type = "delivery.dead".into();
+    let recorded = store.record_outcomes(&[about_dead], &disable_after(0)).await.expect("record");
+    assert!(recorded.announced.is_empty(), "{:?}", recorded.announced);
+    let (_, gone) = deliver(&store, &hook, f.organization, 7).await;
+    let recorded = store
+        .record_outcomes(&[timed(&gone, 1, Some(410), NextStep::Dead, 3)], &disable_after(0))
+        .await
+        .expect("r");
+    let types: Vec<&str> = recorded.announced.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(types, vec!["delivery.dead", "webhook.disabled"]);
+    let figures = stats(StatsWindow::Week, at(100)).await;
+    assert_eq!((figures.attempts, figures.state), (8, WebhookState::Disabled));
+    assert!(figures.disabled_reason.as_deref().is_some_and(|r| r.contains("410")), "{figures:?}");
+    let series = store.organization_series(f.organization, at(0)).await.expect("series");
+    assert_eq!(series.len(), 1, "every attempt ended in the first minute: {series:?}");
+    assert_eq!(
+        (series[0].minute, series[0].attempts, series[0].succeeded),
+        (DateTime::from_timestamp(1_800_000_000, 0).expect("a time"), 8, 2)
+    );
+    let other = fixture(&store).await;
+    assert!(
+        store
+            .webhook_stats(other.organization, hook.id, StatsWindow::Hour, at(0))
+            .await
+            .expect("s")
+            .is_none()
+    );
 }

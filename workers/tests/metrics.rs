@@ -26,7 +26,11 @@ async fn the_api_and_a_worker_count_every_delivery_together() {
     let process = Worker::start(env!("CARGO_BIN_EXE_herald-worker"), &app).await;
     let (api, worker) = (Source::Local, Source::Admin(process.admin));
     deliveries_are_counted_exactly(&app.base, &app.admin_key, &[api, worker]).await;
-    assert_eq!(total(&[worker], "herald_events_accepted_total", &[]).await, 0.0, "the API accepts");
+    assert_eq!(
+        total(&[worker], "herald_events_accepted_total", &[]).await,
+        3.0,
+        "the API accepts the application's events; the worker commits the operational ones (2 delivery.dead, 1 webhook.disabled)"
+    );
     assert_eq!(total(&[api], "herald_attempts_total", &[]).await, 0.0, "the worker delivers");
     assert_eq!(total(&[worker], "herald_broker_connected", &[]).await, 1.0);
     let samples = support::metrics::scrape(worker).await;

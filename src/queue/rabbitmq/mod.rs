@@ -7,6 +7,7 @@
 //! that does not decode goes to the dead-letter queue.
 
 mod codec;
+pub mod dead_letters;
 mod supervisor;
 mod topology;
 

@@ -18,6 +18,14 @@ macro_rules! key_columns {
          total_requests, created_at, revoked_at"
     };
 }
+/// The filter of `list_api_keys` and `count_api_keys` ($1 organization, $2 user, $3/$4 last used).
+macro_rules! key_filter {
+    () => {
+        " FROM api_keys WHERE organization_id = $1 AND revoked_at IS NULL \
+          AND ($2 IS NULL OR user_id = $2) \
+          AND ($3 IS NULL OR last_used_at >= $3) AND ($4 IS NULL OR last_used_at <= $4)"
+    };
+}
 macro_rules! user_columns {
     () => {
         "id, organization_id, email, name, role, is_active, created_at"
@@ -225,10 +233,8 @@ impl AccountStore for SqlStore<DB> {
         sqlx::query_as::<DB, ApiKey>(concat!(
             "SELECT ",
             key_columns!(),
-            " FROM api_keys WHERE organization_id = $1 AND revoked_at IS NULL \
-              AND ($2 IS NULL OR user_id = $2) \
-              AND ($3 IS NULL OR last_used_at >= $3) AND ($4 IS NULL OR last_used_at <= $4) \
-              AND ($5 IS NULL OR id < $5) ORDER BY id DESC LIMIT $6"
+            key_filter!(),
+            " AND ($5 IS NULL OR id < $5) ORDER BY id DESC LIMIT $6"
         ))
         .bind(query.organization_id)
         .bind(query.user_id)
@@ -239,6 +245,18 @@ impl AccountStore for SqlStore<DB> {
         .fetch_all(&self.read)
         .await
         .store()
+    }
+
+    async fn count_api_keys(&self, query: &ApiKeyQuery) -> StoreResult<u64> {
+        let (count,): (i64,) = sqlx::query_as::<DB, (i64,)>(concat!("SELECT COUNT(*)", key_filter!()))
+            .bind(query.organization_id)
+            .bind(query.user_id)
+            .bind(query.used_from)
+            .bind(query.used_to)
+            .fetch_one(&self.read)
+            .await
+            .store()?;
+        Ok(u64::try_from(count).unwrap_or_default())
     }
 
     async fn revoke_api_key(&self, id: Uuid, at: DateTime<Utc>) -> StoreResult<bool> {

@@ -9,4 +9,6 @@ mod database;
 mod deliveries;
 mod events;
 mod recoveries;
+mod retention;
+mod stats;
 mod webhooks;

@@ -1,5 +1,7 @@
 //! [`DeliveryStore`] on SQL: deliveries, their claims and leases, and the attempts that move them on.
 
+use std::collections::HashSet;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::QueryBuilder;
@@ -7,8 +9,8 @@ use uuid::Uuid;
 
 use super::DB;
 use crate::store::{
-    Attempt, AttemptOutcome, Delivery, DeliveryQuery, DeliveryStatus, DeliveryStore, DisableDecision,
-    DisabledWebhook, DueDelivery, NewDelivery, NextStep, ReplayFilter, StoreResult,
+    Attempt, AttemptOutcome, Delivery, DeliveryQuery, DeliveryStatus, DeliveryStore, DisabledWebhook,
+    DueDelivery, Happening, NewDelivery, NextStep, OutcomeRules, Recorded, ReplayFilter, StoreResult,
     sql::{BATCH_ROWS, Backend, ResultExt, SqlStore, push_id_list},
 };
 
@@ -146,28 +148,26 @@ impl DeliveryStore for SqlStore<DB> {
     async fn record_outcomes(
         &self,
         outcomes: &[AttemptOutcome],
-        disable: &DisableDecision,
-    ) -> StoreResult<Vec<DisabledWebhook>> {
+        rules: &dyn OutcomeRules,
+    ) -> StoreResult<Recorded> {
         if outcomes.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Recorded::default());
         }
-        let any_dead = outcomes.iter().any(|o| matches!(o.next, NextStep::Dead));
-        if DB::OUTCOMES_IN_ONE_STATEMENT && !any_dead {
-            // The common case: one statement in autocommit.
-            let mut conn = self.write.acquire().await.store()?;
-            DB::apply_outcomes(&mut conn, outcomes).await?;
-            return Ok(Vec::new());
-        }
-        // Dead deliveries lengthen their webhook's run of dead deliveries, which may disable it: in the same
-        // transaction, so that no one sees a dead delivery whose consequences are missing.
+        // One transaction: no one sees an attempt whose consequences (the webhook's run of dead
+        // deliveries, its disabling, the statistics, the operational events) are missing.
         let mut tx = self.write.begin_with(DB::BEGIN_WRITE).await.store()?;
-        let updated: std::collections::HashSet<Uuid> =
-            DB::apply_outcomes(&mut tx, outcomes).await?.into_iter().collect();
-        let dead = outcomes
-            .iter()
-            .filter(|o| matches!(o.next, NextStep::Dead) && updated.contains(&o.attempt.delivery_id));
-        let mut disabled = Vec::new();
+        let moved: HashSet<Uuid> = DB::apply_outcomes(&mut tx, outcomes).await?.into_iter().collect();
+        // Only outcomes that moved their delivery on count: a stale duplicate changes nothing.
+        let moved: Vec<&AttemptOutcome> =
+            outcomes.iter().filter(|o| moved.contains(&o.attempt.delivery_id)).collect();
+        let mut recorded = Recorded::default();
+        recovered(&mut tx, &moved, rules, &mut recorded).await?;
+        // Webhook rows in id order, so that two recorders never wait on each other in a cycle.
+        let mut dead: Vec<&AttemptOutcome> =
+            moved.iter().copied().filter(|o| matches!(o.next, NextStep::Dead)).collect();
+        dead.sort_by_key(|o| o.webhook_id);
         for outcome in dead {
+            recorded.announced.extend(rules.announce(&Happening::DeliveryDead { outcome }));
             let run: Option<(i64,)> = sqlx::query_as::<DB, (i64,)>(
                 "UPDATE webhooks SET consecutive_dead = consecutive_dead + 1 WHERE id = $1 RETURNING consecutive_dead",
             )
@@ -177,7 +177,7 @@ impl DeliveryStore for SqlStore<DB> {
             .store()?;
             // No row: the webhook was deleted meanwhile.
             let Some((run,)) = run else { continue };
-            if let Some(reason) = disable(outcome, u32::try_from(run).unwrap_or(u32::MAX)) {
+            if let Some(reason) = rules.disable(outcome, u32::try_from(run).unwrap_or(u32::MAX)) {
                 let result = sqlx::query::<DB>(
                     "UPDATE webhooks SET is_active = FALSE, disabled_reason = $2, updated_at = $3 \
                      WHERE id = $1 AND is_active = TRUE",
@@ -189,12 +189,19 @@ impl DeliveryStore for SqlStore<DB> {
                 .await
                 .store()?;
                 if DB::rows_affected(&result) > 0 {
-                    disabled.push(DisabledWebhook { webhook_id: outcome.webhook_id, reason });
+                    let happening = Happening::WebhookDisabled { outcome, reason: &reason };
+                    recorded.announced.extend(rules.announce(&happening));
+                    recorded.disabled.push(DisabledWebhook { webhook_id: outcome.webhook_id, reason });
                 }
             }
         }
+        super::stats::write_rollups(&mut tx, &moved).await?;
+        // In chunks of one statement each: the events' insert opens no transaction of its own then.
+        for chunk in recorded.announced.chunks(BATCH_ROWS) {
+            DB::insert_events(&mut tx, chunk).await?;
+        }
         tx.commit().await.store()?;
-        Ok(disabled)
+        Ok(recorded)
     }
 
     async fn get_delivery(&self, id: Uuid) -> StoreResult<Option<Delivery>> {
@@ -312,6 +319,33 @@ impl DeliveryStore for SqlStore<DB> {
         .store()?;
         Ok(u64::try_from(count).unwrap_or_default())
     }
+}
+
+/// Ends the run of dead deliveries of every webhook with a success among `moved`, and announces the
+/// webhooks whose run it ended (they recovered), each caused by its first success of the batch.
+async fn recovered(
+    tx: &mut <DB as sqlx::Database>::Connection,
+    moved: &[&AttemptOutcome],
+    rules: &dyn OutcomeRules,
+    recorded: &mut Recorded,
+) -> StoreResult<()> {
+    let mut first_success: std::collections::BTreeMap<Uuid, &AttemptOutcome> = Default::default();
+    for outcome in moved.iter().filter(|o| o.next == NextStep::Succeeded) {
+        first_success.entry(outcome.webhook_id).or_insert(outcome);
+    }
+    let ids: Vec<Uuid> = first_success.keys().copied().collect();
+    for chunk in ids.chunks(BATCH_ROWS) {
+        let mut query = QueryBuilder::<DB>::new(
+            "UPDATE webhooks SET consecutive_dead = 0 WHERE consecutive_dead > 0 AND id IN ",
+        );
+        push_id_list(&mut query, chunk);
+        query.push(" RETURNING id");
+        let reset: Vec<(Uuid,)> = query.build_query_as().fetch_all(&mut *tx).await.store()?;
+        for outcome in reset.iter().filter_map(|(id,)| first_success.get(id)) {
+            recorded.announced.extend(rules.announce(&Happening::WebhookRecovered { outcome }));
+        }
+    }
+    Ok(())
 }
 
 /// Appends the condition "still in the claim that lasts until `claimed_until`" for `ids`: queued, with

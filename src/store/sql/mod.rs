@@ -35,11 +35,17 @@ pub trait Backend: Database {
     const WRITE_PARALLELISM: usize;
     /// Whether writes have a pool of their own (SQLite), counted beside the readers' in pool metrics.
     const SEPARATE_WRITE_POOL: bool;
+    /// Appended to a retention batch's `SELECT`: locks the rows it picked until the transaction ends,
+    /// skipping rows another transaction holds (PostgreSQL); SQLite's one writer needs nothing.
+    const LOCK_PICKED: &'static str;
+    /// Takes the retention lock for the session, answering whether it was free (PostgreSQL); `None`:
+    /// no lock is needed (SQLite: one process per file).
+    const RETENTION_LOCK_SQL: Option<&'static str>;
+    /// Gives up to `{pages}` free pages back to the file system (SQLite's incremental vacuum; the
+    /// number is formatted in, a pragma takes no bind); `None`: the database does it by itself.
+    const RECLAIM_PAGES_SQL: Option<&'static str>;
     /// `deliveries.created_at` in whole Unix seconds, as an integer expression (the console's buckets).
     const EPOCH_OF_CREATED_AT: &'static str;
-    /// Whether [`Backend::apply_outcomes`] is one statement (atomic in autocommit); otherwise callers
-    /// run it inside a transaction.
-    const OUTCOMES_IN_ONE_STATEMENT: bool;
 
     /// Rows a statement changed.
     fn rows_affected(result: &Self::QueryResult) -> u64;
@@ -58,9 +64,9 @@ pub trait Backend: Database {
         conn: &'c mut Self::Connection,
         deliveries: &'c [NewDelivery],
     ) -> BoxFuture<'c, StoreResult<Vec<Uuid>>>;
-    /// Logs attempts (of deliveries that still exist), moves their deliveries on (unless the outcome is
-    /// stale), and resets the dead-delivery run of webhooks with a success; returns the deliveries moved.
-    /// Opens no transaction of its own (see [`Backend::OUTCOMES_IN_ONE_STATEMENT`]).
+    /// Logs attempts (of deliveries that still exist) and moves their deliveries on (unless the outcome
+    /// is stale); returns the deliveries moved. Runs inside the caller's transaction (the outcomes'
+    /// consequences, statistics and operational events are written in it too).
     fn apply_outcomes<'c>(
         conn: &'c mut Self::Connection,
         outcomes: &'c [AttemptOutcome],

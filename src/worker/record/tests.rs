@@ -54,8 +54,12 @@ async fn fixture() -> Fixture {
         Duration::from_secs(60),
     ));
     let stages = Stages::new(CancellationToken::new(), Duration::from_secs(1));
-    let recorder =
-        Recorder::start(&stages, store.clone(), webhooks, DisableRule::new(0), stages.shutdown_token());
+    let (taken, _) = tokio::sync::mpsc::unbounded_channel();
+    let queue = Arc::new(crate::queue::embedded::EmbeddedQueue::new(taken));
+    let outbox =
+        Outbox::start(&stages, sqlite.settings.mode(), store.clone(), queue, &sqlite.settings.events);
+    let rules = RecordingRules { disable: DisableRule::new(0) };
+    let recorder = Recorder::start(&stages, store.clone(), webhooks, rules, outbox, stages.shutdown_token());
     Fixture { _sqlite: sqlite, store, recorder, organization_id, webhook_id, _stages: stages }
 }
 
@@ -95,6 +99,10 @@ impl Fixture {
                 error: None,
             },
             webhook_id: self.webhook_id,
+            organization_id: self.organization_id,
+            event_id: event.id,
+            event_type: "item.created".into(),
+            class: crate::store::AttemptClass::Status2xx,
             next: NextStep::Succeeded,
         }
     }

@@ -167,7 +167,8 @@ pub async fn send(base: &str, key: &str, event_type: &str) {
 }
 
 /// Six deliveries: three succeed at once, one after a retry, one dies after three attempts, one meets
-/// `410 Gone` (its webhook is disabled). Then every count is checked exactly, summed over `processes`
+/// `410 Gone` (its webhook is disabled); Herald announces both deaths and the disabling (operational
+/// events no webhook subscribes to here). Then every count is checked exactly, summed over `processes`
 /// (the API first), which run with the retry schedule `200ms,200ms` and no jitter.
 pub async fn deliveries_are_counted_exactly(base: &str, key: &str, processes: &[Source]) {
     let ok = Receiver::start(|_| (200, vec![], Duration::ZERO)).await;
@@ -195,8 +196,10 @@ pub async fn deliveries_are_counted_exactly(base: &str, key: &str, processes: &[
         ("herald_events_accepted_total", &[("type", "item.updated")], 1.0),
         ("herald_events_accepted_total", &[("type", "comment.created")], 1.0),
         ("herald_events_accepted_total", &[("type", "item.deleted")], 1.0),
-        ("herald_events_accepted_total", &[], 6.0),
-        ("herald_events_published_total", &[], 6.0),
+        ("herald_events_accepted_total", &[("type", "delivery.dead")], 2.0),
+        ("herald_events_accepted_total", &[("type", "webhook.disabled")], 1.0),
+        ("herald_events_accepted_total", &[], 9.0),
+        ("herald_events_published_total", &[], 9.0),
         ("herald_deliveries_created_total", &[], 6.0),
         ("herald_attempts_total", &[("outcome", "2xx")], 4.0),
         ("herald_attempts_total", &[("outcome", "5xx")], 4.0),
