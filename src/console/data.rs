@@ -1,9 +1,9 @@
-//! The figures the console shows beyond the API's records, one function per figure: deliveries per
-//! time bucket by status, success ratios, attempt latency percentiles, the outbox lag, the dead-letter
-//! count, and each webhook's health. Each reads a bounded window (the last hour or day, by delivery id)
-//! through [`crate::store::ConsoleStore`]; changing where a figure comes from is a change here only.
-
-use std::collections::HashMap;
+//! The overview's figures, one function per figure: deliveries per time bucket by their status now,
+//! the attempts' success ratio, attempt latency percentiles, the outbox lag and the dead-letter count.
+//! The success ratio comes from the endpoint statistics' rollups ([`crate::store::StatsStore`], as each
+//! webhook's health does, through `GET /webhooks/{id}/stats`); the rest reads a bounded window (the last
+//! hour or day, by delivery id) through [`crate::store::ConsoleStore`]. Changing where a figure comes
+//! from is a change here only.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -99,13 +99,6 @@ impl Minutes {
     }
 }
 
-/// Of the finished deliveries of the buckets, the share that succeeded; `None` when none finished.
-pub(crate) fn success_ratio(buckets: &[Bucket]) -> Option<f64> {
-    let succeeded: u64 = buckets.iter().map(|b| b.succeeded).sum();
-    let finished = succeeded + buckets.iter().map(|b| b.dead).sum::<u64>();
-    (finished > 0).then(|| succeeded as f64 / finished as f64)
-}
-
 /// Attempt latency percentiles (ms) over a window.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub(crate) struct Latency {
@@ -146,56 +139,18 @@ pub(crate) async fn dead_letters(store: &DynStore, organization_id: Uuid) -> Sto
     store.dead_delivery_count(organization_id).await
 }
 
-/// One webhook's deliveries of the last day, by status now, and its last answer.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
-pub(crate) struct Health {
-    pub(crate) succeeded: u64,
-    pub(crate) retrying: u64,
-    pub(crate) dead: u64,
-    /// Of those finished, the share that succeeded.
-    pub(crate) success_ratio: Option<f64>,
-    /// The status code of the newest delivery's last attempt.
-    pub(crate) last_status: Option<i64>,
-}
-
-/// The health over the last day of the organization's webhooks (or of one), by webhook id (absent: no
-/// delivery).
-pub(crate) async fn webhook_health(
+/// Of the attempts of the organization's webhooks since `since` (the endpoint statistics' rollups),
+/// the share that succeeded; `None` without attempts. The same measure as each webhook's
+/// `GET /webhooks/{id}/stats`.
+pub(crate) async fn attempt_success(
     store: &DynStore,
     organization_id: Uuid,
-    webhook_id: Option<Uuid>,
-    now: DateTime<Utc>,
-) -> StoreResult<HashMap<Uuid, Health>> {
-    let since = now - chrono::Duration::seconds(LAST_DAY.seconds);
-    let mut health: HashMap<Uuid, Health> = HashMap::new();
-    for count in store.webhook_status_counts(organization_id, webhook_id, since).await? {
-        let entry = health.entry(count.webhook_id).or_default();
-        match count.status {
-            DeliveryStatus::Succeeded => entry.succeeded += count.count,
-            DeliveryStatus::Dead => entry.dead += count.count,
-            DeliveryStatus::Pending | DeliveryStatus::Queued => entry.retrying += count.count,
-        }
-    }
-    for entry in health.values_mut() {
-        let finished = entry.succeeded + entry.dead;
-        entry.success_ratio = (finished > 0).then(|| entry.succeeded as f64 / finished as f64);
-    }
-    Ok(health)
-}
-
-/// The status code of the newest delivery's last attempt to the webhook.
-pub(crate) async fn last_status(
-    store: &DynStore,
-    organization_id: Uuid,
-    webhook_id: Uuid,
-) -> StoreResult<Option<i64>> {
-    let query = crate::store::DeliveryQuery {
-        organization_id,
-        webhook_id: Some(webhook_id),
-        page: crate::store::Page { cursor: None, limit: 1 },
-        ..crate::store::DeliveryQuery::default()
-    };
-    Ok(store.list_deliveries(&query).await?.first().and_then(|delivery| delivery.last_status_code))
+    since: DateTime<Utc>,
+) -> StoreResult<(Option<f64>, u64)> {
+    let series = store.organization_series(organization_id, since).await?;
+    let attempts: u64 = series.iter().map(|point| point.attempts).sum();
+    let succeeded: u64 = series.iter().map(|point| point.succeeded).sum();
+    Ok(((attempts > 0).then(|| succeeded as f64 / attempts as f64), attempts))
 }
 
 /// Now, for the figures (one clock per page).
@@ -217,16 +172,5 @@ mod tests {
         assert_eq!((hour.len(), hour[0].start, hour[59].dead), (60, 1380 * 60, 1));
         let day = read.window(LAST_DAY);
         assert_eq!((day.len(), day[0].succeeded, day[95].total()), (96, 15, 16));
-    }
-
-    #[test]
-    fn ratios_count_finished_deliveries_only() {
-        let buckets = [
-            Bucket { start: 0, succeeded: 3, retrying: 5, dead: 1 },
-            Bucket { start: 60, succeeded: 0, retrying: 0, dead: 0 },
-        ];
-        assert_eq!(success_ratio(&buckets), Some(0.75));
-        assert_eq!(success_ratio(&buckets[1..]), None);
-        assert_eq!(buckets[0].total(), 9);
     }
 }

@@ -1,7 +1,7 @@
 //! What the web console (`crate::console`) keeps and reads beyond the API's records: its sessions, and
-//! a few bounded aggregate reads for the overview and the webhooks' health (the [`ConsoleStore`] role).
+//! a few bounded aggregate reads for the overview (the [`ConsoleStore`] role).
 //! Every aggregate covers a window that starts at a given time and reads it through an index on
-//! `(organization_id, id)` or `(webhook_id, id)`: delivery ids are UUIDv7, so "created since T" is
+//! `(organization_id, id)`: delivery ids are UUIDv7, so "created since T" is
 //! "id at or above the first UUIDv7 of T" ([`first_id_at`]).
 
 use async_trait::async_trait;
@@ -33,14 +33,6 @@ pub struct ConsoleSession {
 pub struct StatusCount {
     /// Start of the bucket, in Unix seconds.
     pub bucket: i64,
-    pub status: DeliveryStatus,
-    pub count: u64,
-}
-
-/// How many of one webhook's deliveries of the window are in one status now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WebhookStatusCount {
-    pub webhook_id: Uuid,
     pub status: DeliveryStatus,
     pub count: u64,
 }
@@ -82,14 +74,6 @@ pub trait ConsoleStore: Send + Sync + std::fmt::Debug + 'static {
     ) -> StoreResult<Vec<i64>>;
     /// The organization's dead deliveries (the dead-letter queue), whenever they died.
     async fn dead_delivery_count(&self, organization_id: Uuid) -> StoreResult<u64>;
-    /// The organization's deliveries created since `since` (to one webhook, or to each), counted by
-    /// webhook and current status.
-    async fn webhook_status_counts(
-        &self,
-        organization_id: Uuid,
-        webhook_id: Option<Uuid>,
-        since: DateTime<Utc>,
-    ) -> StoreResult<Vec<WebhookStatusCount>>;
 }
 
 #[cfg(test)]

@@ -307,9 +307,13 @@ async fn pages_create_replay_and_revoke_through_the_api(mode: Mode) {
     let overview = console.get("/console").await;
     assert!(overview.body.contains(r#"<span id="dead-count">2</span>"#), "{}", overview.body);
     assert!(overview.body.contains("2 deliveries, 0 retrying, 2 dead"), "the hour's chart counts them");
-    assert!(overview.body.contains("0.0 %"), "none of the finished deliveries succeeded");
+    assert!(
+        overview.body.contains("0.0 %") && overview.body.contains("of 8 attempts"),
+        "none of 8 succeeded: {}", overview.body
+    );
+    assert!(overview.body.contains(&format!("/console/webhooks/{webhook}")), "listed as failing");
     let health = console.get("/console/webhooks").await;
-    assert!(health.body.contains("0 ok · 0 retrying · 2 dead"), "{}", health.body);
+    assert!(health.body.contains("0 of 8 attempts") && health.body.contains(">failing<"), "{}", health.body);
     let (status, counted) = app
         .admin(Method::POST, &format!("/api/v1/webhooks/{webhook}/replay"), Some(json!({"dry_run": true})))
         .await;

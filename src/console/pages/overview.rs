@@ -1,7 +1,7 @@
 //! The overview (admins): deliveries per minute over the last hour and per 15 minutes over the last
-//! day (succeeded, retrying, dead), success ratios, attempt latency percentiles, the outbox lag, the
-//! dead-letter count, and the webhooks that are failing (dead deliveries in a row) or disabled. Members, who may not read
-//! deliveries, are sent to the events.
+//! day (succeeded, retrying, dead), the attempts' success ratios, attempt latency percentiles, the
+//! outbox lag, the dead-letter count, and the webhooks that are failing or disabled (their state in
+//! the endpoint statistics). Members, who may not read deliveries, are sent to the events.
 
 use axum::{
     extract::State,
@@ -18,6 +18,8 @@ use crate::{
 
 /// Webhooks listed as needing attention at most.
 const ATTENTION_LIMIT: usize = 20;
+/// Webhooks whose health the overview looks at (the oldest first), at most.
+const HEALTH_CHECKED: usize = 50;
 
 /// `GET /console/`.
 pub(crate) async fn show(State(state): State<AppState>, session: Session, uri: Uri) -> Response {
@@ -42,19 +44,19 @@ async fn page(state: &AppState, session: &Session, uri: &Uri) -> PageResult {
     .await?;
     let outbox = data::outbox_lag(store, now).await?;
     let dead = data::dead_letters(store, organization_id).await?;
+    let hour_ago = now - chrono::Duration::seconds(data::LAST_HOUR.seconds);
+    let day_ago = now - chrono::Duration::seconds(data::LAST_DAY.seconds);
+    let (hour_ratio, hour_attempts) = data::attempt_success(store, organization_id, hour_ago).await?;
+    let (day_ratio, day_attempts) = data::attempt_success(store, organization_id, day_ago).await?;
     let webhooks =
         store.list_webhooks(organization_id, crate::store::Page { cursor: None, limit: 200 }).await?;
-    let attention: Vec<serde_json::Value> = webhooks
-        .iter()
-        .filter(|webhook| !webhook.is_active || webhook.consecutive_dead > 0)
-        .take(ATTENTION_LIMIT)
-        .map(|webhook| {
-            json!({
-                "id": webhook.id, "url": webhook.url, "is_active": webhook.is_active,
-                "disabled_reason": webhook.disabled_reason, "consecutive_dead": webhook.consecutive_dead,
-            })
-        })
-        .collect();
+    let mut attention = Vec::new();
+    for webhook in webhooks.iter().take(HEALTH_CHECKED) {
+        let health = super::webhooks::health(state, session, webhook.id).await?;
+        if health["state"] != "healthy" && attention.len() < ATTENTION_LIMIT {
+            attention.push(json!({"id": webhook.id, "url": webhook.url, "health": health}));
+        }
+    }
     let active = webhooks.iter().filter(|webhook| webhook.is_active).count();
     let sum = |buckets: &[data::Bucket]| buckets.iter().map(data::Bucket::total).sum::<u64>();
     Ok(render::page(
@@ -68,8 +70,10 @@ async fn page(state: &AppState, session: &Session, uri: &Uri) -> PageResult {
             "day_chart": chart::stacked_bars(&day, "Deliveries per 15 minutes, last day"),
             "hour_total": sum(&hour),
             "day_total": sum(&day),
-            "hour_ratio": data::success_ratio(&hour).map(percent),
-            "day_ratio": data::success_ratio(&day).map(percent),
+            "hour_ratio": hour_ratio.map(percent),
+            "day_ratio": day_ratio.map(percent),
+            "hour_attempts": hour_attempts,
+            "day_attempts": day_attempts,
             "latency": latency,
             "outbox": outbox,
             "dead": dead,

@@ -1,7 +1,8 @@
-//! Webhooks (admins): the list with each one's health over the last day; creating one with the event
-//! picker (the secret shown once); a webhook's page with its settings, its recent deliveries (followed
-//! live), editing, enabling and disabling, rotating the secret with a grace period, deleting, and
-//! sending a test event. All of it through `crate::http::webhooks` and `crate::http::deliveries`.
+//! Webhooks (admins): the list with each one's health over the last day (the endpoint statistics);
+//! creating one with the event picker (the secret shown once); a webhook's page with its settings, its
+//! recent deliveries (followed live), editing, enabling and disabling, rotating the secret with a grace
+//! period, deleting, and sending a test event. All of it through `crate::http::webhooks`,
+//! `crate::http::deliveries` and `crate::http::stats`.
 
 use axum::{
     extract::{Path, State},
@@ -13,19 +14,19 @@ use serde_json::{Value, json};
 use super::{Answer, PageResult, admin, back, notice, path_id, request, shown};
 use crate::{
     console::{
-        data,
         forms::{CsrfForm, Fields, query},
         pages::overview::percent,
         render,
         session::Session,
     },
     http::{
-        AppState, deliveries as api_deliveries,
+        ApiError, AppState, deliveries as api_deliveries,
         extract::{Json, OptionalJson, Path as ApiPath, Query},
         page::PageQuery,
-        webhooks as api,
+        stats as api_stats, webhooks as api,
     },
 };
+use uuid::Uuid;
 
 /// Deliveries shown on a webhook's page.
 const RECENT_DELIVERIES: i64 = 10;
@@ -44,13 +45,16 @@ fn event_choices(state: &AppState, chosen: &[Value]) -> Value {
     Value::from(types)
 }
 
-/// The health figures of a webhook, as the pages show them.
-fn health_view(health: Option<&data::Health>, last_status: Option<i64>) -> Value {
-    let health = health.copied().unwrap_or_default();
-    json!({
-        "succeeded": health.succeeded, "retrying": health.retrying, "dead": health.dead,
-        "ratio": health.success_ratio.map(percent), "last_status": last_status,
-    })
+/// A webhook's health over the last day: the API's `GET /webhooks/{id}/stats` (the endpoint
+/// statistics), with the success ratio as a percentage.
+pub(crate) async fn health(state: &AppState, session: &Session, id: Uuid) -> Result<Value, ApiError> {
+    let window = request(json!({"window": "24h"}))?;
+    let mut stats =
+        api_stats::webhook_stats(State(state.clone()), admin(session)?, ApiPath(id), Query(window))
+            .await?
+            .json();
+    stats["ratio"] = json!(stats["success_ratio"].as_f64().map(percent));
+    Ok(stats)
 }
 
 /// `GET /console/webhooks`.
@@ -59,14 +63,10 @@ pub(crate) async fn list(State(state): State<AppState>, session: Session, uri: U
         let auth = admin(&session)?;
         let paging: PageQuery = query(&uri, &[])?;
         let mut page = api::list(State(state.clone()), auth, Query(paging)).await?.json();
-        let organization_id = session.principal.organization_id;
-        let now = data::now();
-        let health = data::webhook_health(&state.store, organization_id, None, now).await?;
         if let Some(webhooks) = page["webhooks"].as_array_mut() {
             for webhook in webhooks {
                 let id = webhook["id"].as_str().and_then(|id| id.parse().ok()).unwrap_or_default();
-                let last = data::last_status(&state.store, organization_id, id).await?;
-                webhook["health"] = health_view(health.get(&id), last);
+                webhook["health"] = health(&state, &session, id).await?;
             }
         }
         Ok(render::page(
@@ -129,9 +129,7 @@ pub(crate) async fn show(
         )
         .await?
         .json();
-        let organization_id = session.principal.organization_id;
-        let health = data::webhook_health(&state.store, organization_id, Some(id), data::now()).await?;
-        let last = data::last_status(&state.store, organization_id, id).await?;
+        let health = health(&state, &session, id).await?;
         let chosen = webhook["events"].as_array().cloned().unwrap_or_default();
         Ok(render::page(
             Some(&session),
@@ -139,7 +137,7 @@ pub(crate) async fn show(
             "webhook.html",
             json!({
                 "active": "webhooks", "notice": notice(&uri), "webhook": webhook,
-                "deliveries": deliveries["deliveries"], "health": health_view(health.get(&id), last),
+                "deliveries": deliveries["deliveries"], "health": health,
                 "events": event_choices(&state, &chosen),
             }),
         ))

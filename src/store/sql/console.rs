@@ -1,6 +1,5 @@
-//! [`ConsoleStore`] on SQL: console sessions and the bounded aggregate reads of the console's overview
-//! and webhook health. Windows are read by id (`id >= first_id_at(since)`), through the indexes on
-//! `(organization_id, id)` and `(webhook_id, id)`.
+//! [`ConsoleStore`] on SQL: console sessions and the bounded aggregate reads of the console's overview.
+//! Windows are read by id (`id >= first_id_at(since)`), through the index on `(organization_id, id)`.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -8,8 +7,7 @@ use uuid::Uuid;
 
 use super::DB;
 use crate::store::{
-    ConsoleSession, ConsoleStore, DeliveryStatus, StatusCount, StoreError, StoreResult, WebhookStatusCount,
-    first_id_at,
+    ConsoleSession, ConsoleStore, DeliveryStatus, StatusCount, StoreError, StoreResult, first_id_at,
     sql::{Backend, ResultExt, SqlStore},
 };
 
@@ -129,33 +127,5 @@ impl ConsoleStore for SqlStore<DB> {
         .await
         .store()?;
         Ok(count(n))
-    }
-
-    async fn webhook_status_counts(
-        &self,
-        organization_id: Uuid,
-        webhook_id: Option<Uuid>,
-        since: DateTime<Utc>,
-    ) -> StoreResult<Vec<WebhookStatusCount>> {
-        // One webhook's through `(webhook_id, id)`, every webhook's through `(organization_id, id)`.
-        let sql = if webhook_id.is_some() {
-            "SELECT webhook_id, status, COUNT(*) FROM deliveries WHERE webhook_id = $3 AND id >= $2 \
-             AND organization_id = $1 GROUP BY webhook_id, status"
-        } else {
-            "SELECT webhook_id, status, COUNT(*) FROM deliveries WHERE organization_id = $1 AND id >= $2 \
-             AND ($3 IS NULL OR webhook_id = $3) GROUP BY webhook_id, status"
-        };
-        let rows: Vec<(Uuid, String, i64)> = sqlx::query_as::<DB, (Uuid, String, i64)>(sql)
-            .bind(organization_id)
-            .bind(first_id_at(since))
-            .bind(webhook_id)
-            .fetch_all(&self.read)
-            .await
-            .store()?;
-        rows.into_iter()
-            .map(|(webhook_id, text, n)| {
-                Ok(WebhookStatusCount { webhook_id, status: status(text)?, count: count(n) })
-            })
-            .collect()
     }
 }
