@@ -309,7 +309,8 @@ async fn pages_create_replay_and_revoke_through_the_api(mode: Mode) {
     assert!(overview.body.contains("2 deliveries, 0 retrying, 2 dead"), "the hour's chart counts them");
     assert!(
         overview.body.contains("0.0 %") && overview.body.contains("of 8 attempts"),
-        "none of 8 succeeded: {}", overview.body
+        "none of 8 succeeded: {}",
+        overview.body
     );
     assert!(overview.body.contains(&format!("/console/webhooks/{webhook}")), "listed as failing");
     let health = console.get("/console/webhooks").await;
