@@ -139,18 +139,32 @@ pub(crate) async fn dead_letters(store: &DynStore, organization_id: Uuid) -> Sto
     store.dead_delivery_count(organization_id).await
 }
 
-/// Of the attempts of the organization's webhooks since `since` (the endpoint statistics' rollups),
-/// the share that succeeded; `None` without attempts. The same measure as each webhook's
+/// How many attempts there were, and the share that succeeded (`None` without attempts).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct AttemptSuccess {
+    pub(crate) ratio: Option<f64>,
+    pub(crate) attempts: u64,
+}
+
+/// Of the attempts of the organization's webhooks over the last hour and the last day (the endpoint
+/// statistics' rollups, read once), the share that succeeded: the same measure as each webhook's
 /// `GET /webhooks/{id}/stats`.
 pub(crate) async fn attempt_success(
     store: &DynStore,
     organization_id: Uuid,
-    since: DateTime<Utc>,
-) -> StoreResult<(Option<f64>, u64)> {
-    let series = store.organization_series(organization_id, since).await?;
-    let attempts: u64 = series.iter().map(|point| point.attempts).sum();
-    let succeeded: u64 = series.iter().map(|point| point.succeeded).sum();
-    Ok(((attempts > 0).then(|| succeeded as f64 / attempts as f64), attempts))
+    now: DateTime<Utc>,
+) -> StoreResult<(AttemptSuccess, AttemptSuccess)> {
+    let hour_ago = now - chrono::Duration::seconds(LAST_HOUR.seconds);
+    let series =
+        store.organization_series(organization_id, now - chrono::Duration::seconds(LAST_DAY.seconds)).await?;
+    let sum = |points: &mut dyn Iterator<Item = &crate::store::MinutePoint>| {
+        let (attempts, succeeded) =
+            points.fold((0u64, 0u64), |(a, s), point| (a + point.attempts, s + point.succeeded));
+        AttemptSuccess { ratio: (attempts > 0).then(|| succeeded as f64 / attempts as f64), attempts }
+    };
+    let hour =
+        sum(&mut series.iter().filter(|point| point.minute >= hour_ago - chrono::Duration::seconds(59)));
+    Ok((hour, sum(&mut series.iter())))
 }
 
 /// Now, for the figures (one clock per page).

@@ -44,10 +44,7 @@ async fn page(state: &AppState, session: &Session, uri: &Uri) -> PageResult {
     .await?;
     let outbox = data::outbox_lag(store, now).await?;
     let dead = data::dead_letters(store, organization_id).await?;
-    let hour_ago = now - chrono::Duration::seconds(data::LAST_HOUR.seconds);
-    let day_ago = now - chrono::Duration::seconds(data::LAST_DAY.seconds);
-    let (hour_ratio, hour_attempts) = data::attempt_success(store, organization_id, hour_ago).await?;
-    let (day_ratio, day_attempts) = data::attempt_success(store, organization_id, day_ago).await?;
+    let (hour_success, day_success) = data::attempt_success(store, organization_id, now).await?;
     let webhooks =
         store.list_webhooks(organization_id, crate::store::Page { cursor: None, limit: 200 }).await?;
     let mut attention = Vec::new();
@@ -70,10 +67,10 @@ async fn page(state: &AppState, session: &Session, uri: &Uri) -> PageResult {
             "day_chart": chart::stacked_bars(&day, "Deliveries per 15 minutes, last day"),
             "hour_total": sum(&hour),
             "day_total": sum(&day),
-            "hour_ratio": hour_ratio.map(percent),
-            "day_ratio": day_ratio.map(percent),
-            "hour_attempts": hour_attempts,
-            "day_attempts": day_attempts,
+            "hour_ratio": hour_success.ratio.map(percent),
+            "day_ratio": day_success.ratio.map(percent),
+            "hour_attempts": hour_success.attempts,
+            "day_attempts": day_success.attempts,
             "latency": latency,
             "outbox": outbox,
             "dead": dead,
