@@ -38,6 +38,37 @@ pub struct Settings {
     #[serde(default)]
     pub telemetry: TelemetrySettings,
     pub admin: AdminSettings,
+    /// Optional in configuration files: every key in it is.
+    #[serde(default)]
+    pub console: ConsoleSettings,
+}
+
+/// The web console served at `/console` (`crate::console`): its sessions and cookies.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleSettings {
+    /// Serve the console at all.
+    pub enabled: bool,
+    /// A session unused for this long is signed out.
+    pub idle_timeout: HumanDuration,
+    /// A session ends this long after sign-in, however busy.
+    pub absolute_timeout: HumanDuration,
+    /// Always mark the session cookie `Secure` (Herald behind a TLS-terminating proxy).
+    pub secure_cookies: bool,
+    /// Believe `X-Forwarded-Proto: https` from the proxy in front and then mark the cookie `Secure`.
+    pub trust_forwarded_proto: bool,
+}
+
+impl Default for ConsoleSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            idle_timeout: HumanDuration(Duration::from_secs(30 * 60)),
+            absolute_timeout: HumanDuration(Duration::from_secs(12 * 3600)),
+            secure_cookies: false,
+            trust_forwarded_proto: false,
+        }
+    }
 }
 
 /// The admin listener (`/metrics`, `/healthz`, `/readyz`) every process serves beside its work.
@@ -295,6 +326,14 @@ impl Settings {
             || !self.queue.prefix.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
         {
             return Err(invalid("queue.prefix", "must be non-empty ASCII letters, digits, '.', '_' or '-'"));
+        }
+        if self.console.idle_timeout.get().is_zero()
+            || self.console.absolute_timeout.get() < self.console.idle_timeout.get()
+        {
+            return Err(invalid(
+                "console.idle_timeout",
+                "must be more than zero and at most console.absolute_timeout",
+            ));
         }
         if self.events.types.is_empty() {
             return Err(invalid("events.types", "the event catalog must list at least one type"));

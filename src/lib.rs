@@ -9,6 +9,7 @@
 //!   the metrics recorder and the sampled gauges) and the admin listener ([`http::admin`]).
 //! - [`services`]: the composition root: the handles every process shares (store, queue, secret box,
 //!   SSRF policy, webhook cache, outbox publisher), built once for the running [`config::Mode`].
+//! - `console`: the web console at `/console` (server-rendered pages over the same handlers as the API).
 //! - [`app`]: the API process (HTTP state and background tasks); `http`: the routes, extractors and
 //!   error answers, and the admin listener; `auth`: API keys, JWTs, rate limits, usage counting;
 //!   [`readiness`]: what `/readyz` checks.
@@ -34,6 +35,7 @@ pub(crate) mod auth;
 pub(crate) mod batch;
 pub mod cli;
 pub mod config;
+pub(crate) mod console;
 pub mod crypto;
 pub mod domain;
 pub(crate) mod emit;

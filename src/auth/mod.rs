@@ -79,6 +79,23 @@ pub struct ServiceTarget {
     pub organization_id: Option<Uuid>,
 }
 
+/// What a console session keeps of the credential it was signed in with, to check it on every request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionCredential {
+    /// The SHA-256 of an API key (as stored with the key).
+    ApiKey(Vec<u8>),
+    /// The user a JWT named.
+    User(Uuid),
+}
+
+/// An API key's text, parsed (its checksum checked) before any lookup.
+fn parse_key(text: &str) -> Result<ApiKeySecret, AuthError> {
+    ApiKeySecret::parse(text).map_err(|error| match error {
+        ApiKeyError::Malformed => unauthorized("api_key_malformed", &error.to_string()),
+        ApiKeyError::BadChecksum => unauthorized("api_key_checksum", &error.to_string()),
+    })
+}
+
 /// A cached JWT subject: the user and whether their organization is active.
 type CachedUser = (User, bool);
 
@@ -142,16 +159,49 @@ impl Authenticator {
         }
     }
 
+    /// Signs a console session in: the principal of a credential, and what the session keeps of it to
+    /// check it again on each request (and, for a JWT, when the token expires). A service-role token,
+    /// which maps to no user, cannot sign in.
+    pub async fn sign_in(
+        &self,
+        credential: &str,
+    ) -> Result<(Principal, SessionCredential, Option<i64>), AuthError> {
+        if credential.starts_with("sk_") {
+            let hash = parse_key(credential)?.hash();
+            let principal = self.authenticate_key_hash(&hash).await?;
+            return Ok((principal, SessionCredential::ApiKey(hash), None));
+        }
+        let claims = self.verify_jwt(credential)?;
+        if claims.role.as_deref() == Some(SERVICE_ROLE) {
+            return Err(AuthError::bad_request(
+                "service_role_not_allowed",
+                "a service-role token maps to no user and cannot sign in; use a user's API key or JWT",
+            ));
+        }
+        let principal = self.jwt_principal(&claims).await?;
+        let user_id = principal.user_id().unwrap_or_default();
+        Ok((principal, SessionCredential::User(user_id), Some(claims.exp)))
+    }
+
+    /// Checks a console session's credential again, with the same rules as a request's (a revoked or
+    /// expired key, a deactivated user or organization: refused).
+    pub async fn authenticate_session(&self, credential: &SessionCredential) -> Result<Principal, AuthError> {
+        match credential {
+            SessionCredential::ApiKey(hash) => self.authenticate_key_hash(hash).await,
+            SessionCredential::User(user_id) => self.user_principal(*user_id).await,
+        }
+    }
+
     async fn authenticate_key(&self, text: &str) -> Result<Principal, AuthError> {
-        let key = ApiKeySecret::parse(text).map_err(|error| match error {
-            ApiKeyError::Malformed => unauthorized("api_key_malformed", &error.to_string()),
-            ApiKeyError::BadChecksum => unauthorized("api_key_checksum", &error.to_string()),
-        })?;
-        let hash = key.hash();
+        let hash = parse_key(text)?.hash();
+        self.authenticate_key_hash(&hash).await
+    }
+
+    async fn authenticate_key_hash(&self, hash: &[u8]) -> Result<Principal, AuthError> {
         // An unknown key is not cached (`NotFound` is an error, and errors are not).
-        let load = async { self.store.find_key_by_hash(&hash).await?.ok_or(StoreError::NotFound) };
+        let load = async { self.store.find_key_by_hash(hash).await?.ok_or(StoreError::NotFound) };
         let owner =
-            self.keys.try_get_with_by_ref(&hash, load).await.map_err(|error| {
+            self.keys.try_get_with_by_ref(hash, load).await.map_err(|error| {
                 match StoreError::from(error) {
                     StoreError::NotFound => unauthorized("api_key_invalid", "unknown API key"),
                     other => other.into(),
@@ -182,24 +232,41 @@ impl Authenticator {
     }
 
     async fn authenticate_jwt(&self, token: &str, target: ServiceTarget) -> Result<Principal, AuthError> {
+        let claims = self.verify_jwt(token)?;
+        if claims.role.as_deref() == Some(SERVICE_ROLE) {
+            return self.service_principal(target).await;
+        }
+        self.jwt_principal(&claims).await
+    }
+
+    fn verify_jwt(&self, token: &str) -> Result<jwt::Claims, AuthError> {
+        if token.matches('.').count() != 2 {
+            return Err(unauthorized("api_key_malformed", "malformed API key (expected sk_live_...) or JWT"));
+        }
         let verifier = self.jwt.as_ref().ok_or_else(|| {
             unauthorized(
                 "jwt_disabled",
                 "JWT authentication is not configured (auth.jwt_secret); use an API key",
             )
         })?;
-        let claims = verifier.verify(token, Utc::now().timestamp()).map_err(|error| match error {
+        verifier.verify(token, Utc::now().timestamp()).map_err(|error| match error {
             JwtError::Expired => unauthorized("jwt_expired", &error.to_string()),
             other => unauthorized("jwt_invalid", &other.to_string()),
-        })?;
-        if claims.role.as_deref() == Some(SERVICE_ROLE) {
-            return self.service_principal(target).await;
-        }
+        })
+    }
+
+    /// The user a (verified, non-service-role) JWT names.
+    async fn jwt_principal(&self, claims: &jwt::Claims) -> Result<Principal, AuthError> {
         let user_id = claims
             .sub
             .as_deref()
             .and_then(|sub| Uuid::parse_str(sub).ok())
             .ok_or_else(|| unauthorized("jwt_unknown_user", "the JWT's subject is not a Herald user"))?;
+        self.user_principal(user_id).await
+    }
+
+    /// A user as a principal, if they and their organization are active.
+    async fn user_principal(&self, user_id: Uuid) -> Result<Principal, AuthError> {
         let (user, organization_active) = self.jwt_user(user_id).await?;
         if !user.is_active {
             return Err(unauthorized("user_inactive", "this user is deactivated"));

@@ -17,6 +17,15 @@ pub(crate) struct Auth(pub Principal);
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct AdminAuth(pub Principal);
 
+impl AdminAuth {
+    /// An admin principal authenticated elsewhere (a console session), refused as the extractor refuses
+    /// a non-admin.
+    pub(crate) fn of(principal: Principal) -> Result<Self, ApiError> {
+        principal.require_admin()?;
+        Ok(AdminAuth(principal))
+    }
+}
+
 impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
 

@@ -101,6 +101,18 @@ pub struct DeliveryDetail {
     #[serde(flatten)]
     delivery: DeliveryView,
     attempts_log: Vec<AttemptView>,
+    /// The body every attempt sends, byte for byte (the payload contract).
+    payload: String,
+    /// The headers of the last attempt (or of an attempt now, before the first), signed with the
+    /// webhook's secrets as they are now: after a rotation the signatures differ from those sent.
+    /// Signatures are shown; secrets never are.
+    headers: Vec<HeaderView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HeaderView {
+    name: String,
+    value: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -234,8 +246,56 @@ pub async fn read(
     Path(id): Path<Uuid>,
 ) -> ApiResult<axum::Json<DeliveryDetail>> {
     let delivery = owned_delivery(&state, &principal, id).await?;
-    let attempts = state.store.list_attempts(id).await?.into_iter().map(Into::into).collect();
-    Ok(axum::Json(DeliveryDetail { delivery: delivery.into(), attempts_log: attempts }))
+    let attempts = state.store.list_attempts(id).await?;
+    let event = state
+        .store
+        .get_event(delivery.event_id)
+        .await?
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("delivery {id} has no event")))?;
+    let at = attempts.last().map_or_else(domain::now, |attempt| attempt.started_at);
+    let headers = attempt_headers(&state, &delivery, &event.event_type, &event.payload, at).await?;
+    Ok(axum::Json(DeliveryDetail {
+        delivery: delivery.into(),
+        attempts_log: attempts.into_iter().map(Into::into).collect(),
+        payload: event.payload,
+        headers,
+    }))
+}
+
+/// The headers an attempt of `delivery` at `at` carries (signed with the webhook's current secrets).
+async fn attempt_headers(
+    state: &AppState,
+    delivery: &Delivery,
+    event_type: &str,
+    payload: &str,
+    at: DateTime<Utc>,
+) -> ApiResult<Vec<HeaderView>> {
+    // A secret that cannot be opened (sealed under a key no longer configured) signs nothing: the
+    // headers are shown without signatures, as its attempts were never sent.
+    let target = match state.webhooks.target(delivery.webhook_id).await {
+        Ok(target) => target,
+        Err(crate::webhook_cache::WebhookCacheError::Store(error)) => return Err(error.into()),
+        Err(_) => None,
+    };
+    let secrets = target.as_ref().map_or(&[][..], |target| target.signing_secrets(at));
+    let message_id = delivery.id.to_string();
+    let signed = crate::worker::deliver::headers_signed_at(
+        secrets,
+        &message_id,
+        event_type,
+        payload.as_bytes(),
+        at.timestamp(),
+    )
+    .map_err(ApiError::internal)?;
+    let mut headers = vec![HeaderView {
+        name: "user-agent".into(),
+        value: concat!("Herald/", env!("CARGO_PKG_VERSION")).into(),
+    }];
+    headers.extend(signed.iter().map(|(name, value)| HeaderView {
+        name: name.as_str().to_string(),
+        value: value.to_str().unwrap_or_default().to_string(),
+    }));
+    Ok(headers)
 }
 
 /// Deliver again now (one more attempt), whatever the delivery's state, unless it is queued already.
@@ -273,18 +333,26 @@ pub struct Replay {
     #[serde(default)]
     #[schema(value_type = Option<String>)]
     status: Option<Line>,
+    /// `true`: change nothing, only count the deliveries that would be replayed (`matching`), e.g. to
+    /// confirm a bulk replay.
+    #[serde(default)]
+    dry_run: bool,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Replayed {
-    /// How many deliveries were made due.
+    /// How many deliveries were made due (0 for a dry run).
     replayed: u64,
+    /// With `dry_run`: how many deliveries the filter selects now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    matching: Option<u64>,
 }
 
 /// Redrive many deliveries of a webhook (bulk replay), e.g. after an outage of the endpoint.
 #[utoipa::path(post, operation_id = "replay_deliveries", path = "/webhooks/{id}/replay", tag = "deliveries",
     params(("id" = Uuid, Path)), request_body(content = Option<Replay>, description = "optional filter"),
     responses((status = 202, body = Replayed, description = "the matching deliveries (dead by default) are queued again"),
+        (status = 200, body = Replayed, description = "dry_run: how many deliveries match; nothing changed"),
         (status = 409, body = ErrorBody, description = "the webhook is disabled; enable it first")))]
 pub async fn replay(
     State(state): State<AppState>,
@@ -314,8 +382,12 @@ pub async fn replay(
         until: request.until.map(Timestamp::get),
         status,
     };
+    if request.dry_run {
+        let matching = state.store.count_replayable(&filter).await?;
+        return Ok((StatusCode::OK, axum::Json(Replayed { replayed: 0, matching: Some(matching) })));
+    }
     let replayed = state.store.replay_deliveries(&filter, domain::now()).await?;
-    Ok((StatusCode::ACCEPTED, axum::Json(Replayed { replayed })))
+    Ok((StatusCode::ACCEPTED, axum::Json(Replayed { replayed, matching: None })))
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -95,6 +95,28 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         self.code
     }
+
+    /// The message the client is shown (generic for a 5xx).
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// Logs a server error (with its cause, which the client never sees); other errors are the
+    /// client's and are not logged.
+    pub(crate) fn report(&self) {
+        if self.status.is_server_error() {
+            match &self.source {
+                Some(source) => {
+                    tracing::error!(code = self.code, error = format!("{source:#}"), "request failed")
+                }
+                // 503s (database down, shutting down) come in floods and are reported elsewhere.
+                None if self.status == StatusCode::SERVICE_UNAVAILABLE => {
+                    tracing::debug!(code = self.code, message = %self.message, "request failed")
+                }
+                None => tracing::warn!(code = self.code, message = %self.message, "request failed"),
+            }
+        }
+    }
 }
 
 impl From<StoreError> for ApiError {
@@ -160,18 +182,7 @@ impl From<AuthError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if self.status.is_server_error() {
-            match &self.source {
-                Some(source) => {
-                    tracing::error!(code = self.code, error = format!("{source:#}"), "request failed")
-                }
-                // 503s (database down, shutting down) come in floods and are reported elsewhere.
-                None if self.status == StatusCode::SERVICE_UNAVAILABLE => {
-                    tracing::debug!(code = self.code, message = %self.message, "request failed")
-                }
-                None => tracing::warn!(code = self.code, message = %self.message, "request failed"),
-            }
-        }
+        self.report();
         let body = ErrorBody { error: self.message, code: self.code.to_string() };
         let mut response = (self.status, Json(body)).into_response();
         if let Some(seconds) = self.retry_after

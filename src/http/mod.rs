@@ -5,21 +5,21 @@
 //! and methods, and serves the result with graceful shutdown. [`admin`] is the separate admin listener.
 
 pub mod admin;
-mod api_keys;
-mod auth;
-mod deliveries;
+pub(crate) mod api_keys;
+pub(crate) mod auth;
+pub(crate) mod deliveries;
 pub(crate) mod error;
-mod events;
+pub(crate) mod events;
 pub(crate) mod extract;
 mod health;
-mod input;
+pub(crate) mod input;
 pub mod openapi;
-mod page;
+pub(crate) mod page;
 mod recover;
 mod state;
-mod stats;
-mod users;
-mod webhooks;
+pub(crate) mod stats;
+pub(crate) mod users;
+pub(crate) mod webhooks;
 
 use std::{any::Any, time::Duration};
 
@@ -65,6 +65,9 @@ pub fn router(state: AppState) -> Router {
     let mut documented = documented.nest("/api/v1", openapi::router(document));
     if settings.admin.public_metrics {
         documented = documented.merge(admin::metrics_route(crate::telemetry::metrics::install("api")));
+    }
+    if settings.console.enabled {
+        documented = documented.nest("/console", crate::console::router());
     }
     documented
         .fallback(unknown_route)

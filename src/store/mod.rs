@@ -1,6 +1,7 @@
 //! Persistence. [`Store`] is everything Herald keeps, with a storage-only error, made of one role trait
 //! per aggregate: [`AccountStore`], [`WebhookStore`], [`EventStore`], [`DeliveryStore`], [`RecoveryStore`],
-//! [`StatsStore`] (endpoint statistics) and [`RetentionStore`] (the retention job's bounded deletes). A
+//! [`StatsStore`] (endpoint statistics), [`RetentionStore`] (the retention job's bounded deletes) and
+//! [`ConsoleStore`] (the web console's sessions and figures). A
 //! [`DynStore`] has all their methods without an import; a holder of one role or of a concrete store
 //! brings the traits into scope with `use crate::store::prelude::*`. The one SQL implementation
 //! ([`sql::SqlStore`]) runs on SQLite ([`sqlite`]) and PostgreSQL ([`postgres`]), each with its own
@@ -9,6 +10,7 @@
 //! `bootstrap`); [`connect_with`]`(.., Schema::RequireCurrent)` only checks that the schema is current
 //! (the read-only commands).
 
+mod console;
 mod model;
 pub(crate) mod postgres;
 mod recovery;
@@ -23,6 +25,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+pub use console::*;
 pub use model::*;
 pub use recovery::*;
 pub use retention::*;
@@ -34,12 +37,12 @@ use crate::config::{DatabaseKind, Settings};
 pub type DynStore = Arc<dyn Store>;
 
 pub mod prelude {
-    //! The seven store traits, for modules that call store methods on a concrete store or on one role:
+    //! The store traits, for modules that call store methods on a concrete store or on one role:
     //! `use crate::store::prelude::*`. A [`DynStore`](super::DynStore) needs no import: a trait object
     //! has the methods of its supertraits.
     pub use super::{
-        AccountStore, DeliveryStore, EventStore, RecoveryStore, RetentionStore, StatsStore, Store,
-        WebhookStore,
+        AccountStore, ConsoleStore, DeliveryStore, EventStore, RecoveryStore, RetentionStore, StatsStore,
+        Store, WebhookStore,
     };
 }
 
@@ -125,7 +128,14 @@ fn require_current(migrator: &sqlx::migrate::Migrator, applied: &[i64]) -> anyho
 /// caller, so the store has no clock.
 #[async_trait]
 pub trait Store:
-    AccountStore + WebhookStore + EventStore + DeliveryStore + RecoveryStore + RetentionStore + StatsStore
+    AccountStore
+    + WebhookStore
+    + EventStore
+    + DeliveryStore
+    + RecoveryStore
+    + RetentionStore
+    + StatsStore
+    + ConsoleStore
 {
     /// Answers when the database is reachable (readiness).
     async fn ping(&self) -> StoreResult<()>;
@@ -309,4 +319,6 @@ pub trait DeliveryStore: Send + Sync + std::fmt::Debug + 'static {
     ) -> StoreResult<Vec<Delivery>>;
     /// Makes due now every delivery the filter selects; returns how many.
     async fn replay_deliveries(&self, filter: &ReplayFilter, now: DateTime<Utc>) -> StoreResult<u64>;
+    /// How many deliveries [`DeliveryStore::replay_deliveries`] would make due with this filter.
+    async fn count_replayable(&self, filter: &ReplayFilter) -> StoreResult<u64>;
 }

@@ -38,6 +38,7 @@ impl Backend for Postgres {
     // Session-level: held by a connection of its own for the whole pass (see RetentionLock).
     const RETENTION_LOCK_SQL: Option<&'static str> = Some("SELECT pg_try_advisory_lock(7236418)");
     const RECLAIM_PAGES_SQL: Option<&'static str> = None;
+    const EPOCH_OF_CREATED_AT: &'static str = "CAST(EXTRACT(EPOCH FROM created_at) AS BIGINT)";
 
     fn rows_affected(result: &Self::QueryResult) -> u64 {
         result.rows_affected()

@@ -39,6 +39,7 @@ impl Backend for Sqlite {
     const LOCK_PICKED: &'static str = "";
     const RETENTION_LOCK_SQL: Option<&'static str> = None;
     const RECLAIM_PAGES_SQL: Option<&'static str> = Some("PRAGMA incremental_vacuum({pages})");
+    const EPOCH_OF_CREATED_AT: &'static str = "CAST(strftime('%s', created_at) AS INTEGER)";
 
     fn rows_affected(result: &Self::QueryResult) -> u64 {
         result.rows_affected()

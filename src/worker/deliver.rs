@@ -362,21 +362,36 @@ pub fn signed_headers(
     task: &DeliveryTask,
 ) -> Result<HeaderMap, reqwest::header::InvalidHeaderValue> {
     let now = Utc::now();
-    let timestamp = now.timestamp();
-    let secrets = target.signing_secrets(now);
     let message_id = task.delivery_id.to_string();
-    let body: &[u8] = &task.payload;
+    headers_signed_at(
+        target.signing_secrets(now),
+        &message_id,
+        &task.event_type,
+        &task.payload,
+        now.timestamp(),
+    )
+}
+
+/// The headers of an attempt made at `timestamp` (Unix seconds), signed with `secrets`: what
+/// [`signed_headers`] sends, and what the delivery log shows of an attempt made earlier.
+pub fn headers_signed_at<S: AsRef<str>>(
+    secrets: &[S],
+    message_id: &str,
+    event_type: &str,
+    body: &[u8],
+    timestamp: i64,
+) -> Result<HeaderMap, reqwest::header::InvalidHeaderValue> {
     let mut headers = HeaderMap::with_capacity(9);
     headers.insert(reqwest::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    headers.insert(HeaderName::from_static("x-webhook-event"), HeaderValue::from_str(&task.event_type)?);
+    headers.insert(HeaderName::from_static("x-webhook-event"), HeaderValue::from_str(event_type)?);
     for (name, value) in signature::x_signature_headers(secrets, body) {
         headers.insert(HeaderName::from_static(name), HeaderValue::from_str(&value)?);
     }
-    headers.insert(HeaderName::from_static("webhook-id"), HeaderValue::from_str(&message_id)?);
+    headers.insert(HeaderName::from_static("webhook-id"), HeaderValue::from_str(message_id)?);
     headers.insert(HeaderName::from_static("webhook-timestamp"), HeaderValue::from(timestamp));
     headers.insert(
         HeaderName::from_static("webhook-signature"),
-        HeaderValue::from_str(&signature::standard_signature_header(secrets, &message_id, timestamp, body))?,
+        HeaderValue::from_str(&signature::standard_signature_header(secrets, message_id, timestamp, body))?,
     );
     Ok(headers)
 }

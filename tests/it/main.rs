@@ -5,6 +5,8 @@
 mod auth;
 mod claims;
 mod cli;
+mod console;
+mod console_browser;
 mod dead_letters;
 mod delivery;
 mod deploy_files;

@@ -4,6 +4,7 @@
 use super::DB;
 
 mod accounts;
+mod console;
 mod database;
 mod deliveries;
 mod events;

@@ -302,6 +302,23 @@ impl DeliveryStore for SqlStore<DB> {
         .store()?;
         Ok(DB::rows_affected(&result))
     }
+
+    async fn count_replayable(&self, filter: &ReplayFilter) -> StoreResult<u64> {
+        let (count,): (i64,) = sqlx::query_as::<DB, (i64,)>(
+            "SELECT COUNT(*) FROM deliveries WHERE status = $1 AND ($1 <> 'pending' OR attempts > 0) \
+               AND ($2 IS NULL OR organization_id = $2) AND ($3 IS NULL OR webhook_id = $3) \
+               AND ($4 IS NULL OR created_at >= $4) AND ($5 IS NULL OR created_at <= $5)",
+        )
+        .bind(filter.status.as_str())
+        .bind(filter.organization_id)
+        .bind(filter.webhook_id)
+        .bind(filter.since)
+        .bind(filter.until)
+        .fetch_one(&self.read)
+        .await
+        .store()?;
+        Ok(u64::try_from(count).unwrap_or_default())
+    }
 }
 
 /// Ends the run of dead deliveries of every webhook with a success among `moved`, and announces the

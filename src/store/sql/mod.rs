@@ -44,6 +44,8 @@ pub trait Backend: Database {
     /// Gives up to `{pages}` free pages back to the file system (SQLite's incremental vacuum; the
     /// number is formatted in, a pragma takes no bind); `None`: the database does it by itself.
     const RECLAIM_PAGES_SQL: Option<&'static str>;
+    /// `deliveries.created_at` in whole Unix seconds, as an integer expression (the console's buckets).
+    const EPOCH_OF_CREATED_AT: &'static str;
 
     /// Rows a statement changed.
     fn rows_affected(result: &Self::QueryResult) -> u64;

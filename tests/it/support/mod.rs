@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod changes;
+pub mod console;
 pub mod db;
 pub mod metrics;
 pub mod process;
