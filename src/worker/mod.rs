@@ -40,7 +40,9 @@ impl Roles {
 /// returns: they run until shutdown, then let in-flight work finish (up to `server.shutdown_grace`);
 /// [`Stages::wait`] waits for them. An error here is a start-up failure.
 pub async fn start(services: Services, roles: Roles, stages: &Stages) -> anyhow::Result<()> {
-    let outbox = services.outbox(stages);
+    // Only the outcome recorder emits here (operational events): a fan-out-only worker starts no outbox,
+    // whose stages would otherwise end as soon as this function drops it.
+    let outbox = roles.deliver.then(|| services.outbox(stages));
     let Services { mode, settings, store, queue, target_policy, webhooks, .. } = services;
     let delivery = &settings.delivery;
     if mode == Mode::Embedded {
@@ -64,7 +66,7 @@ pub async fn start(services: Services, roles: Roles, stages: &Stages) -> anyhow:
             recover::Recoverer { store: store.clone(), interval: delivery.scheduler_interval.get() };
         stages.spawn("recovery", recoverer.run(shutdown.clone()));
     }
-    if roles.deliver {
+    if let Some(outbox) = outbox {
         // Twice the concurrency: tasks whose outcome is being committed still count against the prefetch,
         // and must not leave the HTTP slots idle meanwhile.
         let prefetch = u16::try_from(delivery.concurrency.saturating_mul(2)).unwrap_or(u16::MAX);

@@ -146,3 +146,31 @@ async fn a_failed_stage_stops_the_worker() {
         assert_failed_promptly(&exit, stage, fail_after);
     }
 }
+
+/// The roles run apart, as a deployment scales them: a `--role fanout` worker and a `--role deliver`
+/// worker together deliver every event, and neither exits (a fan-out-only worker once stopped at start,
+/// its unused outbox dropped).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL and RabbitMQ: set HERALD_TEST_DATABASE_URL and HERALD_TEST_AMQP_URL, run with -- --ignored"]
+async fn workers_with_one_role_each_deliver_everything() {
+    let app = TestApp::spawn_api_only(|_| {}).await;
+    let receiver = Receiver::verifying(support::receiver::Accepts::XSignature).await;
+    app.subscribe(&receiver, json!(["item.created"])).await;
+    let role = |name: &str| {
+        Command::new(env!("CARGO_BIN_EXE_herald-worker"))
+            .args(["--role", name])
+            .envs(app.worker_env())
+            .env("HERALD_CONFIG_DIR", crate::support::empty_config_dir())
+            .spawn()
+            .expect("herald-worker starts")
+    };
+    let mut workers = [role("fanout"), role("deliver")];
+    let ids = send_events(&app, 50).await;
+    wait_all_arrived(&receiver, &ids, Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for worker in &mut workers {
+        assert!(worker.try_wait().expect("status").is_none(), "both workers still run");
+        signal(worker, "-TERM");
+        assert!(worker.wait().expect("exit").success(), "and stop cleanly");
+    }
+}
