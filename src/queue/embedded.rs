@@ -4,8 +4,9 @@
 //! [`EmbeddedQueue::release`]s it. So a crash or a full channel loses nothing: the outbox relay hands
 //! unpublished events over again (skipping those still in flight, so nothing is handed over twice while
 //! it waits). Delivery tasks are `queued` rows in the store; at start-up every queued row is made due again,
-//! since the channel that held them is gone. A task handed back (requeued) goes to the back of the
-//! channel, as RabbitMQ would do with it, instead of waiting in the store for the sweeper.
+//! since the channel that held them is gone. A task handed back (requeued) goes to the back of its
+//! lane's channel, as RabbitMQ would do with it, instead of waiting in the store for the sweeper. Each
+//! [`Lane`] has a channel of its own.
 
 use std::{collections::HashSet, sync::Mutex as SyncMutex};
 
@@ -13,7 +14,7 @@ use async_trait::async_trait;
 use tokio::sync::{Mutex, mpsc};
 use uuid::Uuid;
 
-use super::{Consumer, DeliveryTask, EventMessage, Queue, QueueError, Received, Settle};
+use super::{Consumer, DeliveryTask, EventMessage, Lane, Queue, QueueError, Received, Settle};
 
 /// Messages waiting in each channel before publishers wait (deliveries) or leave the rest to the
 /// relay (events).
@@ -23,8 +24,8 @@ const CAPACITY: usize = 16_384;
 pub struct EmbeddedQueue {
     events: mpsc::Sender<Received<EventMessage>>,
     events_out: Mutex<Option<mpsc::Receiver<Received<EventMessage>>>>,
-    deliveries: mpsc::Sender<Received<DeliveryTask>>,
-    deliveries_out: Mutex<Option<mpsc::Receiver<Received<DeliveryTask>>>>,
+    live: TaskChannel,
+    scheduled: TaskChannel,
     /// Receives the id of each event fan-out has taken, to be marked published.
     taken: mpsc::UnboundedSender<Uuid>,
     /// Events in the channel or being fanned out, not yet marked published (then [`Self::release`]d).
@@ -36,14 +37,20 @@ impl EmbeddedQueue {
     /// marks it published and then calls [`Self::release`].
     pub fn new(taken: mpsc::UnboundedSender<Uuid>) -> Self {
         let (events, events_out) = mpsc::channel(CAPACITY);
-        let (deliveries, deliveries_out) = mpsc::channel(CAPACITY);
         Self {
             events,
             events_out: Mutex::new(Some(events_out)),
-            deliveries,
-            deliveries_out: Mutex::new(Some(deliveries_out)),
+            live: TaskChannel::new(),
+            scheduled: TaskChannel::new(),
             taken,
             in_flight: SyncMutex::new(HashSet::new()),
+        }
+    }
+
+    fn lane(&self, lane: Lane) -> &TaskChannel {
+        match lane {
+            Lane::Live => &self.live,
+            Lane::Scheduled => &self.scheduled,
         }
     }
 
@@ -54,6 +61,24 @@ impl EmbeddedQueue {
         for id in ids {
             in_flight.remove(id);
         }
+    }
+}
+
+/// The channel of one lane of delivery tasks, and its receiver until the one consumer takes it.
+#[derive(Debug)]
+struct TaskChannel {
+    sender: mpsc::Sender<Received<DeliveryTask>>,
+    receiver: Mutex<Option<mpsc::Receiver<Received<DeliveryTask>>>>,
+}
+
+impl TaskChannel {
+    fn new() -> Self {
+        let (sender, receiver) = mpsc::channel(CAPACITY);
+        Self { sender, receiver: Mutex::new(Some(receiver)) }
+    }
+
+    fn waiting(&self) -> u64 {
+        u64::try_from(self.sender.max_capacity().saturating_sub(self.sender.capacity())).unwrap_or(u64::MAX)
     }
 }
 
@@ -129,10 +154,11 @@ impl Queue for EmbeddedQueue {
         Ok(())
     }
 
-    async fn publish_deliveries(&self, tasks: &[DeliveryTask]) -> Result<(), QueueError> {
+    async fn publish_deliveries(&self, lane: Lane, tasks: &[DeliveryTask]) -> Result<(), QueueError> {
+        let deliveries = &self.lane(lane).sender;
         for task in tasks {
-            self.deliveries
-                .send(TaskSettle::received(task.clone(), &self.deliveries, false))
+            deliveries
+                .send(TaskSettle::received(task.clone(), deliveries, false))
                 .await
                 .map_err(|_| QueueError::Unavailable("embedded delivery queue is closed".into()))?;
         }
@@ -146,10 +172,19 @@ impl Queue for EmbeddedQueue {
         })
     }
 
-    async fn consume_deliveries(&self, _prefetch: u16) -> Result<Consumer<DeliveryTask>, QueueError> {
-        let receiver = self.deliveries_out.lock().await.take();
-        receiver.map(Consumer::new).ok_or_else(|| {
+    async fn consume_deliveries(
+        &self,
+        lane: Lane,
+        prefetch: u16,
+    ) -> Result<Consumer<DeliveryTask>, QueueError> {
+        let receiver = self.lane(lane).receiver.lock().await.take().ok_or_else(|| {
             QueueError::Unavailable("the embedded delivery queue has one consumer already".into())
+        })?;
+        // The live lane is limited by the deliverer's slots; the scheduled one, like RabbitMQ's, by its
+        // prefetch.
+        Ok(match lane {
+            Lane::Live => Consumer::new(receiver),
+            Lane::Scheduled => Consumer::with_prefetch(receiver, prefetch),
         })
     }
 
@@ -158,10 +193,11 @@ impl Queue for EmbeddedQueue {
     }
 
     async fn depths(&self) -> Vec<(&'static str, u64)> {
-        let waiting = |max: usize, room: usize| u64::try_from(max.saturating_sub(room)).unwrap_or(u64::MAX);
+        let events = self.events.max_capacity().saturating_sub(self.events.capacity());
         vec![
-            ("embedded_events", waiting(self.events.max_capacity(), self.events.capacity())),
-            ("embedded_deliveries", waiting(self.deliveries.max_capacity(), self.deliveries.capacity())),
+            ("embedded_events", u64::try_from(events).unwrap_or(u64::MAX)),
+            ("embedded_deliveries", self.live.waiting()),
+            ("embedded_deliveries_scheduled", self.scheduled.waiting()),
         ]
     }
 
@@ -190,20 +226,27 @@ mod tests {
         ready.len()
     }
 
-    #[tokio::test]
-    async fn a_requeued_task_is_handed_out_again() {
-        let queue = EmbeddedQueue::new(mpsc::unbounded_channel().0);
-        let mut consumer = queue.consume_deliveries(1).await.expect("the one consumer");
-        let task = DeliveryTask {
+    fn task(attempt: u32) -> DeliveryTask {
+        DeliveryTask {
             delivery_id: Uuid::now_v7(),
             event_id: Uuid::now_v7(),
             webhook_id: Uuid::now_v7(),
             organization_id: Uuid::now_v7(),
-            attempt: 2,
+            attempt,
             event_type: "item.created".into(),
             payload: Bytes::from_static(b"{}"),
-        };
-        queue.publish_deliveries(std::slice::from_ref(&task)).await.expect("the channel has room");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_requeued_task_is_handed_out_again() {
+        let queue = EmbeddedQueue::new(mpsc::unbounded_channel().0);
+        let mut consumer = queue.consume_deliveries(Lane::Live, 1).await.expect("the one consumer");
+        let task = task(2);
+        queue
+            .publish_deliveries(Lane::Live, std::slice::from_ref(&task))
+            .await
+            .expect("the channel has room");
         let first = consumer.next().await.expect("handed out");
         assert!(!first.redelivered);
         first.requeue().await;
@@ -215,6 +258,32 @@ mod tests {
         again.pop().expect("the task").ack().await;
         consumer.drain_ready(&mut again, 10);
         assert!(again.is_empty(), "acknowledged: gone");
+    }
+
+    #[tokio::test]
+    async fn the_scheduled_lane_hands_out_at_most_its_prefetch_unsettled() {
+        let queue = EmbeddedQueue::new(mpsc::unbounded_channel().0);
+        let mut live = queue.consume_deliveries(Lane::Live, 2).await.expect("the live consumer");
+        let mut scheduled =
+            queue.consume_deliveries(Lane::Scheduled, 2).await.expect("the scheduled consumer");
+        let retries: Vec<_> = (0..5).map(|_| task(2)).collect();
+        queue.publish_deliveries(Lane::Scheduled, &retries).await.expect("the channel has room");
+        let mut taken = Vec::new();
+        scheduled.drain_ready(&mut taken, 10);
+        assert_eq!(taken.len(), 2, "two unsettled at most");
+        let mut none = Vec::new();
+        live.drain_ready(&mut none, 10);
+        assert!(none.is_empty(), "the live lane has none of the scheduled tasks");
+        taken.pop().expect("a task").ack().await;
+        drop(taken.pop());
+        let third = tokio::time::timeout(std::time::Duration::from_secs(1), scheduled.next())
+            .await
+            .expect("a settled and a dropped task free their permits")
+            .expect("the third task");
+        assert_eq!(third.message, retries[2]);
+        scheduled.drain_ready(&mut taken, 10);
+        assert_eq!(taken.len(), 1, "the fourth; the fifth waits for a permit");
+        assert_eq!(taken[0].message, retries[3]);
     }
 
     #[tokio::test]

@@ -2,6 +2,10 @@
 //! workers. Two implementations behind [`Queue`]: [`rabbitmq`] (production: durable quorum queues,
 //! publisher confirms, competing worker processes) and [`embedded`] (one process: in-memory channels, with
 //! the store as the durable copy). The store is always the source of truth; the queue only moves work.
+//!
+//! Delivery tasks travel in two [`Lane`]s: first attempts straight from fan-out, and everything the
+//! scheduler hands over (retries, recoveries, replays, sweeps). Workers take the scheduled lane with a
+//! small prefetch, so a large recovery never queues in front of live traffic.
 
 pub(crate) mod embedded;
 pub mod rabbitmq;
@@ -10,7 +14,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use uuid::Uuid;
 
 /// A shared handle on the queue.
@@ -40,6 +44,17 @@ pub struct DeliveryTask {
     pub payload: Bytes,
 }
 
+/// Which of the two delivery queues a task travels in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Lane {
+    /// First attempts, published by fan-out as events arrive.
+    Live,
+    /// What the scheduler hands over from the store: retries whose time has come, recovered and
+    /// replayed deliveries, and deliveries the sweeper took back. Consumed with a small prefetch
+    /// (`delivery.scheduled_concurrency`), beside the live lane.
+    Scheduled,
+}
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum QueueError {
     /// The broker cannot be reached right now; the work stays in the store and is retried.
@@ -55,17 +70,23 @@ pub enum QueueError {
 pub trait Queue: Send + Sync + std::fmt::Debug + 'static {
     /// Publishes committed events to fan-out; with RabbitMQ, returns once the broker has confirmed them.
     async fn publish_events(&self, events: &[EventMessage]) -> Result<(), QueueError>;
-    /// Publishes delivery tasks; returns once the broker has confirmed them (or the channel took them).
-    async fn publish_deliveries(&self, tasks: &[DeliveryTask]) -> Result<(), QueueError>;
+    /// Publishes delivery tasks into `lane`; returns once the broker has confirmed them (or the channel
+    /// took them).
+    async fn publish_deliveries(&self, lane: Lane, tasks: &[DeliveryTask]) -> Result<(), QueueError>;
     /// Starts receiving events for fan-out, at most `prefetch` unacknowledged at a time.
     async fn consume_events(&self, prefetch: u16) -> Result<Consumer<EventMessage>, QueueError>;
-    /// Starts receiving delivery tasks, at most `prefetch` unacknowledged at a time.
-    async fn consume_deliveries(&self, prefetch: u16) -> Result<Consumer<DeliveryTask>, QueueError>;
+    /// Starts receiving the delivery tasks of `lane`, at most `prefetch` unacknowledged at a time.
+    async fn consume_deliveries(
+        &self,
+        lane: Lane,
+        prefetch: u16,
+    ) -> Result<Consumer<DeliveryTask>, QueueError>;
     /// Whether the queue can take work now (readiness).
     async fn check(&self) -> Result<(), QueueError>;
     /// Messages waiting in each queue, named as in the `herald_queue_depth_messages` metric (`fanout`,
-    /// `deliveries`, `dead_letter`; embedded: `embedded_events`, `embedded_deliveries`). Empty when the
-    /// broker cannot be asked right now.
+    /// `deliveries`, `deliveries_scheduled`, `dead_letter`; embedded: `embedded_events`,
+    /// `embedded_deliveries`, `embedded_deliveries_scheduled`). Empty when the broker cannot be asked
+    /// right now.
     async fn depths(&self) -> Vec<(&'static str, u64)>;
     /// A short name for logs and readiness: `rabbitmq` or `embedded`.
     fn kind(&self) -> &'static str;
@@ -77,23 +98,51 @@ pub trait Queue: Send + Sync + std::fmt::Debug + 'static {
 #[derive(Debug)]
 pub struct Consumer<T> {
     receiver: mpsc::Receiver<Received<T>>,
+    /// Set where the transport has no prefetch of its own (the embedded queue): a message holds one
+    /// permit until it is settled or dropped, so at most this many are unsettled at a time.
+    unsettled: Option<Arc<Semaphore>>,
 }
 
 impl<T> Consumer<T> {
+    /// A consumer of whatever `receiver` gets (the transport limits what is unsettled).
     pub(crate) fn new(receiver: mpsc::Receiver<Received<T>>) -> Self {
-        Self { receiver }
+        Self { receiver, unsettled: None }
     }
 
-    /// The next message; `None` once the queue is closed.
+    /// A consumer that hands out at most `prefetch` messages not yet settled, as a broker's prefetch
+    /// would.
+    pub(crate) fn with_prefetch(receiver: mpsc::Receiver<Received<T>>, prefetch: u16) -> Self {
+        let permits = usize::from(prefetch.max(1));
+        Self { receiver, unsettled: Some(Arc::new(Semaphore::new(permits))) }
+    }
+
+    /// The next message; `None` once the queue is closed. Cancel-safe: a message is either returned or
+    /// left in the queue.
     pub async fn next(&mut self) -> Option<Received<T>> {
-        self.receiver.recv().await
+        let permit = match &self.unsettled {
+            Some(unsettled) => Some(unsettled.clone().acquire_owned().await.ok()?),
+            None => None,
+        };
+        let mut received = self.receiver.recv().await?;
+        received.permit = permit;
+        Some(received)
     }
 
     /// Whatever is waiting right now, up to `limit`, without waiting (for batching).
     pub fn drain_ready(&mut self, into: &mut Vec<Received<T>>, limit: usize) {
         while into.len() < limit {
+            let permit = match &self.unsettled {
+                Some(unsettled) => match unsettled.clone().try_acquire_owned() {
+                    Ok(permit) => Some(permit),
+                    Err(_) => break,
+                },
+                None => None,
+            };
             match self.receiver.try_recv() {
-                Ok(message) => into.push(message),
+                Ok(mut message) => {
+                    message.permit = permit;
+                    into.push(message);
+                }
                 Err(_) => break,
             }
         }
@@ -108,6 +157,8 @@ pub struct Received<T> {
     /// The broker delivered it before without an acknowledgement (a consumer died holding it).
     pub redelivered: bool,
     settle: Box<dyn Settle>,
+    /// Held until the message is settled or dropped ([`Consumer::with_prefetch`]).
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 /// Settles a received message with whatever delivered it: the broker's acknowledgement (RabbitMQ), or
@@ -138,7 +189,7 @@ impl Settle for NothingToSettle {
 
 impl<T> Received<T> {
     pub(crate) fn new(message: T, settle: Box<dyn Settle>, redelivered: bool) -> Self {
-        Self { message, redelivered, settle }
+        Self { message, redelivered, settle, permit: None }
     }
 
     /// Done with: the outcome is recorded.

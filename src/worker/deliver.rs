@@ -1,4 +1,5 @@
-//! Delivery: takes tasks (at most `delivery.concurrency` at once), signs the payload for the webhook
+//! Delivery: takes tasks from both lanes (at most `delivery.concurrency` at once, of which the
+//! scheduled lane's prefetch bounds the handed-over ones), signs the payload for the webhook
 //! (`X-Signature` and the Standard Webhooks headers), POSTs it, decides the next step ([`RetryPolicy`]),
 //! records the attempt and its consequences (group commit with other deliveries), and acknowledges the
 //! task only once that is committed. A slow endpoint holds one slot, never the others.
@@ -51,12 +52,12 @@ async fn wait_for_the_database() {
 
 /// A first attempt handed over later than this after its delivery was created is checked against the
 /// store before it is sent ([`may_have_a_twin`]).
-const LATE_FIRST_ATTEMPT: Duration = Duration::from_secs(5);
+pub(super) const LATE_FIRST_ATTEMPT: Duration = Duration::from_secs(5);
 
 /// Whether a task may have a twin that was (or is being) attempted: the queue hands it out again (its
 /// first holder died, or the connection broke before the ack), it is a retry (the sweeper may have
-/// taken its delivery back), or it is a first attempt handed over late, as a fan-out done again after a
-/// crash republishes its unstarted deliveries while their first tasks may still be in the queue. A
+/// taken its delivery back), or it is a first attempt handed over late, as the deliveries of a fan-out
+/// done again after a crash are, while their first tasks may still be in the queue. A
 /// healthy system hands first attempts over in milliseconds, so the common path reads nothing.
 fn may_have_a_twin(received: &Received<DeliveryTask>) -> bool {
     let task = &received.message;
@@ -111,7 +112,14 @@ enum Settlement {
 }
 
 impl Deliverer {
-    pub async fn run(self, mut consumer: Consumer<DeliveryTask>, shutdown: CancellationToken) {
+    /// Takes tasks from the `live` lane and the `scheduled` one, whichever has one ready (neither
+    /// waits behind the other), until shutdown or until the queue closes.
+    pub async fn run(
+        self,
+        mut live: Consumer<DeliveryTask>,
+        mut scheduled: Consumer<DeliveryTask>,
+        shutdown: CancellationToken,
+    ) {
         let this = Arc::new(self);
         let slots = Arc::new(Semaphore::new(this.concurrency));
         let in_flight = TaskTracker::new();
@@ -120,13 +128,13 @@ impl Deliverer {
                 () = shutdown.cancelled() => break,
                 slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
             };
+            // Both `next` are cancel-safe: the lane not chosen keeps its task.
             let received = tokio::select! {
                 () = shutdown.cancelled() => break,
-                received = consumer.next() => match received {
-                    Some(received) => received,
-                    None => break,
-                },
+                received = live.next() => received,
+                received = scheduled.next() => received,
             };
+            let Some(received) = received else { break };
             match this.endpoints.admit(received) {
                 Admission::Run(received) => {
                     in_flight.spawn(this.clone().serve_endpoint(received, slot, in_flight.clone()));
@@ -201,15 +209,24 @@ impl Deliverer {
 
     /// Whether a task that [`may_have_a_twin`] is stale: its attempt was recorded already, or its
     /// delivery went back to the store (`pending`: released or deferred, the scheduler hands it out
-    /// again) or ended. Sending it would only duplicate. When in doubt (the store cannot answer) the
-    /// task is attempted: at least once.
+    /// again) or ended. Sending it would only duplicate. While the database is unreachable the answer is
+    /// waited for (up to [`DATABASE_WAIT`]): an attempt made then could not be recorded, and a worker
+    /// dying before the database is back would have it repeated. When in doubt after that (the store
+    /// cannot answer) the task is attempted: at least once.
     async fn already_settled(&self, task: &DeliveryTask) -> bool {
-        let stale = match self.store.get_delivery(task.delivery_id).await {
-            Ok(None) => true,
-            Ok(Some(delivery)) => {
-                delivery.status != DeliveryStatus::Queued || delivery.attempts >= i64::from(task.attempt)
+        let started = std::time::Instant::now();
+        let stale = loop {
+            match self.store.get_delivery(task.delivery_id).await {
+                Ok(None) => break true,
+                Ok(Some(delivery)) => {
+                    break delivery.status != DeliveryStatus::Queued
+                        || delivery.attempts >= i64::from(task.attempt);
+                }
+                Err(store::StoreError::Unavailable(_)) if started.elapsed() < DATABASE_WAIT => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(_) => break false,
             }
-            Err(_) => false,
         };
         if stale {
             tracing::debug!(delivery_id = %task.delivery_id, attempt = task.attempt, "a task handed out again was settled already; not sent");

@@ -4,8 +4,9 @@
 //! Events are taken in batches; the batch's deliveries are inserted in one statement (idempotent: unique
 //! on event + webhook), their tasks published (confirmed), and only then are the events acknowledged.
 //! An event redelivered after a crash, or a batch tried again after a failure (its deliveries may be
-//! inserted and their tasks not published), finds its deliveries already inserted and republishes those
-//! not yet started.
+//! inserted and their tasks not published), finds its deliveries already inserted and hands those not yet
+//! started to the scheduler, due a few seconds later ([`REDONE_AFTER`]), so that a first task still in
+//! the queue is not sent twice.
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
@@ -17,7 +18,7 @@ use uuid::Uuid;
 use crate::webhook_cache::WebhookCache;
 use crate::{
     domain::EventFilter,
-    queue::{Consumer, DeliveryTask, DynQueue, EventMessage, Received},
+    queue::{Consumer, DeliveryTask, DynQueue, EventMessage, Lane, Received},
     retrying,
     store::{DynStore, NewDelivery},
     telemetry::metrics::names,
@@ -28,6 +29,9 @@ const BATCH: usize = 256;
 /// Batches handled at once at most (each waits on the database and on publisher confirms); fewer where
 /// the store writes one transaction at a time.
 const BATCHES_AT_ONCE: usize = 4;
+/// How long after a fan-out done again its deliveries not yet started are due: past the age at which the
+/// deliverer checks a first attempt against the store before sending it.
+const REDONE_AFTER: Duration = super::deliver::LATE_FIRST_ATTEMPT.saturating_add(Duration::from_secs(1));
 /// First and longest wait before a failed batch is tried again.
 const RETRY_DELAYS: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(30));
 
@@ -135,13 +139,17 @@ impl Fanout {
         metrics::counter!(names::DELIVERIES_CREATED).increment(inserted.len() as u64);
         let events: std::collections::HashMap<Uuid, &EventMessage> =
             batch.iter().map(|received| (received.message.id, &received.message)).collect();
-        let mut tasks: Vec<DeliveryTask> = deliveries
+        let tasks: Vec<DeliveryTask> = deliveries
             .iter()
             .filter(|delivery| inserted.contains(&delivery.id))
             .map(|delivery| task(events[&delivery.event_id], delivery.id, delivery.webhook_id))
             .collect();
-        // A redelivered (or retried) event whose deliveries exist already: publish again those not
-        // started (the previous fan-out may have died, or failed, before publishing them).
+        // A redelivered (or retried) event whose deliveries exist already: the previous fan-out may have
+        // died, or failed, before publishing their tasks, or after. Those not started go back to the
+        // store, due shortly, rather than being published again now: their first tasks may still be in
+        // the queue or in flight, and a second task now would most likely be sent too. The scheduler
+        // hands them over when due, late enough for the deliverer to check each against the store
+        // first (`deliver::LATE_FIRST_ATTEMPT`), which skips those whose first attempt was recorded.
         let redone: Vec<Uuid> = expected
             .iter()
             .filter(|(received, count)| (received.redelivered || again) && *count > 0)
@@ -151,11 +159,17 @@ impl Fanout {
             })
             .collect();
         if !redone.is_empty() {
-            for delivery in self.store.unstarted_deliveries(&redone).await? {
-                tasks.push(task(events[&delivery.event_id], delivery.id, delivery.webhook_id));
-            }
+            let due = now + chrono::Duration::from_std(REDONE_AFTER).unwrap_or_default();
+            let deferrals: Vec<_> = self
+                .store
+                .unstarted_deliveries(&redone)
+                .await?
+                .into_iter()
+                .map(|delivery| (delivery.id, due))
+                .collect();
+            self.store.defer_deliveries(&deferrals, now).await?;
         }
-        self.queue.publish_deliveries(&tasks).await?;
+        self.queue.publish_deliveries(Lane::Live, &tasks).await?;
         Ok(())
     }
 }
@@ -177,3 +191,6 @@ fn task(event: &EventMessage, delivery_id: Uuid, webhook_id: Uuid) -> DeliveryTa
         payload: event.payload.clone(),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -19,7 +19,7 @@ mod storable;
 pub use disable::DisableRule;
 pub use operational::RecordingRules;
 
-use crate::{config::Mode, services::Services, stages::Stages};
+use crate::{config::Mode, queue::Lane, services::Services, stages::Stages};
 
 /// Events taken by fan-out at a time.
 const FANOUT_PREFETCH: u16 = 256;
@@ -70,7 +70,11 @@ pub async fn start(services: Services, roles: Roles, stages: &Stages) -> anyhow:
         // Twice the concurrency: tasks whose outcome is being committed still count against the prefetch,
         // and must not leave the HTTP slots idle meanwhile.
         let prefetch = u16::try_from(delivery.concurrency.saturating_mul(2)).unwrap_or(u16::MAX);
-        let consumer = queue.consume_deliveries(prefetch).await?;
+        let live = queue.consume_deliveries(Lane::Live, prefetch).await?;
+        // Only this many handed-over tasks at once, however many the scheduler queued: the other slots
+        // stay free for first attempts.
+        let scheduled_prefetch = u16::try_from(delivery.scheduled_concurrency).unwrap_or(u16::MAX);
+        let scheduled = queue.consume_deliveries(Lane::Scheduled, scheduled_prefetch).await?;
         let recorder = record::Recorder::start(
             stages,
             store.clone(),
@@ -89,7 +93,7 @@ pub async fn start(services: Services, roles: Roles, stages: &Stages) -> anyhow:
             concurrency: delivery.concurrency,
             grace: settings.server.shutdown_grace.get(),
         };
-        stages.spawn("deliverer", deliverer.run(consumer, shutdown.clone()));
+        stages.spawn("deliverer", deliverer.run(live, scheduled, shutdown.clone()));
         let scheduler = scheduler::Scheduler {
             store,
             queue,

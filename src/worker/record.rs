@@ -25,8 +25,10 @@ use crate::{
 
 /// Outcomes written per transaction at most.
 const RECORD_BATCH: usize = 512;
-/// First and longest wait before an outcome the store could not take is written again.
-const RECORD_RETRY_DELAYS: (Duration, Duration) = (Duration::from_millis(200), Duration::from_secs(30));
+/// First and longest wait before an outcome the store could not take is written again. Short: until it
+/// is written, its task stays unacknowledged, and a worker dying meanwhile has the attempt repeated, so
+/// outcomes are written within a second of the database coming back.
+const RECORD_RETRY_DELAYS: (Duration, Duration) = (Duration::from_millis(200), Duration::from_secs(1));
 /// How soon a delivery whose outcome could not be recorded at all is attempted again.
 pub(super) const UNRECORDED_RETRY_AFTER: Duration = Duration::from_secs(60);
 /// The body of an attempt recorded in its reduced form.

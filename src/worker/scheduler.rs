@@ -1,6 +1,6 @@
 //! The scheduler and sweeper: every `delivery.scheduler_interval` it claims deliveries that are due
 //! (a retry whose time has come, a redrive) or stuck (queued past their lease: a worker or the broker
-//! lost them) and hands them to the queue. Claims are `FOR UPDATE SKIP LOCKED` on PostgreSQL, so every
+//! lost them) and hands them to the queue's scheduled lane, so they never queue in front of first attempts. Claims are `FOR UPDATE SKIP LOCKED` on PostgreSQL, so every
 //! worker can run one. Retries wait in the store, never in the broker.
 //!
 //! A claim must not strand work when its worker dies before the broker has the tasks: it is short
@@ -15,7 +15,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    queue::{DeliveryTask, DynQueue},
+    queue::{DeliveryTask, DynQueue, Lane},
     store::{DeliveryStore, DueDelivery},
 };
 
@@ -77,7 +77,7 @@ impl Scheduler {
         let claimed = due.len();
         let ids: Vec<_> = due.iter().map(|d| d.delivery_id).collect();
         let tasks: Vec<DeliveryTask> = due.into_iter().map(task).collect();
-        if let Err(error) = self.queue.publish_deliveries(&tasks).await {
+        if let Err(error) = self.queue.publish_deliveries(Lane::Scheduled, &tasks).await {
             crate::outage::warn_unless_reported!(&error, %error, count = claimed, "cannot hand due deliveries to the queue; will retry");
             if let Err(error) = self.store.release_deliveries(&ids, claimed_until, now).await {
                 crate::outage::warn_unless_reported!(&error, %error, "cannot release claimed deliveries; they are due again once their claim ends");

@@ -16,7 +16,7 @@ use std::{
 use async_trait::async_trait;
 use herald::{
     config::{HumanDuration, Secret},
-    queue::{Consumer, DeliveryTask, DynQueue, EventMessage, Queue, QueueError},
+    queue::{Consumer, DeliveryTask, DynQueue, EventMessage, Lane, Queue, QueueError},
     services::Services,
     stages::Stages,
     store::{DeliveryStatus, NewDelivery, NewEvent},
@@ -74,7 +74,7 @@ impl Queue for Faulty {
         self.inner.publish_events(events).await
     }
 
-    async fn publish_deliveries(&self, tasks: &[DeliveryTask]) -> Result<(), QueueError> {
+    async fn publish_deliveries(&self, lane: Lane, tasks: &[DeliveryTask]) -> Result<(), QueueError> {
         self.publishing.notify_one();
         if self.unconfirmed.load(Ordering::SeqCst) {
             std::future::pending::<()>().await;
@@ -83,15 +83,19 @@ impl Queue for Faulty {
         {
             return Err(QueueError::Unavailable("the test fails this publish".into()));
         }
-        self.inner.publish_deliveries(tasks).await
+        self.inner.publish_deliveries(lane, tasks).await
     }
 
     async fn consume_events(&self, prefetch: u16) -> Result<Consumer<EventMessage>, QueueError> {
         self.inner.consume_events(prefetch).await
     }
 
-    async fn consume_deliveries(&self, prefetch: u16) -> Result<Consumer<DeliveryTask>, QueueError> {
-        self.inner.consume_deliveries(prefetch).await
+    async fn consume_deliveries(
+        &self,
+        lane: Lane,
+        prefetch: u16,
+    ) -> Result<Consumer<DeliveryTask>, QueueError> {
+        self.inner.consume_deliveries(lane, prefetch).await
     }
 
     async fn check(&self) -> Result<(), QueueError> {

@@ -18,7 +18,8 @@ use lapin::{
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::topology::DELIVERY_KEY;
+use super::topology::{DELIVERY_KEY, SCHEDULED_KEY};
+use crate::queue::Lane;
 use crate::queue::{DeliveryTask, EventMessage};
 
 /// The header holding a message's versioned metadata.
@@ -88,7 +89,7 @@ pub(super) fn encode_event(event: &EventMessage) -> Outgoing<'_> {
     }
 }
 
-pub(super) fn encode_task(task: &DeliveryTask) -> Outgoing<'_> {
+pub(super) fn encode_task(lane: Lane, task: &DeliveryTask) -> Outgoing<'_> {
     let metadata = TaskMessage::DeliveryV1 {
         delivery_id: task.delivery_id,
         event_id: task.event_id,
@@ -97,8 +98,12 @@ pub(super) fn encode_task(task: &DeliveryTask) -> Outgoing<'_> {
         attempt: task.attempt,
         event_type: Cow::Borrowed(&task.event_type),
     };
+    let routing_key = match lane {
+        Lane::Live => DELIVERY_KEY,
+        Lane::Scheduled => SCHEDULED_KEY,
+    };
     Outgoing {
-        routing_key: DELIVERY_KEY,
+        routing_key,
         properties: properties(task.delivery_id, &task.event_type, &metadata),
         body: task.payload.clone(),
     }
@@ -287,11 +292,13 @@ mod tests {
     #[test]
     fn tasks_round_trip() {
         let task = task();
-        let outgoing = encode_task(&task);
-        assert_eq!(outgoing.routing_key, DELIVERY_KEY);
-        assert_eq!(*outgoing.properties.delivery_mode(), Some(2), "persistent");
-        let decoded = decode_task(&outgoing.properties, outgoing.body.to_vec()).expect("decodes");
-        assert_eq!(decoded, task);
+        for (lane, key) in [(Lane::Live, DELIVERY_KEY), (Lane::Scheduled, SCHEDULED_KEY)] {
+            let outgoing = encode_task(lane, &task);
+            assert_eq!(outgoing.routing_key, key);
+            assert_eq!(*outgoing.properties.delivery_mode(), Some(2), "persistent");
+            let decoded = decode_task(&outgoing.properties, outgoing.body.to_vec()).expect("decodes");
+            assert_eq!(decoded, task);
+        }
     }
 
     #[test]
@@ -308,7 +315,7 @@ mod tests {
     #[test]
     fn an_unknown_version_is_refused() {
         let task = task();
-        let outgoing = encode_task(&task);
+        let outgoing = encode_task(Lane::Live, &task);
         let json = String::from_utf8(header(&outgoing.properties).expect("header").to_vec()).expect("utf-8");
         let json = json.replace("delivery.v1", "delivery.v2");
         let error = decode_task(&text(&json), b"{}".to_vec()).expect_err("refused");

@@ -25,7 +25,7 @@ use self::{
     codec::{DecodeError, Outgoing},
     supervisor::{ConsumerSpec, Forward, Supervisor, unavailable},
 };
-use super::{Consumer, DeliveryTask, EventMessage, Queue, QueueError, Received, Settle};
+use super::{Consumer, DeliveryTask, EventMessage, Lane, Queue, QueueError, Received, Settle};
 use crate::stages::Stages;
 
 /// The longest a publish waits for the broker's confirm of a message.
@@ -171,9 +171,9 @@ impl Queue for RabbitQueue {
         self.publish_all(exchange, events.iter().map(codec::encode_event)).await
     }
 
-    async fn publish_deliveries(&self, tasks: &[DeliveryTask]) -> Result<(), QueueError> {
+    async fn publish_deliveries(&self, lane: Lane, tasks: &[DeliveryTask]) -> Result<(), QueueError> {
         let exchange = &self.supervisor.names.deliveries_exchange;
-        self.publish_all(exchange, tasks.iter().map(codec::encode_task)).await
+        self.publish_all(exchange, tasks.iter().map(|task| codec::encode_task(lane, task))).await
     }
 
     async fn consume_events(&self, prefetch: u16) -> Result<Consumer<EventMessage>, QueueError> {
@@ -181,8 +181,16 @@ impl Queue for RabbitQueue {
         Ok(self.register(queue, prefetch, codec::decode_event).await)
     }
 
-    async fn consume_deliveries(&self, prefetch: u16) -> Result<Consumer<DeliveryTask>, QueueError> {
-        let queue = self.supervisor.names.deliveries_queue.clone();
+    async fn consume_deliveries(
+        &self,
+        lane: Lane,
+        prefetch: u16,
+    ) -> Result<Consumer<DeliveryTask>, QueueError> {
+        let names = &self.supervisor.names;
+        let queue = match lane {
+            Lane::Live => names.deliveries_queue.clone(),
+            Lane::Scheduled => names.scheduled_queue.clone(),
+        };
         Ok(self.register(queue, prefetch, codec::decode_task).await)
     }
 

@@ -118,10 +118,11 @@ impl Supervisor {
         let channel = link.connection.create_channel().await?;
         // Passive: only asks; a queue that is missing is an error, not created with other arguments.
         let options = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
-        let mut depths = Vec::with_capacity(3);
+        let mut depths = Vec::with_capacity(4);
         for (label, queue) in [
             ("fanout", &self.names.fanout_queue),
             ("deliveries", &self.names.deliveries_queue),
+            ("deliveries_scheduled", &self.names.scheduled_queue),
             ("dead_letter", &self.names.dead_queue),
         ] {
             let declared =

@@ -1,9 +1,10 @@
 //! The RabbitMQ topology, declared idempotently by every process (names carry `queue.prefix`):
 //!
 //! ```text
-//! {p}.events (topic) --#--> {p}.fanout (quorum) ----------------------------+
-//! {p}.deliveries (direct) --delivery--> {p}.deliveries (quorum) -------------+--> {p}.deliveries.dead
-//!                                         (dead-letter exchange, fanout) --> {p}.deliveries.dead (quorum)
+//! {p}.events (topic) --#--> {p}.fanout (quorum) ------------------------------------+
+//! {p}.deliveries (direct) --delivery--> {p}.deliveries (quorum) ---------------------+
+//!                         --scheduled--> {p}.deliveries.scheduled (quorum) ----------+--> {p}.deliveries.dead
+//!                                           (dead-letter exchange, fanout) --> {p}.deliveries.dead (quorum)
 //! ```
 
 use lapin::{
@@ -12,8 +13,10 @@ use lapin::{
     types::{AMQPValue, FieldTable},
 };
 
-/// Routing key of delivery tasks on the direct exchange.
+/// Routing key of live delivery tasks (first attempts from fan-out) on the direct exchange.
 pub(super) const DELIVERY_KEY: &str = "delivery";
+/// Routing key of the tasks the scheduler hands over (retries, recoveries, replays, sweeps).
+pub(super) const SCHEDULED_KEY: &str = "scheduled";
 /// How long the dead-letter queue keeps a message: a week, for inspection (the store is what
 /// `herald dlq` and the API replay from).
 const DEAD_TTL_MS: i64 = 7 * 24 * 3600 * 1000;
@@ -30,6 +33,7 @@ pub struct Names {
     pub fanout_queue: String,
     pub deliveries_exchange: String,
     pub deliveries_queue: String,
+    pub scheduled_queue: String,
     pub dead_exchange: String,
     pub dead_queue: String,
 }
@@ -41,6 +45,7 @@ impl Names {
             fanout_queue: format!("{prefix}.fanout"),
             deliveries_exchange: format!("{prefix}.deliveries"),
             deliveries_queue: format!("{prefix}.deliveries"),
+            scheduled_queue: format!("{prefix}.deliveries.scheduled"),
             dead_exchange: format!("{prefix}.deliveries.dead"),
             dead_queue: format!("{prefix}.deliveries.dead"),
         }
@@ -95,6 +100,7 @@ pub(super) async fn declare(channel: &Channel, names: &Names) -> Result<(), lapi
         // Fan-out takes every event type.
         (&names.fanout_queue, &names.events_exchange, "#"),
         (&names.deliveries_queue, &names.deliveries_exchange, DELIVERY_KEY),
+        (&names.scheduled_queue, &names.deliveries_exchange, SCHEDULED_KEY),
     ] {
         let mut arguments = quorum();
         // Rejected messages (undecodable) and messages redelivered too often go to the DLQ instead of

@@ -93,7 +93,12 @@ impl DeliveryStore for SqlStore<DB> {
         for chunk in ids.chunks(BATCH_ROWS) {
             let mut query = QueryBuilder::<DB>::new("UPDATE deliveries SET next_attempt_at = ");
             query.push_bind(lease_until);
+            // On PostgreSQL a row locked now is being recorded (its task was attempted already): it is
+            // skipped, not waited for, since the outcome's write moves it out of the claim anyway, and
+            // waiting on it, in whatever order the two statements lock their rows, could deadlock.
+            query.push(" WHERE id IN (SELECT id FROM deliveries");
             push_in_claim(&mut query, claimed_until, chunk);
+            query.push(DB::LOCK_PICKED).push(")");
             extended += DB::rows_affected(&query.build().execute(&self.write).await.store()?);
         }
         Ok(extended)

@@ -43,7 +43,8 @@ impl Queue for TestQueue {
         Ok(())
     }
 
-    async fn publish_deliveries(&self, tasks: &[DeliveryTask]) -> Result<(), QueueError> {
+    async fn publish_deliveries(&self, lane: Lane, tasks: &[DeliveryTask]) -> Result<(), QueueError> {
+        assert_eq!(lane, Lane::Scheduled, "what the scheduler hands over never queues before first attempts");
         self.publishing.notify_one();
         if self.unanswered.load(Ordering::SeqCst) {
             std::future::pending::<()>().await;
@@ -56,7 +57,11 @@ impl Queue for TestQueue {
         Err(QueueError::Unavailable("not consumed in these tests".into()))
     }
 
-    async fn consume_deliveries(&self, _prefetch: u16) -> Result<Consumer<DeliveryTask>, QueueError> {
+    async fn consume_deliveries(
+        &self,
+        _lane: Lane,
+        _prefetch: u16,
+    ) -> Result<Consumer<DeliveryTask>, QueueError> {
         Err(QueueError::Unavailable("not consumed in these tests".into()))
     }
 

@@ -381,7 +381,9 @@ pub fn delete_queues(amqp: &str, prefix: &str) {
             };
             let Ok(channel) = connection.create_channel().await else { return };
             let names = herald::queue::rabbitmq::Names::new(&prefix);
-            for queue in [&names.fanout_queue, &names.deliveries_queue, &names.dead_queue] {
+            for queue in
+                [&names.fanout_queue, &names.deliveries_queue, &names.scheduled_queue, &names.dead_queue]
+            {
                 drop(channel.queue_delete(queue.as_str().into(), Default::default()).await);
             }
             for exchange in [&names.events_exchange, &names.deliveries_exchange, &names.dead_exchange] {

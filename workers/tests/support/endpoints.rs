@@ -62,6 +62,7 @@ impl Endpoint {
         for (id, arrivals) in per_event {
             tally.first_success.insert(id, arrivals[0]);
             tally.duplicates_at.extend(&arrivals[1..]);
+            tally.duplicate_gaps.extend(arrivals[1..].iter().map(|at| at.duration_since(arrivals[0])));
         }
         tally
     }
@@ -75,6 +76,8 @@ pub struct Tally {
     pub requests: usize,
     /// When requests for a delivery that had already succeeded came.
     pub duplicates_at: Vec<Instant>,
+    /// How long after the delivery's first success each of them came.
+    pub duplicate_gaps: Vec<std::time::Duration>,
     /// Requests whose signatures did not verify.
     pub unsigned: usize,
 }
