@@ -12,7 +12,9 @@
 #    while the recovery runs: "during". Prints both, their ratio, and how far the recovery got.
 # herald-bench warns that the organization has a webhook it did not create: the recovered one, which
 # is subscribed to comment.created only, so it receives none of the bench's item.created events.
-# PROFILE=release (default) or debug. Needs psql, python3, curl. Figures: docs/benchmarks.md.
+# PROFILE=release (default) or debug; HERALD_BIN_DIR=DIR runs the herald, herald-worker and
+# herald-bench binaries found there instead (an older build, to compare in one session) and builds
+# nothing. Needs psql, python3, curl. Figures: docs/benchmarks.md.
 set -euo pipefail
 events=${1:-100000}
 rate=${2:-200}
@@ -20,12 +22,16 @@ seconds=${3:-60}
 profile=${PROFILE:-release}
 cd "$(dirname "$0")/.."
 target=${CARGO_TARGET_DIR:-target}
-if [ "$profile" = release ]; then
-  cargo build -q --release -p herald -p herald-worker -p herald-bench
+if [ -n "${HERALD_BIN_DIR:-}" ]; then
+  bin="$(cd "$HERALD_BIN_DIR" && pwd)"
 else
-  cargo build -q -p herald -p herald-worker -p herald-bench
+  if [ "$profile" = release ]; then
+    cargo build -q --release -p herald -p herald-worker -p herald-bench
+  else
+    cargo build -q -p herald -p herald-worker -p herald-bench
+  fi
+  bin="$(cd "$target/$profile" && pwd)"
 fi
-bin="$(cd "$target/$profile" && pwd)"
 
 work=$(mktemp -d)
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
