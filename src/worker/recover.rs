@@ -7,9 +7,9 @@
 //! step: the next events of the window (by id, after its cursor; [`EVENTS_PER_SECOND`] × the interval
 //! of them), of which those the webhook receives become deliveries due now (missing ones created, dead
 //! ones or those waiting for a retry made due; succeeded ones and those in flight left alone). The
-//! normal scheduler hands them over, beside the live traffic. Live deliveries share the delivery queue
-//! with them, so what a recovery has queued is kept small: a step is a fraction of a second's pace, and
-//! at most [`STEPS_IN_FLIGHT`] + 1 steps are unfinished at once. A disabled webhook's recovery waits
+//! normal scheduler hands them over in the queue's scheduled lane, beside the live traffic (which never
+//! waits behind them). What a recovery adds to the store's and the workers' load is kept small: a step
+//! is a fraction of a second's pace, and at most [`STEPS_IN_FLIGHT`] + 1 steps are unfinished at once. A disabled webhook's recovery waits
 //! until it is enabled.
 
 use std::time::Duration;
@@ -23,7 +23,7 @@ use crate::{
 };
 
 /// Events one recovery looks at per second at most.
-pub(crate) const EVENTS_PER_SECOND: f64 = 200.0;
+pub(crate) const EVENTS_PER_SECOND: f64 = 100.0;
 /// A recovery waits while this many steps' worth of its deliveries are unfinished.
 pub(crate) const STEPS_IN_FLIGHT: u64 = 2;
 
