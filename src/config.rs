@@ -164,7 +164,8 @@ pub struct DeliverySettings {
     /// Requests in flight at once to one endpoint.
     pub per_endpoint_concurrency: usize,
     /// Tasks of the scheduled lane (retries, recoveries, replays, sweeps) unsettled at once per worker,
-    /// within `concurrency`: the rest of the slots stay for first attempts.
+    /// within `concurrency` (a larger value counts as `concurrency`): the rest of the slots stay for
+    /// first attempts.
     pub scheduled_concurrency: usize,
     pub retry_schedule: RetrySchedule,
     /// Fraction of each retry delay added or removed at random (0.2 = +/- 20 %).
@@ -355,13 +356,8 @@ impl Settings {
         if self.delivery.per_endpoint_concurrency == 0 {
             return Err(invalid("delivery.per_endpoint_concurrency", "must be at least 1"));
         }
-        if self.delivery.scheduled_concurrency == 0
-            || self.delivery.scheduled_concurrency > self.delivery.concurrency
-        {
-            return Err(invalid(
-                "delivery.scheduled_concurrency",
-                "must be at least 1 and at most delivery.concurrency",
-            ));
+        if self.delivery.scheduled_concurrency == 0 {
+            return Err(invalid("delivery.scheduled_concurrency", "must be at least 1"));
         }
         if self.delivery.claim_lease.get().is_zero()
             || self.delivery.claim_lease.get() > self.delivery.stuck_after.get()

@@ -125,3 +125,11 @@ fn retention_windows_are_checked() {
         assert!(error.contains(key), "{key}: {error}");
     }
 }
+
+#[test]
+fn the_scheduled_lane_takes_at_least_one_slot_and_fits_any_concurrency() {
+    let error = load(&[("HERALD__DELIVERY__SCHEDULED_CONCURRENCY", "0")]).expect_err("none");
+    assert!(error.to_string().contains("delivery.scheduled_concurrency"), "{error}");
+    let small = load(&[("HERALD__DELIVERY__CONCURRENCY", "4")]).expect("a concurrency below the default 16");
+    assert_eq!((small.delivery.concurrency, small.delivery.scheduled_concurrency), (4, 16));
+}

@@ -73,7 +73,8 @@ pub async fn start(services: Services, roles: Roles, stages: &Stages) -> anyhow:
         let live = queue.consume_deliveries(Lane::Live, prefetch).await?;
         // Only this many handed-over tasks at once, however many the scheduler queued: the other slots
         // stay free for first attempts.
-        let scheduled_prefetch = u16::try_from(delivery.scheduled_concurrency).unwrap_or(u16::MAX);
+        let scheduled_prefetch =
+            u16::try_from(delivery.scheduled_concurrency.min(delivery.concurrency)).unwrap_or(u16::MAX);
         let scheduled = queue.consume_deliveries(Lane::Scheduled, scheduled_prefetch).await?;
         let recorder = record::Recorder::start(
             stages,
