@@ -34,3 +34,40 @@ pub(crate) async fn with_organization(configure: impl FnOnce(&mut Settings)) -> 
         .expect("a new organization");
     TestStore { url, settings, store, organization_id: bootstrap.organization.id, admin_key, _dir: dir }
 }
+
+impl TestStore {
+    /// A webhook of the organization subscribed to every type (`*`), created at `at`; its secret is a
+    /// placeholder that no key opens.
+    pub(crate) async fn webhook_for_everything(
+        &self,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> crate::store::NewWebhook {
+        let webhook = crate::store::NewWebhook {
+            id: Uuid::now_v7(),
+            organization_id: self.organization_id,
+            url: "https://example.com/hook".into(),
+            events: "*".into(),
+            secret: crate::crypto::Sealed { key_id: "k1".into(), ciphertext: b"sealed".to_vec() },
+            description: None,
+            created_at: at,
+        };
+        self.store.create_webhook(&webhook).await.expect("webhook");
+        webhook
+    }
+
+    /// An `item.created` event of the organization, stored at `at`.
+    pub(crate) async fn stored_event(&self, at: chrono::DateTime<chrono::Utc>) -> crate::store::NewEvent {
+        let event = crate::store::NewEvent {
+            id: Uuid::now_v7(),
+            organization_id: self.organization_id,
+            event_type: "item.created".into(),
+            payload: r#"{"data":{}}"#.into(),
+            idempotency_key: None,
+            request_hash: None,
+            created_at: at,
+            only_webhook: None,
+        };
+        self.store.insert_events(std::slice::from_ref(&event), at).await.expect("event");
+        event
+    }
+}

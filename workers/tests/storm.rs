@@ -35,7 +35,7 @@ use storm_support::{
 
 const WORKERS: usize = 3;
 const ENDPOINTS: usize = 5;
-/// About 1,300 events (6,500 deliveries, 9,000 requests): kept low for debug builds on a 2-core machine,
+/// About 1,300 events (6,500 deliveries, 9,000 requests): kept low for a 2-core machine,
 /// so that the bound measures stranding rather than a backlog.
 const PACE: Pace = Pace { per_second: 30, in_flight: 16, duration: Duration::from_secs(45) };
 /// A worker SIGKILLed every this long; one that exits by itself is restarted after the second.
@@ -59,7 +59,7 @@ const BOUND: Duration = CLAIM_LEASE.saturating_add(SCHEDULER_INTERVAL).saturatin
 const IN_FLIGHT_ANSWER: Duration = Duration::from_millis(500);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "starts, stops and restarts private PostgreSQL and RabbitMQ instances (needs their server binaries, which a new machine lacks) for about a minute; .ci/run runs it three times in a row"]
+#[ignore = "starts, stops and restarts private PostgreSQL and RabbitMQ instances (needs their server binaries, which a new machine lacks) for about a minute; .ci/run runs it three times in a row, release build"]
 async fn nothing_is_lost_or_stranded_in_a_storm() {
     let began = Instant::now();
     herald::install_tls_provider();

@@ -6,9 +6,9 @@ use bytes::Bytes;
 use super::*;
 use crate::{
     config::parse_secret_keys,
-    crypto::{Sealed, SecretBox},
+    crypto::SecretBox,
     queue::{NothingToSettle, Queue, embedded::EmbeddedQueue},
-    store::{DeliveryStatus, NewEvent, NewWebhook},
+    store::DeliveryStatus,
 };
 
 struct Fixture {
@@ -23,27 +23,8 @@ async fn fixture() -> Fixture {
     let sqlite = crate::test_store::with_organization(|_| {}).await;
     let (store, organization_id) = (sqlite.store.clone(), sqlite.organization_id);
     let now = crate::domain::now();
-    let webhook = NewWebhook {
-        id: Uuid::now_v7(),
-        organization_id,
-        url: "https://example.com/hook".into(),
-        events: "*".into(),
-        secret: Sealed { key_id: "k1".into(), ciphertext: b"sealed".to_vec() },
-        description: None,
-        created_at: now,
-    };
-    store.create_webhook(&webhook).await.expect("webhook");
-    let event = NewEvent {
-        id: Uuid::now_v7(),
-        organization_id,
-        event_type: "item.created".into(),
-        payload: r#"{"data":{}}"#.into(),
-        idempotency_key: None,
-        request_hash: None,
-        created_at: now,
-        only_webhook: None,
-    };
-    store.insert_events(std::slice::from_ref(&event), now).await.expect("event");
+    sqlite.webhook_for_everything(now).await;
+    let event = sqlite.stored_event(now).await;
     let keys = parse_secret_keys(&SecretBox::generate_key_text()).expect("key");
     let webhooks = Arc::new(WebhookCache::new(
         store.clone(),

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::*;
 use crate::{
     queue::{Consumer, EventMessage, Queue, QueueError},
-    store::{DeliveryStatus, DynStore, NewDelivery, NewEvent},
+    store::{DeliveryStatus, DynStore, NewDelivery},
 };
 
 const CLAIM_LEASE: Duration = Duration::from_secs(30);
@@ -92,27 +92,8 @@ async fn fixture() -> Fixture {
     let sqlite = crate::test_store::with_organization(|_| {}).await;
     let (store, organization_id) = (sqlite.store.clone(), sqlite.organization_id);
     let due = crate::domain::now();
-    let webhook = crate::store::NewWebhook {
-        id: Uuid::now_v7(),
-        organization_id,
-        url: "https://example.com/hook".into(),
-        events: "*".into(),
-        secret: crate::crypto::Sealed { key_id: "k1".into(), ciphertext: b"sealed".to_vec() },
-        description: None,
-        created_at: due,
-    };
-    store.create_webhook(&webhook).await.expect("webhook");
-    let event = NewEvent {
-        id: Uuid::now_v7(),
-        organization_id,
-        event_type: "item.created".into(),
-        payload: r#"{"data":{}}"#.into(),
-        idempotency_key: None,
-        request_hash: None,
-        created_at: due,
-        only_webhook: None,
-    };
-    store.insert_events(std::slice::from_ref(&event), due).await.expect("event");
+    let webhook = sqlite.webhook_for_everything(due).await;
+    let event = sqlite.stored_event(due).await;
     // Queued until `due`: as a fan-out whose worker died before publishing leaves it, or a retry.
     let delivery = NewDelivery {
         id: Uuid::now_v7(),
