@@ -9,6 +9,8 @@
 # Examples (docs/benchmarks.md has the full set):
 #   bash bench/run.sh embedded single
 #   bash bench/run.sh services fanout --json fanout.json
+#   bash bench/run.sh services paced                 # 500 events/s for 20 s, ≤ 32 in flight, CPU per event
+#   bash bench/run.sh services paced --rate 1000     # of Herald, PostgreSQL, RabbitMQ, all but the bench
 #   PROFILE=debug bash bench/run.sh embedded single --events 300 --skip-ceiling   # CI's smoke run
 set -euo pipefail
 mode=${1:?usage: bench/run.sh embedded|services SCENARIO [herald-bench flags...]}

@@ -34,8 +34,8 @@ struct Target {
 }
 
 /// Posts `events` × endpoints payloads to the twin endpoints (`indices` into the receiver) with `load`:
-/// a closed loop keeps its concurrency; an open loop's rate is multiplied by the endpoint count, as
-/// Herald's fan-out multiplies deliveries.
+/// a closed loop keeps its concurrency; an open loop's rate (and its bound on sends in flight) is
+/// multiplied by the endpoint count, as Herald's fan-out multiplies deliveries.
 pub async fn run(
     address: std::net::SocketAddr,
     twins: Vec<(usize, Arc<Endpoint>)>,
@@ -54,7 +54,9 @@ pub async fn run(
     let ids: Arc<Vec<Uuid>> = Arc::new((0..events).map(|_| Uuid::now_v7()).collect());
     let failed = Arc::new(AtomicU64::new(0));
     let load = match load {
-        Load::Open { rate } => Load::Open { rate: rate * fan as f64 },
+        Load::Open { rate, in_flight } => {
+            Load::Open { rate: rate * fan as f64, in_flight: in_flight.saturating_mul(fan as usize) }
+        }
         closed => closed,
     };
     let started_micros = now_micros();

@@ -1,5 +1,5 @@
 //! Sending events to Herald: the load shapes (closed loop: N sends in flight; open loop: sends scheduled
-//! at t0 + i/rate), 429 handling, the warm-up probe, the once-a-second progress line on stderr, and
+//! at t0 + i/rate, at most so many in flight), how late the open loop's sends were, 429 handling, the warm-up probe, the once-a-second progress line on stderr, and
 //! waiting until every expected delivery has arrived.
 
 use std::{
@@ -21,8 +21,8 @@ use crate::{
     scenario::{EVENT_TYPE, Load, event_body},
 };
 
-/// Sends in flight at most in an open loop ("enough capacity" to keep the schedule while Herald answers).
-const OPEN_LOOP_IN_FLIGHT: usize = 4096;
+/// An open-loop send that starts later than this after its scheduled time counts as late.
+pub const LATE_AFTER: Duration = Duration::from_millis(10);
 
 /// Times one event is sent again after 429 before it counts as failed.
 const MAX_RATE_LIMITED: u32 = 50;
@@ -30,9 +30,27 @@ const MAX_RATE_LIMITED: u32 = 50;
 /// Refusal messages kept for the report.
 const ERROR_SAMPLES: usize = 5;
 
+/// How far an open loop's sends started behind their schedule (all zero for a closed loop).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Lag {
+    /// The worst delay of a send after its scheduled time.
+    pub worst: Duration,
+    /// Sends that started more than [`LATE_AFTER`] after their scheduled time.
+    pub late: u64,
+}
+
+impl Lag {
+    fn record(&mut self, behind: Duration) {
+        self.worst = self.worst.max(behind);
+        if behind > LATE_AFTER {
+            self.late += 1;
+        }
+    }
+}
+
 /// Runs `op(0)`, …, `op(count - 1)` with the given load. Returns how far the open loop fell behind its
-/// schedule at worst (zero for a closed loop).
-pub async fn drive<F, Fut>(load: Load, count: u64, op: F) -> Duration
+/// schedule.
+pub async fn drive<F, Fut>(load: Load, count: u64, op: F) -> Lag
 where
     F: Fn(u64) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
@@ -60,19 +78,20 @@ where
                     eprintln!("a sender task failed: {error}");
                 }
             }
-            Duration::ZERO
+            Lag::default()
         }
-        Load::Open { rate } => {
-            let slots = Arc::new(Semaphore::new(OPEN_LOOP_IN_FLIGHT));
+        Load::Open { rate, in_flight } => {
+            let in_flight = in_flight.clamp(1, Semaphore::MAX_PERMITS);
+            let slots = Arc::new(Semaphore::new(in_flight));
             let start = Instant::now();
-            let mut worst_lag = Duration::ZERO;
+            let mut lag = Lag::default();
             for i in 0..count {
                 let at = start + Duration::from_secs_f64(i as f64 / rate);
                 if at > Instant::now() {
                     tokio::time::sleep_until(at.into()).await;
                 }
                 let Ok(slot) = slots.clone().acquire_owned().await else { break };
-                worst_lag = worst_lag.max(Instant::now().saturating_duration_since(at));
+                lag.record(Instant::now().saturating_duration_since(at));
                 let send = op(i);
                 tokio::spawn(async move {
                     send.await;
@@ -80,8 +99,8 @@ where
                 });
             }
             // Every send has finished once all the slots are free again.
-            drop(slots.acquire_many(OPEN_LOOP_IN_FLIGHT as u32).await);
-            worst_lag
+            drop(slots.acquire_many(u32::try_from(in_flight).unwrap_or(u32::MAX)).await);
+            lag
         }
     }
 }
@@ -112,8 +131,8 @@ pub struct IngestResult {
     pub started_micros: i64,
     pub last_accept_micros: Option<i64>,
     pub error_samples: Vec<String>,
-    /// How far the open loop fell behind its schedule at worst.
-    pub worst_lag: Duration,
+    /// How far the open loop fell behind its schedule.
+    pub lag: Lag,
 }
 
 impl IngestResult {
@@ -171,7 +190,7 @@ impl Ingest {
 pub async fn send_events(api: Arc<Api>, load: Load, events: u64, ingest: Arc<Ingest>) -> IngestResult {
     let started_micros = now_micros();
     let senders = ingest.clone();
-    let worst_lag = drive(load, events, move |seq| {
+    let lag = drive(load, events, move |seq| {
         let (api, ingest) = (api.clone(), senders.clone());
         async move { ingest.send(&api, seq).await }
     })
@@ -186,7 +205,7 @@ pub async fn send_events(api: Arc<Api>, load: Load, events: u64, ingest: Arc<Ing
         started_micros,
         last_accept_micros: (last > 0).then_some(last),
         error_samples: lock(&ingest.errors).clone(),
-        worst_lag,
+        lag,
     }
 }
 
@@ -262,7 +281,8 @@ mod tests {
 
     #[tokio::test]
     async fn every_operation_runs_once_in_both_loops() {
-        for load in [Load::Closed { concurrency: 4 }, Load::Open { rate: 2_000.0 }] {
+        let open = |in_flight| Load::Open { rate: 2_000.0, in_flight };
+        for load in [Load::Closed { concurrency: 4 }, open(4096), open(1)] {
             let seen = Arc::new(Mutex::new(Vec::new()));
             let record = seen.clone();
             drive(load, 50, move |i| {
@@ -279,9 +299,18 @@ mod tests {
     #[tokio::test]
     async fn the_open_loop_keeps_its_rate() {
         let start = Instant::now();
-        drive(Load::Open { rate: 100.0 }, 21, |_| async {}).await;
+        drive(Load::Open { rate: 100.0, in_flight: 32 }, 21, |_| async {}).await;
         let elapsed = start.elapsed();
         assert!(elapsed >= Duration::from_millis(195), "{elapsed:?}");
         assert!(elapsed < Duration::from_millis(600), "{elapsed:?}");
+    }
+
+    #[test]
+    fn sends_later_than_10_ms_count_as_late() {
+        let mut lag = Lag::default();
+        for ms in [0, 3, 10, 11, 250, 4] {
+            lag.record(Duration::from_millis(ms));
+        }
+        assert_eq!(lag, Lag { worst: Duration::from_millis(250), late: 2 });
     }
 }

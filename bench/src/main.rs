@@ -1,6 +1,7 @@
 //! `herald-bench`: Herald's benchmark tool (the command line). It drives a running Herald through its
 //! API, receives the deliveries in-process, and reports ingest rate, delivery throughput against a raw
-//! HTTP ceiling, latency percentiles, losses, duplicates, retries and Herald's CPU and memory.
+//! HTTP ceiling, latency percentiles, losses, duplicates, retries, Herald's CPU and memory, and the CPU
+//! per event of Herald, PostgreSQL, RabbitMQ and the whole machine but the bench.
 //!
 //! Exit status: 0 when nothing was lost, every signature was valid and every event was accepted; 1 when
 //! the run completed but one of those failed; 2 when the run could not be made (Herald unreachable, …).
@@ -9,6 +10,7 @@
 
 mod api;
 mod ceiling;
+mod cpu;
 mod driver;
 mod procstat;
 mod receiver;
@@ -53,11 +55,11 @@ pub struct Cli {
     pub events: Option<u64>,
 
     /// Event sends in flight at a time (closed-loop scenarios: single, fanout, retry), and the raw
-    /// ceiling's concurrency for them.
+    /// ceiling's concurrency for them; for paced, the most sends in flight (the next one waits).
     #[arg(long, default_value_t = 32, value_name = "N")]
     pub concurrency: usize,
 
-    /// Send at this fixed rate (open loop) instead; steady and noisy have one by default.
+    /// Send at this fixed rate (open loop) instead; steady, noisy and paced have one by default.
     #[arg(long, value_name = "EVENTS_PER_SEC")]
     pub rate: Option<f64>,
 
@@ -73,6 +75,11 @@ pub struct Cli {
     /// (when several are named herald, only the one listening on --url's port).
     #[arg(long = "pid", value_name = "PID", num_args = 1..)]
     pub pids: Vec<u32>,
+
+    /// Service groups whose CPU per event is reported beside Herald's, comma-separated (default: both,
+    /// those found). The machine's busy CPU but the bench's is reported in any case.
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "postgres,rabbitmq|none")]
+    pub services: Vec<cpu::ServiceArg>,
 
     /// Seconds to wait for the deliveries after the last event was sent; what has not arrived then is lost.
     #[arg(long, default_value_t = 120, value_name = "SECS")]
@@ -138,6 +145,12 @@ mod tests {
             (cli.scenario, cli.pids, cli.concurrency, cli.deadline),
             (Scenario::Noisy, vec![1, 2, 3], 32, 120)
         );
-        assert!(cli.skip_ceiling);
+        assert!(cli.skip_ceiling && cli.services.is_empty());
+        let paced = ["herald-bench", "--scenario", "paced", "--key", "k", "--services", "rabbitmq,postgres"];
+        let cli = Cli::try_parse_from(paced).expect("valid arguments");
+        assert_eq!(cli.scenario, Scenario::Paced);
+        assert_eq!(cli.services, vec![cpu::ServiceArg::Rabbitmq, cpu::ServiceArg::Postgres]);
+        let none = ["herald-bench", "--scenario", "paced", "--key", "k", "--services", "none"];
+        assert_eq!(Cli::try_parse_from(none).expect("valid").services, vec![cpu::ServiceArg::None]);
     }
 }

@@ -1,11 +1,15 @@
 //! The report: latency percentiles, the table printed on stdout, the JSON document of `--json`, the one
-//! summary line and the pass/fail verdict (the exit status).
+//! summary line and the pass/fail verdict (the exit status). The CPU per event lines come from `cpu`.
 
 use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::{procstat::ProcessStats, scenario::Scenario};
+use crate::{
+    cpu::CpuPerEvent,
+    procstat::ProcessStats,
+    scenario::{OPEN_LOOP_IN_FLIGHT, Scenario},
+};
 
 /// Latency percentiles in milliseconds (nearest rank).
 #[derive(Debug, Clone, Copy, Serialize, PartialEq)]
@@ -40,6 +44,13 @@ pub struct Report {
     pub concurrency: Option<usize>,
     /// Events per second (open-loop scenarios), else null.
     pub rate: Option<f64>,
+    /// Open loop: the most sends in flight (paced: --concurrency), else null.
+    pub max_in_flight: Option<usize>,
+    /// Open loop: sends that started more than 10 ms after their scheduled time (a saturated run has
+    /// many), else null.
+    pub late_sends: Option<u64>,
+    /// Open loop: the worst delay of a send after its scheduled time, else null.
+    pub worst_lag_ms: Option<f64>,
     pub accepted: u64,
     pub send_failures: u64,
     pub rate_limited: u64,
@@ -75,6 +86,8 @@ pub struct Report {
     pub unexpected: u64,
     pub processes: Vec<ProcessStats>,
     pub cpu_seconds_total: Option<f64>,
+    /// CPU per delivered event of Herald, the service groups and everything but the bench.
+    pub cpu_per_event: CpuPerEvent,
     /// When the bench started (RFC 3339), and how long it ran in all.
     pub started_at: String,
     pub duration_s: f64,
@@ -94,7 +107,12 @@ impl Report {
             if self.endpoints == 1 { "1 endpoint".into() } else { format!("{} endpoints", self.endpoints) };
         let load = match (self.concurrency, self.rate) {
             (Some(concurrency), _) => format!("concurrency {concurrency}"),
-            (None, Some(rate)) => format!("{} events/s", thousands(rate)),
+            (None, Some(rate)) => match self.max_in_flight {
+                Some(n) if n < OPEN_LOOP_IN_FLIGHT => {
+                    format!("{} events/s, ≤ {n} in flight", thousands(rate))
+                }
+                _ => format!("{} events/s", thousands(rate)),
+            },
             (None, None) => String::new(),
         };
         format!(
@@ -125,6 +143,9 @@ impl Report {
         };
         if self.ingest_latency_ms.is_some() {
             line(format!("{:<18}{}", "  ingest (ms)", latency_text(self.ingest_latency_ms)));
+        }
+        if let (Some(late), Some(worst)) = (self.late_sends, self.worst_lag_ms) {
+            line(format!("{:<18}{late} sends late by > 10 ms (worst {worst:.1} ms)", "  schedule"));
         }
         line(format!("{:<18}{} /s end to end{ceiling}", "deliveries", thousands(self.deliveries_per_sec)));
         line(format!("{:<18}{}", "latency (ms)", latency_text(self.latency_ms)));
@@ -171,6 +192,7 @@ impl Report {
         {
             line(format!("total cpu {total:.2} s"));
         }
+        self.cpu_per_event.lines().into_iter().for_each(line);
         out
     }
 
@@ -199,6 +221,9 @@ impl Report {
             self.lost, self.duplicates, self.bad_signatures, self.send_failures
         )
         .expect("writing to a String cannot fail");
+        if let Some(ms) = self.cpu_per_event.everything_but_bench_ms_per_event {
+            write!(text, " cpu {ms:.2} ms/event").expect("writing to a String cannot fail");
+        }
         match self.ratio {
             Some(ratio) => write!(text, " (ceiling ratio {ratio:.2})"),
             None => write!(text, " (no ceiling)"),
@@ -241,6 +266,9 @@ mod tests {
             endpoints: 10,
             concurrency: None,
             rate: Some(500.0),
+            max_in_flight: Some(32),
+            late_sends: Some(3),
+            worst_lag_ms: Some(14.5),
             accepted: 1000,
             send_failures: 0,
             rate_limited: 2,
@@ -279,6 +307,15 @@ mod tests {
                 },
             ],
             cpu_seconds_total: Some(8.12),
+            cpu_per_event: CpuPerEvent {
+                delivered: 9_999,
+                window_s: 20.4,
+                groups: Vec::new(),
+                machine_busy_seconds: Some(30.0),
+                bench_seconds: Some(10.0),
+                everything_but_bench_seconds: Some(20.0),
+                everything_but_bench_ms_per_event: Some(2.0),
+            },
             started_at: "2026-11-22T22:05:21Z".into(),
             duration_s: 31.5,
             herald_part_s: 20.4,
@@ -321,6 +358,8 @@ mod tests {
         assert_eq!(value["processes"][0]["cpu_seconds"], 8.12);
         assert_eq!(value["processes"][0]["peak_rss_mib"], 41.2);
         assert_eq!(value["started_at"], "2026-11-22T22:05:21Z");
+        assert_eq!((value["max_in_flight"].as_u64(), value["late_sends"].as_u64()), (Some(32), Some(3)));
+        assert_eq!(value["cpu_per_event"]["everything_but_bench_ms_per_event"], 2.0);
         assert_eq!(value["duration_s"], 31.5);
     }
 
@@ -328,9 +367,9 @@ mod tests {
     fn the_table_and_summary_show_the_numbers() {
         let report = sample();
         let table = report.table();
-        assert!(
-            table.starts_with("scenario noisy · mode embedded · 1000 events × 10 endpoints · 500 events/s")
-        );
+        assert!(table.starts_with(
+            "scenario noisy · mode embedded · 1000 events × 10 endpoints · 500 events/s, ≤ 32 in flight"
+        ));
         assert!(
             table.contains("4,321 /s end to end   (raw HTTP ceiling 12,345 /s, Herald at 35%)"),
             "{table}"
@@ -340,10 +379,16 @@ mod tests {
         assert!(table.contains("\nherald  pid 1234  cpu 8.12 s  peak rss 41.2 MiB\n"), "{table}");
         assert!(table.contains("\nherald-worker pid 1300  cpu ?  peak rss 20.0 MiB\n"), "{table}");
         assert!(table.contains("\ntotal cpu 8.12 s\n"), "{table}");
+        assert!(table.contains("\n  schedule        3 sends late by > 10 ms (worst 14.5 ms)\n"), "{table}");
+        assert!(
+            table.contains("\ncpu all but bench 2.00 ms/event  (20.00 s: machine busy 30.00 s"),
+            "{table}"
+        );
         let summary = report.summary();
         assert!(summary.starts_with("summary: noisy embedded 4321 deliveries/s p99 61.0 ms"), "{summary}");
         assert!(
-            summary.contains("lost 1 dup 0") && summary.ends_with("(ceiling ratio 0.35) FAILED"),
+            summary.contains("lost 1 dup 0")
+                && summary.ends_with("cpu 2.00 ms/event (ceiling ratio 0.35) FAILED"),
             "{summary}"
         );
     }

@@ -1,5 +1,5 @@
 //! One benchmark run, start to end: receiver, webhooks, warm-up, Herald's part (events sent, deliveries
-//! awaited, processes watched), clean-up of the webhooks (also on error and Ctrl-C), raw ceiling, report.
+//! awaited, processes and service groups watched), clean-up of the webhooks (also on error and Ctrl-C), raw ceiling, report.
 
 use std::{
     io::Write as _,
@@ -15,7 +15,8 @@ use crate::{
     Cli,
     api::{Api, BENCH_DESCRIPTION},
     ceiling::{self, Ceiling},
-    driver::{self, Ingest, IngestResult},
+    cpu::{self, CpuPerEvent},
+    driver::{self, Ingest, IngestResult, LATE_AFTER},
     procstat::{self, Monitor, ProcessStats},
     receiver::{Endpoint, EndpointResult, Receiver, lock},
     report::{Report, latency},
@@ -41,11 +42,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<bool> {
     if cli.ceiling_concurrency == Some(0) {
         return Err(anyhow!("--ceiling-concurrency must be at least 1"));
     }
+    let services = cpu::select(&cli.services)?;
     let api = Arc::new(Api::new(&cli.url, &cli.key)?);
     let (receiver, address) = Receiver::start().await.context("starting the receiver")?;
     let created = Mutex::new(Vec::new());
     let outcome = tokio::select! {
-        outcome = Box::pin(bench(&cli, &plan, &api, &receiver, address, &created)) => outcome,
+        outcome = Box::pin(bench(&cli, &plan, services, &api, &receiver, address, &created)) => outcome,
         _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
     };
     if !cli.keep_webhooks || outcome.is_err() {
@@ -74,12 +76,15 @@ struct Herald {
     /// Per endpoint, with its behaviour.
     endpoints: Vec<(Behavior, EndpointResult)>,
     processes: Vec<ProcessStats>,
+    /// The service groups and the machine over the same window.
+    services: cpu::Measured,
     elapsed: Duration,
 }
 
 async fn bench(
     cli: &Cli,
     plan: &Plan,
+    services: cpu::Selection,
     api: &Arc<Api>,
     receiver: &Receiver,
     address: SocketAddr,
@@ -103,7 +108,7 @@ async fn bench(
     endpoints.iter().for_each(|e| e.reset());
     receiver.set_inject_failures(plan.scenario == Scenario::Retry);
 
-    let herald = herald_part(cli, plan, api, &endpoints).await;
+    let herald = herald_part(cli, plan, services, api, &endpoints).await;
     if !cli.keep_webhooks {
         // Before the ceiling: Herald must not deliver to the ceiling's receiver paths.
         delete_webhooks(api, created).await;
@@ -131,11 +136,18 @@ async fn bench(
     Ok((herald, ceiling))
 }
 
-async fn herald_part(cli: &Cli, plan: &Plan, api: &Arc<Api>, endpoints: &[Arc<Endpoint>]) -> Herald {
+async fn herald_part(
+    cli: &Cli,
+    plan: &Plan,
+    services: cpu::Selection,
+    api: &Arc<Api>,
+    endpoints: &[Arc<Endpoint>],
+) -> Herald {
     let api_port = reqwest::Url::parse(&cli.url).ok().and_then(|url| url.port_or_known_default());
     let (processes, left_out) = procstat::discover(&cli.pids, api_port);
     describe_processes(cli, &processes, &left_out);
     let monitor = Monitor::start(processes);
+    let watch = cpu::Watch::start(services);
     let start = Instant::now();
     let ingest = Arc::new(Ingest::default());
     let progress = driver::spawn_progress(ingest.clone(), plan.events, endpoints.to_vec(), plan.deliveries());
@@ -144,22 +156,26 @@ async fn herald_part(cli: &Cli, plan: &Plan, api: &Arc<Api>, endpoints: &[Arc<En
         eprintln!("{} event(s) were not accepted, e.g.:", result.failed);
         result.error_samples.iter().for_each(|e| eprintln!("  {e}"));
     }
-    if result.worst_lag > Duration::from_millis(100) {
+    if result.lag.worst > Duration::from_millis(100) {
         eprintln!(
-            "warning: the sender fell {} ms behind its schedule (Herald answered too slowly); the rate was not held",
-            result.worst_lag.as_millis()
+            "warning: the sender fell {} ms behind its schedule ({} sends late by more than {} ms: Herald \
+             answered too slowly); the rate was not held",
+            result.lag.worst.as_millis(),
+            result.lag.late,
+            LATE_AFTER.as_millis()
         );
     }
     let deadline = Instant::now() + Duration::from_secs(cli.deadline);
     let complete = driver::wait_for_deliveries(endpoints, &result.ids, deadline).await;
     progress.abort();
     let elapsed = start.elapsed();
+    let services = watch.stop();
     let processes = monitor.stop().await;
     let endpoints = endpoints.iter().map(|e| (e.behavior, e.collect(&result.ids))).collect();
     if !complete {
         eprintln!("deadline reached ({} s after the last send): deliveries are missing", cli.deadline);
     }
-    Herald { ingest: result, endpoints, processes, elapsed }
+    Herald { ingest: result, endpoints, processes, services, elapsed }
 }
 
 fn describe_processes(cli: &Cli, processes: &[procstat::Proc], left_out: &[procstat::Proc]) {
@@ -246,10 +262,12 @@ fn build_report(
     let noisy = plan.scenario == Scenario::Noisy;
     let ceiling_rate = ceiling.as_ref().map(|c| c.deliveries_per_sec);
     let cpu: Vec<f64> = herald.processes.iter().filter_map(|p| p.cpu_seconds).collect();
-    let (concurrency, rate) = match plan.load {
-        Load::Closed { concurrency } => (Some(concurrency), None),
-        Load::Open { rate } => (None, Some(rate)),
+    let (concurrency, rate, in_flight) = match plan.load {
+        Load::Closed { concurrency } => (Some(concurrency), None, None),
+        Load::Open { rate, in_flight } => (None, Some(rate), Some(in_flight)),
     };
+    let herald_cpu = (!cpu.is_empty()).then(|| (herald.processes.len(), cpu.iter().sum()));
+    let open = rate.is_some();
     let mut report = Report {
         scenario: plan.scenario,
         mode: cli.mode_label.clone(),
@@ -257,6 +275,9 @@ fn build_report(
         endpoints: plan.endpoints.len(),
         concurrency,
         rate,
+        max_in_flight: in_flight,
+        late_sends: open.then_some(herald.ingest.lag.late),
+        worst_lag_ms: open.then_some(herald.ingest.lag.worst.as_secs_f64() * 1e3),
         accepted: herald.ingest.accepted,
         send_failures: herald.ingest.failed,
         rate_limited: herald.ingest.rate_limited,
@@ -281,6 +302,7 @@ fn build_report(
         malformed: sum(|r| r.malformed),
         unexpected: sum(|r| r.unexpected),
         cpu_seconds_total: (!cpu.is_empty()).then(|| cpu.iter().sum()),
+        cpu_per_event: CpuPerEvent::new(herald_cpu, &herald.services, delivered),
         processes: herald.processes,
         started_at: started_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         duration_s: elapsed.as_secs_f64(),

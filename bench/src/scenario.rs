@@ -28,6 +28,10 @@ pub enum Scenario {
     Fanout,
     /// 1,000 events/s for 30 s to 1 endpoint (open loop); latency percentiles
     Steady,
+    /// 500 events/s for 20 s to 1 endpoint (open loop), at most --concurrency (32) sends in flight: when
+    /// that many are in flight the next scheduled send waits (the report counts the late ones). With the
+    /// CPU per event of every process (Herald, PostgreSQL, RabbitMQ, the whole machine but the bench)
+    Paced,
     /// 100 events/s for 20 s to 9 fast endpoints and 1 answering after 1 s; fast and slow latency apart.
     /// The fast endpoints get 900 deliveries/s, comparable with `steady`'s 1,000, so their p99 can be set
     /// against `steady`'s: what remains is the slow endpoint's effect.
@@ -43,26 +47,32 @@ impl Scenario {
             Scenario::Single => "single",
             Scenario::Fanout => "fanout",
             Scenario::Steady => "steady",
+            Scenario::Paced => "paced",
             Scenario::Noisy => "noisy",
             Scenario::Retry => "retry",
         }
     }
 
     fn defaults(self) -> Defaults {
-        let closed = |events| Defaults { events: Some(events), rate: None, duration_s: None };
-        let open =
-            |rate, duration_s| Defaults { events: None, rate: Some(rate), duration_s: Some(duration_s) };
+        let closed = |events| Defaults { events: Some(events), rate: None, duration_s: None, bounded: false };
+        let open = |rate, duration_s| Defaults {
+            events: None,
+            rate: Some(rate),
+            duration_s: Some(duration_s),
+            bounded: false,
+        };
         match self {
             Scenario::Single => closed(10_000),
             Scenario::Fanout | Scenario::Retry => closed(1_000),
             Scenario::Steady => open(1_000.0, 30.0),
             Scenario::Noisy => open(100.0, 20.0),
+            Scenario::Paced => Defaults { bounded: true, ..open(500.0, 20.0) },
         }
     }
 
     fn endpoints(self) -> Vec<Behavior> {
         match self {
-            Scenario::Single | Scenario::Steady => vec![Behavior::Fast],
+            Scenario::Single | Scenario::Steady | Scenario::Paced => vec![Behavior::Fast],
             Scenario::Fanout => vec![Behavior::Fast; 10],
             Scenario::Noisy => std::iter::once(Behavior::Slow).chain([Behavior::Fast; 9]).collect(),
             Scenario::Retry => vec![Behavior::FailFirst],
@@ -81,7 +91,13 @@ struct Defaults {
     events: Option<u64>,
     rate: Option<f64>,
     duration_s: Option<f64>,
+    /// An open loop bounded by --concurrency sends in flight (else by OPEN_LOOP_IN_FLIGHT).
+    bounded: bool,
 }
+
+/// Sends in flight at most in an unbounded open loop ("enough capacity" to keep the schedule while
+/// Herald answers).
+pub const OPEN_LOOP_IN_FLIGHT: usize = 4096;
 
 /// How a receiver endpoint answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,8 +125,9 @@ impl Behavior {
 pub enum Load {
     /// `concurrency` sends in flight at all times (closed loop).
     Closed { concurrency: usize },
-    /// Sends scheduled at t0 + i/rate whatever the answers (open loop).
-    Open { rate: f64 },
+    /// Sends scheduled at t0 + i/rate whatever the answers (open loop), at most `in_flight` at a time:
+    /// when that many are in flight, the next scheduled send waits for one to finish.
+    Open { rate: f64, in_flight: usize },
 }
 
 /// Command-line values that override a scenario's defaults.
@@ -149,11 +166,14 @@ impl Plan {
                     .or(overrides.duration_s.map(from_duration))
                     .or(defaults.events)
                     .unwrap_or_else(|| from_duration(defaults.duration_s.unwrap_or(FALLBACK_DURATION_S)));
-                (events, Load::Open { rate })
+                let in_flight = if defaults.bounded { overrides.concurrency } else { OPEN_LOOP_IN_FLIGHT };
+                (events, Load::Open { rate, in_flight })
             }
             None => {
                 if overrides.duration_s.is_some() {
-                    bail!("--duration needs a rate: give --rate too (steady and noisy have one by default)");
+                    bail!(
+                        "--duration needs a rate: give --rate too (steady, noisy and paced have one by default)"
+                    );
                 }
                 let events =
                     overrides.events.or(defaults.events).context("the scenario has no event count")?;
@@ -204,7 +224,13 @@ mod tests {
         let single = Plan::resolve(Scenario::Single, &overrides()).expect("plan");
         assert_eq!((single.events, single.load), (10_000, Load::Closed { concurrency: 32 }));
         let steady = Plan::resolve(Scenario::Steady, &overrides()).expect("plan");
-        assert_eq!((steady.events, steady.load), (30_000, Load::Open { rate: 1_000.0 }));
+        assert_eq!(
+            (steady.events, steady.load),
+            (30_000, Load::Open { rate: 1_000.0, in_flight: OPEN_LOOP_IN_FLIGHT })
+        );
+        let paced = Plan::resolve(Scenario::Paced, &overrides()).expect("plan");
+        assert_eq!((paced.events, paced.load), (10_000, Load::Open { rate: 500.0, in_flight: 32 }));
+        assert_eq!(paced.endpoints, vec![Behavior::Fast]);
         let noisy = Plan::resolve(Scenario::Noisy, &overrides()).expect("plan");
         assert_eq!(noisy.endpoints.iter().filter(|b| **b == Behavior::Slow).count(), 1);
         assert_eq!(noisy.deliveries(), 20_000);
@@ -214,7 +240,13 @@ mod tests {
     fn overrides_win() {
         let o = Overrides { rate: Some(100.0), duration_s: Some(3.0), ..overrides() };
         let steady = Plan::resolve(Scenario::Steady, &o).expect("plan");
-        assert_eq!((steady.events, steady.load), (300, Load::Open { rate: 100.0 }));
+        assert_eq!(
+            (steady.events, steady.load),
+            (300, Load::Open { rate: 100.0, in_flight: OPEN_LOOP_IN_FLIGHT })
+        );
+        let o = Overrides { rate: Some(1_000.0), concurrency: 8, ..overrides() };
+        let paced = Plan::resolve(Scenario::Paced, &o).expect("plan");
+        assert_eq!((paced.events, paced.load), (20_000, Load::Open { rate: 1_000.0, in_flight: 8 }));
         let o = Overrides { events: Some(50), ..overrides() };
         assert_eq!(Plan::resolve(Scenario::Fanout, &o).expect("plan").deliveries(), 500);
         assert!(
