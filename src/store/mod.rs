@@ -157,6 +157,20 @@ pub struct PoolStats {
     pub max: u32,
 }
 
+impl PoolStats {
+    /// These figures with one more pool's added: `size` connections open, `idle` of them idle (as the
+    /// pool reports it: read without a lock, so while connections come and go or the pool closes it can
+    /// exceed the size or wrap, and is clamped), `max` configured.
+    pub fn plus_pool(self, size: u32, idle: usize, max: u32) -> Self {
+        let idle = u32::try_from(idle).unwrap_or(u32::MAX).min(size);
+        Self {
+            idle: self.idle.saturating_add(idle),
+            in_use: self.in_use.saturating_add(size - idle),
+            max: self.max.saturating_add(max),
+        }
+    }
+}
+
 /// Organizations, users and API keys: used by bootstrap (`herald serve`, the CLI), authentication (key
 /// lookup and the batched usage counts) and the user and key endpoints.
 #[async_trait]
@@ -321,4 +335,18 @@ pub trait DeliveryStore: Send + Sync + std::fmt::Debug + 'static {
     async fn replay_deliveries(&self, filter: &ReplayFilter, now: DateTime<Utc>) -> StoreResult<u64>;
     /// How many deliveries [`DeliveryStore::replay_deliveries`] would make due with this filter.
     async fn count_replayable(&self, filter: &ReplayFilter) -> StoreResult<u64>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PoolStats;
+
+    #[test]
+    fn pool_figures_add_up_and_an_idle_count_read_mid_change_is_clamped() {
+        let stats = PoolStats::default().plus_pool(4, 1, 8).plus_pool(1, 0, 1);
+        assert_eq!(stats, PoolStats { idle: 1, in_use: 4, max: 9 });
+        // An idle count read while the pool changes (here wrapped) used to overflow the sum.
+        let racy = stats.plus_pool(2, usize::MAX, 2).plus_pool(2, 5, 2);
+        assert_eq!(racy, PoolStats { idle: 5, in_use: 4, max: 13 });
+    }
 }

@@ -20,12 +20,7 @@ impl Store for SqlStore<DB> {
             pools.push(&self.write);
         }
         pools.into_iter().fold(PoolStats::default(), |stats, pool| {
-            let (size, idle) = (pool.size(), u32::try_from(pool.num_idle()).unwrap_or(u32::MAX));
-            PoolStats {
-                idle: stats.idle + idle,
-                in_use: stats.in_use + size.saturating_sub(idle),
-                max: stats.max + pool.options().get_max_connections(),
-            }
+            stats.plus_pool(pool.size(), pool.num_idle(), pool.options().get_max_connections())
         })
     }
 
