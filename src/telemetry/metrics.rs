@@ -24,6 +24,7 @@ pub mod names {
     pub const OUTBOX_UNPUBLISHED: &str = "herald_outbox_unpublished_events";
     pub const OUTBOX_OLDEST_AGE: &str = "herald_outbox_oldest_unpublished_age_seconds";
     pub const DELIVERIES_CREATED: &str = "herald_deliveries_created_total";
+    pub const DELIVERIES_DIRECT: &str = "herald_deliveries_direct_total";
     pub const ATTEMPTS: &str = "herald_attempts_total";
     pub const ATTEMPT_DURATION: &str = "herald_attempt_duration_seconds";
     pub const DELIVERIES_ENDED: &str = "herald_deliveries_ended_total";
@@ -113,6 +114,10 @@ fn describe() {
     describe_gauge!(OUTBOX_UNPUBLISHED, "Events committed but not yet published (sampled every 5 s).");
     describe_gauge!(OUTBOX_OLDEST_AGE, Unit::Seconds, "Age of the oldest unpublished event; 0 when none.");
     describe_counter!(DELIVERIES_CREATED, "Delivery rows created by fan-out.");
+    describe_counter!(
+        DELIVERIES_DIRECT,
+        "First attempts fan-out handed straight to this process's deliverer (not through the queue)."
+    );
     describe_counter!(ATTEMPTS, "HTTP delivery attempts by outcome class.");
     describe_histogram!(ATTEMPT_DURATION, Unit::Seconds, "Duration of one HTTP delivery attempt.");
     describe_counter!(DELIVERIES_ENDED, "Deliveries reaching a final state: succeeded, dead or dropped.");

@@ -112,12 +112,14 @@ enum Settlement {
 }
 
 impl Deliverer {
-    /// Takes tasks from the `live` lane and the `scheduled` one, whichever has one ready (neither
-    /// waits behind the other), until shutdown or until the queue closes.
+    /// Takes tasks from the `live` lane, the `scheduled` one and, where this process fans out too, the
+    /// `direct` lane ([`super::direct`]), whichever has one ready (none waits behind another), until
+    /// shutdown or until the queue closes.
     pub async fn run(
         self,
         mut live: Consumer<DeliveryTask>,
         mut scheduled: Consumer<DeliveryTask>,
+        mut direct: Option<Consumer<DeliveryTask>>,
         shutdown: CancellationToken,
     ) {
         let this = Arc::new(self);
@@ -128,11 +130,18 @@ impl Deliverer {
                 () = shutdown.cancelled() => break,
                 slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
             };
-            // Both `next` are cancel-safe: the lane not chosen keeps its task.
+            // Every `next` is cancel-safe: a lane not chosen keeps its task.
             let received = tokio::select! {
                 () = shutdown.cancelled() => break,
                 received = live.next() => received,
                 received = scheduled.next() => received,
+                received = next_direct(&mut direct) => match received {
+                    Some(received) => Some(received),
+                    None => {
+                        direct = None; // Fan-out has stopped; the queue's lanes go on.
+                        continue;
+                    }
+                },
             };
             let Some(received) = received else { break };
             match this.endpoints.admit(received) {
@@ -362,6 +371,14 @@ impl Deliverer {
             None => Outcome::Failure { retry_after: None },
         };
         Attempt::Made(exchange, outcome)
+    }
+}
+
+/// The next task of the direct lane; never, where there is none.
+async fn next_direct(direct: &mut Option<Consumer<DeliveryTask>>) -> Option<Received<DeliveryTask>> {
+    match direct {
+        Some(consumer) => consumer.next().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -7,14 +7,18 @@
 //! inserted and their tasks not published), finds its deliveries already inserted and hands those not yet
 //! started to the scheduler, due a few seconds later ([`REDONE_AFTER`]), so that a first task still in
 //! the queue is not sent twice.
+//! Where the process delivers too, the first attempts it has room for skip the queue ([`super::direct`]):
+//! their events are acknowledged only once those deliveries are settled, and handed out again if one was
+//! not.
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use tokio::task::JoinSet;
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument;
 use uuid::Uuid;
 
+use super::direct::{self, DirectLane, Settled};
 use crate::webhook_cache::WebhookCache;
 use crate::{
     domain::EventFilter,
@@ -42,6 +46,8 @@ pub struct Fanout {
     pub webhooks: Arc<WebhookCache>,
     /// How long a delivery may stay queued before the sweeper hands it over again.
     pub lease: Duration,
+    /// This process's own deliverer, where it runs one.
+    pub direct: Option<DirectLane>,
 }
 
 impl Fanout {
@@ -49,6 +55,8 @@ impl Fanout {
         let this = Arc::new(self);
         let at_once = this.store.write_parallelism().clamp(1, BATCHES_AT_ONCE);
         let mut in_flight = JoinSet::new();
+        // Events waiting for the deliveries they handed over directly.
+        let settling = TaskTracker::new();
         loop {
             if in_flight.len() >= at_once {
                 in_flight.join_next().await;
@@ -65,15 +73,23 @@ impl Fanout {
             let mut batch = Vec::with_capacity(BATCH);
             batch.push(first);
             consumer.drain_ready(&mut batch, BATCH);
-            in_flight.spawn(this.clone().handle(batch, shutdown.clone()));
+            in_flight.spawn(this.clone().handle(batch, settling.clone(), shutdown.clone()));
         }
         while in_flight.join_next().await.is_some() {}
+        settling.close();
+        settling.wait().await;
     }
 
-    /// Fans a batch out and acknowledges it. A failure (database down, broker gone) is retried with the
-    /// batch held: requeueing at once would spin, and unacknowledged messages go back to the queue anyway
-    /// if the process stops.
-    async fn handle(self: Arc<Self>, batch: Vec<Received<EventMessage>>, shutdown: CancellationToken) {
+    /// Fans a batch out and acknowledges it: each event at once, or, if it handed deliveries over
+    /// directly, once they are settled (on `settling`; handed back to the queue if one is not). A failure
+    /// (database down, broker gone) is retried with the batch held: requeueing at once would spin, and
+    /// unacknowledged messages go back to the queue anyway if the process stops.
+    async fn handle(
+        self: Arc<Self>,
+        batch: Vec<Received<EventMessage>>,
+        settling: TaskTracker,
+        shutdown: CancellationToken,
+    ) {
         let mut tried = false;
         let fanned_out = retrying::until_done(
             "fan-out",
@@ -86,11 +102,22 @@ impl Fanout {
             },
         )
         .await;
-        if fanned_out.is_err() {
+        let Ok(mut settled) = fanned_out else {
             return; // Shutting down: the events go back to the queue unacknowledged.
-        }
-        for received in batch {
-            received.ack().await;
+        };
+        for (received, settled) in batch.into_iter().zip(settled.drain(..)) {
+            if settled.is_empty() {
+                received.ack().await;
+                continue;
+            }
+            settling.spawn(async move {
+                if direct::all_settled(settled).await {
+                    received.ack().await;
+                } else {
+                    // Done again as a redelivered event: what is still unstarted goes to the scheduler.
+                    received.requeue().await;
+                }
+            });
         }
     }
 
@@ -100,8 +127,13 @@ impl Fanout {
         events = batch.len(), deliveries = tracing::field::Empty, created = tracing::field::Empty,
     ))]
     /// `again`: the batch was tried before, like a redelivered event, and may have left deliveries
-    /// inserted whose tasks were never published.
-    async fn fan_out(&self, batch: &[Received<EventMessage>], again: bool) -> anyhow::Result<()> {
+    /// inserted whose tasks were never published. Returns, per event of the batch, the receipts of the
+    /// deliveries it handed over directly.
+    async fn fan_out(
+        &self,
+        batch: &[Received<EventMessage>],
+        again: bool,
+    ) -> anyhow::Result<Vec<Vec<Settled>>> {
         let now = crate::domain::now();
         let lease_until =
             now + chrono::Duration::from_std(self.lease).unwrap_or(chrono::Duration::minutes(10));
@@ -131,15 +163,16 @@ impl Fanout {
         }
         let span = tracing::Span::current();
         span.record("deliveries", deliveries.len());
+        let mut settled: Vec<Vec<Settled>> = batch.iter().map(|_| Vec::new()).collect();
         if deliveries.is_empty() {
-            return Ok(());
+            return Ok(settled);
         }
         let inserted: HashSet<Uuid> = self.store.create_deliveries(&deliveries).await?.into_iter().collect();
         span.record("created", inserted.len());
         metrics::counter!(names::DELIVERIES_CREATED).increment(inserted.len() as u64);
         let events: std::collections::HashMap<Uuid, &EventMessage> =
             batch.iter().map(|received| (received.message.id, &received.message)).collect();
-        let tasks: Vec<DeliveryTask> = deliveries
+        let mut tasks: Vec<DeliveryTask> = deliveries
             .iter()
             .filter(|delivery| inserted.contains(&delivery.id))
             .map(|delivery| task(events[&delivery.event_id], delivery.id, delivery.webhook_id))
@@ -169,8 +202,30 @@ impl Fanout {
                 .collect();
             self.store.defer_deliveries(&deferrals, now).await?;
         }
-        self.queue.publish_deliveries(Lane::Live, &tasks).await?;
-        Ok(())
+        // Room in the direct lane for the first tasks; the rest are published first: once a task is
+        // handed over it may be attempted at once, so nothing after that may fail and redo the batch.
+        let room = self.direct.as_ref().map(|lane| lane.reserve(tasks.len())).unwrap_or_default();
+        let direct_tasks: Vec<DeliveryTask> = tasks.drain(..room.len()).collect();
+        if !tasks.is_empty() {
+            self.queue.publish_deliveries(Lane::Live, &tasks).await?;
+        }
+        if let Some(lane) = &self.direct {
+            let position: std::collections::HashMap<Uuid, usize> =
+                batch.iter().enumerate().map(|(index, received)| (received.message.id, index)).collect();
+            let mut given_back = Vec::new();
+            for (task, room) in direct_tasks.into_iter().zip(room) {
+                let event_id = task.event_id;
+                match lane.hand_over(task, room) {
+                    Ok(receipt) => settled[position[&event_id]].push(receipt),
+                    Err(task) => given_back.push(*task),
+                }
+            }
+            // The deliverer stopped meanwhile (shutdown): these go through the queue after all.
+            if !given_back.is_empty() {
+                self.queue.publish_deliveries(Lane::Live, &given_back).await?;
+            }
+        }
+        Ok(settled)
     }
 }
 

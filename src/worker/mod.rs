@@ -4,6 +4,7 @@
 //! in-process on the embedded queue.
 
 pub(crate) mod deliver;
+pub(crate) mod direct;
 pub(crate) mod disable;
 pub(crate) mod endpoints;
 pub(crate) mod fanout;
@@ -53,6 +54,14 @@ pub async fn start(services: Services, roles: Roles, stages: &Stages) -> anyhow:
         }
     }
     let shutdown = stages.shutdown_token();
+    // Both roles here: fan-out hands the first attempts it has room for straight to this deliverer.
+    let (direct_lane, direct_consumer) = match roles {
+        Roles { fanout: true, deliver: true } => {
+            let (lane, consumer) = direct::DirectLane::new(delivery.concurrency);
+            (Some(lane), Some(consumer))
+        }
+        _ => (None, None),
+    };
     if roles.fanout {
         let consumer = queue.consume_events(FANOUT_PREFETCH).await?;
         let fanout = fanout::Fanout {
@@ -60,6 +69,7 @@ pub async fn start(services: Services, roles: Roles, stages: &Stages) -> anyhow:
             queue: queue.clone(),
             webhooks: webhooks.clone(),
             lease: delivery.stuck_after.get(),
+            direct: direct_lane,
         };
         stages.spawn("fanout", fanout.run(consumer, shutdown.clone()));
         let recoverer =
@@ -94,7 +104,7 @@ pub async fn start(services: Services, roles: Roles, stages: &Stages) -> anyhow:
             concurrency: delivery.concurrency,
             grace: settings.server.shutdown_grace.get(),
         };
-        stages.spawn("deliverer", deliverer.run(live, scheduled, shutdown.clone()));
+        stages.spawn("deliverer", deliverer.run(live, scheduled, direct_consumer, shutdown.clone()));
         let scheduler = scheduler::Scheduler {
             store,
             queue,

@@ -1,7 +1,7 @@
 //! `herald dlq drain` against the real broker: a fan-out event in RabbitMQ's dead-letter queue gets its
-//! missing deliveries created (and they arrive, signed), a delivery task there whose delivery finished is
-//! removed without another attempt, a message Herald cannot read stays in the queue; `--dry-run` changes
-//! nothing. The dead-lettered messages are real ones, taken off the app's own exchanges and republished
+//! missing deliveries created (and they arrive, signed), a delivery task there (a retry's) whose
+//! delivery finished is removed without another attempt, a message Herald cannot read stays in the
+//! queue; `--dry-run` changes nothing. The dead-lettered messages are real ones, taken off the app's own exchanges and republished
 //! to the dead-letter exchange as the broker does when a message hits its delivery limit.
 
 use std::time::Duration;
@@ -77,15 +77,21 @@ async fn drain_fans_dead_lettered_events_out_and_leaves_unreadable_messages() {
     let channel = connection.create_channel().await.expect("channel");
     let names = herald::queue::rabbitmq::Names::new(app.queue_prefix().expect("services mode"));
     let mut events = tap(&channel, &names.events_exchange, "#").await;
-    let mut tasks = tap(&channel, &names.deliveries_exchange, "delivery").await;
+    // The in-process worker fans out and delivers, so a first attempt skips the broker (the direct
+    // lane); the retry the scheduler hands over is a real task message.
+    let mut tasks = tap(&channel, &names.deliveries_exchange, "scheduled").await;
 
-    let first = Receiver::verifying(Accepts::XSignature).await;
+    let first = Receiver::start(|arrival| match arrival {
+        0 => (500, vec![], Duration::ZERO),
+        _ => (200, vec![], Duration::ZERO),
+    })
+    .await;
     let first_webhook = app.subscribe(&first, json!(["*"])).await;
     let event = app.send_event("item.created", json!({"n": 1})).await;
-    first.wait_for(1, WAIT).await;
+    first.wait_for(2, WAIT).await;
     let event_message = next_message(&mut events).await;
     let task_message = next_message(&mut tasks).await;
-    // The first delivery is recorded as succeeded before its task is drained.
+    // The delivery is recorded as succeeded (on its retry) before its task is drained.
     let delivery = app.wait_deliveries(first_webhook, 1).await[0]["id"].as_str().expect("id").to_string();
     app.wait_delivery(&delivery, WAIT, |d| d["status"] == "succeeded").await;
     let added = Receiver::verifying(Accepts::XSignature).await;
@@ -133,7 +139,7 @@ async fn drain_fans_dead_lettered_events_out_and_leaves_unreadable_messages() {
     assert_eq!(arrivals[0].json()["id"], event.to_string());
     assert!(arrivals[0].x_signature_ok && arrivals[0].standard_ok, "signed with the new webhook's secret");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(first.arrivals().len(), 1, "the first subscriber, which had it, gets it once");
+    assert_eq!(first.arrivals().len(), 2, "the first subscriber, which had it, gets nothing more");
     assert_eq!(dead_letter_count(&channel, &names.dead_queue).await, 1, "only the unreadable message stays");
 }
 

@@ -21,6 +21,7 @@ pub const CATALOG: &[(&str, Kind)] = &[
     ("herald_outbox_unpublished_events", Kind::Plain),
     ("herald_outbox_oldest_unpublished_age_seconds", Kind::Plain),
     ("herald_deliveries_created_total", Kind::Plain),
+    ("herald_deliveries_direct_total", Kind::Plain),
     ("herald_attempts_total", Kind::Plain),
     ("herald_attempt_duration_seconds", Kind::Histogram),
     ("herald_deliveries_ended_total", Kind::Plain),

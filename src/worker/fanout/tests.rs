@@ -32,8 +32,13 @@ async fn fixture() -> Fixture {
         Duration::from_secs(60),
     ));
     let queue = Arc::new(EmbeddedQueue::new(tokio::sync::mpsc::unbounded_channel().0));
-    let fanout =
-        Fanout { store: store.clone(), queue: queue.clone(), webhooks, lease: Duration::from_secs(600) };
+    let fanout = Fanout {
+        store: store.clone(),
+        queue: queue.clone(),
+        webhooks,
+        lease: Duration::from_secs(600),
+        direct: None,
+    };
     let event = EventMessage {
         id: event.id,
         organization_id,
@@ -75,4 +80,96 @@ async fn a_redelivered_event_leaves_its_unstarted_deliveries_to_the_scheduler() 
         "due once the deliverer checks a first attempt against the store: in {wait:?}"
     );
     assert!(REDONE_AFTER > super::super::deliver::LATE_FIRST_ATTEMPT);
+}
+
+/// Tells the test how its event was settled.
+#[derive(Debug)]
+struct Reported(tokio::sync::mpsc::UnboundedSender<&'static str>);
+
+#[async_trait::async_trait]
+impl crate::queue::Settle for Reported {
+    async fn ack(self: Box<Self>) {
+        let _ = self.0.send("ack");
+    }
+    async fn requeue(self: Box<Self>) {
+        let _ = self.0.send("requeue");
+    }
+    async fn dead_letter(self: Box<Self>) {
+        let _ = self.0.send("dead_letter");
+    }
+}
+
+impl Fixture {
+    /// The fixture's fan-out with a direct lane of `capacity`, and the deliverer's end of it.
+    fn with_direct_lane(mut self, capacity: usize) -> (Self, Consumer<DeliveryTask>) {
+        let (lane, consumer) = DirectLane::new(capacity);
+        self.fanout.direct = Some(lane);
+        (self, consumer)
+    }
+
+    /// The event, settled into the returned channel.
+    fn reported(&self) -> (Received<EventMessage>, tokio::sync::mpsc::UnboundedReceiver<&'static str>) {
+        let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+        (Received::new(self.event.clone(), Box::new(Reported(sender)), false), receiver)
+    }
+}
+
+#[tokio::test]
+async fn with_room_here_a_first_attempt_skips_the_queue_and_its_event_waits_for_its_outcome() {
+    let (fixture, mut direct) = fixture().await.with_direct_lane(4);
+    let mut live = fixture.queue.consume_deliveries(Lane::Live, 8).await.expect("the live consumer");
+    let (event, mut settled) = fixture.reported();
+    let settling = TaskTracker::new();
+    let fanout = Arc::new(fixture.fanout);
+    fanout.clone().handle(vec![event], settling.clone(), CancellationToken::new()).await;
+
+    let mut published = Vec::new();
+    live.drain_ready(&mut published, 10);
+    assert!(published.is_empty(), "nothing is published for a delivery handed over directly");
+    let task = direct.next().await.expect("the delivery's first attempt, handed over directly");
+    assert_eq!(task.message.event_id, fixture.event.id);
+    assert_eq!(task.message.attempt, 1);
+    assert!(settled.try_recv().is_err(), "the event is not acknowledged before its delivery is settled");
+
+    task.ack().await;
+    settling.close();
+    settling.wait().await;
+    assert_eq!(settled.recv().await, Some("ack"), "acknowledged once its delivery's outcome is recorded");
+}
+
+#[tokio::test]
+async fn an_event_whose_direct_delivery_was_handed_back_or_dropped_is_handed_out_again() {
+    for handed_back in [true, false] {
+        let (fixture, mut direct) = fixture().await.with_direct_lane(1);
+        let (event, mut settled) = fixture.reported();
+        let settling = TaskTracker::new();
+        let fanout = Arc::new(fixture.fanout);
+        fanout.clone().handle(vec![event], settling.clone(), CancellationToken::new()).await;
+        let task = direct.next().await.expect("handed over directly");
+        if handed_back {
+            task.requeue().await;
+        } else {
+            drop(task); // The deliverer stopped holding it.
+        }
+        settling.close();
+        settling.wait().await;
+        assert_eq!(settled.recv().await, Some("requeue"), "handed back: {handed_back}");
+    }
+}
+
+#[tokio::test]
+async fn what_the_direct_lane_has_no_room_for_is_published() {
+    let fixture = fixture().await;
+    // A second webhook: the event calls for two deliveries, and the lane has room for one.
+    fixture._sqlite.webhook_for_everything(crate::domain::now()).await;
+    let (fixture, mut direct) = fixture.with_direct_lane(1);
+    let mut live = fixture.queue.consume_deliveries(Lane::Live, 8).await.expect("the live consumer");
+    let settled = fixture.fanout.fan_out(&[fixture.received(false)], false).await.expect("fan-out");
+    assert_eq!(settled.len(), 1, "one list of receipts per event");
+    assert_eq!(settled[0].len(), 1, "one delivery handed over directly");
+    let mut published = Vec::new();
+    live.drain_ready(&mut published, 10);
+    assert_eq!(published.len(), 1, "the other one is published");
+    let handed = direct.next().await.expect("the direct one");
+    assert_ne!(handed.message.delivery_id, published[0].message.delivery_id);
 }
