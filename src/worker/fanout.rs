@@ -102,10 +102,10 @@ impl Fanout {
             },
         )
         .await;
-        let Ok(mut settled) = fanned_out else {
+        let Ok(settled) = fanned_out else {
             return; // Shutting down: the events go back to the queue unacknowledged.
         };
-        for (received, settled) in batch.into_iter().zip(settled.drain(..)) {
+        for (received, settled) in batch.into_iter().zip(settled) {
             if settled.is_empty() {
                 received.ack().await;
                 continue;
