@@ -165,8 +165,13 @@ struct Publisher {
 impl Publisher {
     async fn run(self, mut incoming: mpsc::Receiver<EventMessage>, shutdown: CancellationToken) {
         let this = Arc::new(self);
-        // Events left unpublished by an earlier run are published at once.
-        this.relay(Duration::ZERO).await;
+        // Events left unpublished by an earlier run are published now. In production only those older
+        // than `relay_after`, as on every pass: younger ones may be another process's, committed a moment
+        // ago and being published by it, and a second copy of a just-accepted event would look to
+        // fan-out like its only one (see `worker::fanout::fresh_for`). Embedded, this process is the only
+        // publisher and the in-memory queue is empty at start: all of them, at once.
+        let first_pass = if this.mode == Mode::Embedded { Duration::ZERO } else { this.relay_after };
+        this.relay(first_pass).await;
         let mut relay = tokio::time::interval(RELAY_EVERY);
         let mut janitor = tokio::time::interval(JANITOR_EVERY);
         let mut publishing = JoinSet::new();

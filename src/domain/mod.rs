@@ -2,6 +2,7 @@
 //! boundary never handles an unchecked string (an API key, an event type, a role, a webhook URL).
 
 mod api_key;
+mod delivery_id;
 mod event_type;
 mod payload;
 mod roles;
@@ -9,6 +10,7 @@ mod webhook_secret;
 mod webhook_url;
 
 pub use api_key::{ApiKeyError, ApiKeySecret, KeyPurpose};
+pub use delivery_id::delivery_id;
 pub use event_type::{
     DELIVERY_DEAD, EventCatalog, EventFilter, EventType, OPERATIONAL_EVENTS, TEST_EVENT, WEBHOOK_DISABLED,
     WEBHOOK_RECOVERED, is_operational, is_reserved,

@@ -200,7 +200,9 @@ pub async fn search(
     delivery_page(&state, query, &paging).await
 }
 
-/// An event's deliveries, one per webhook it went to, newest first.
+/// An event's deliveries, one per webhook it went to, newest first. A delivery whose first attempt a
+/// worker made at once is listed once that attempt has ended (milliseconds for a healthy endpoint, at
+/// most the request timeout); one that waits is listed as `queued`.
 #[utoipa::path(get, operation_id = "list_event_deliveries", path = "/events/{id}/deliveries", tag = "deliveries",
     params(("id" = Uuid, Path, description = "event id"), PageQuery),
     responses((status = 200, body = DeliveryPage, description = "a page of the event's deliveries"),

@@ -227,15 +227,7 @@ mod tests {
     }
 
     fn task(attempt: u32) -> DeliveryTask {
-        DeliveryTask {
-            delivery_id: Uuid::now_v7(),
-            event_id: Uuid::now_v7(),
-            webhook_id: Uuid::now_v7(),
-            organization_id: Uuid::now_v7(),
-            attempt,
-            event_type: "item.created".into(),
-            payload: Bytes::from_static(b"{}"),
-        }
+        DeliveryTask::for_test(attempt)
     }
 
     #[tokio::test]

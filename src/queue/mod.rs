@@ -42,6 +42,27 @@ pub struct DeliveryTask {
     pub attempt: u32,
     pub event_type: String,
     pub payload: Bytes,
+    /// The delivery is not in the store yet: fan-out handed this first attempt straight to its own
+    /// deliverer (the worker's direct lane) and left the delivery to be written with the attempt's
+    /// outcome. Never set on a task that travels through a queue: the codec neither writes nor reads it.
+    pub unstored: bool,
+}
+
+#[cfg(test)]
+impl DeliveryTask {
+    /// A task of fresh ids for `item.created` with an empty object as payload, stored.
+    pub(crate) fn for_test(attempt: u32) -> Self {
+        Self {
+            delivery_id: Uuid::now_v7(),
+            event_id: Uuid::now_v7(),
+            webhook_id: Uuid::now_v7(),
+            organization_id: Uuid::now_v7(),
+            attempt,
+            event_type: "item.created".into(),
+            payload: Bytes::from_static(b"{}"),
+            unstored: false,
+        }
+    }
 }
 
 /// Which of the two delivery queues a task travels in.

@@ -352,6 +352,10 @@ pub struct AttemptOutcome {
     /// What the attempt came to, for the statistics.
     pub class: super::AttemptClass,
     pub next: NextStep,
+    /// The delivery is not stored yet (its first attempt was handed over directly, see
+    /// `worker::direct`): it is written with this outcome, created when the attempt started. If it was
+    /// stored meanwhile, the outcome moves it on as any other.
+    pub creates_delivery: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -97,8 +97,10 @@ impl Backend for Postgres {
         })
     }
 
-    /// One statement: the attempts are logged (for deliveries that still exist) and the deliveries moved
-    /// on (unless the outcome is stale).
+    /// One statement: the deliveries that outcomes create are inserted with their state (unless their
+    /// webhook is gone), the attempts logged (for deliveries that exist) and the other deliveries moved
+    /// on (unless the outcome is stale). The sub-statements share one snapshot: `moved` cannot see the
+    /// rows `created` inserts, so each delivery is written once.
     fn apply_outcomes<'c>(
         conn: &'c mut PgConnection,
         outcomes: &'c [AttemptOutcome],
@@ -110,23 +112,32 @@ impl Backend for Postgres {
                 "WITH input AS ( \
                    SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::bigint[], $4::timestamptz[], $5::bigint[], \
                      $6::bigint[], $7::text[], $8::text[], $9::text[], $10::timestamptz[], $11::timestamptz[], \
-                     $12::uuid[], $13::timestamptz[]) \
+                     $12::uuid[], $13::timestamptz[], $14::uuid[], $15::uuid[], $16::boolean[]) \
                    AS i (attempt_id, delivery_id, attempt_number, started_at, duration_ms, status_code, \
-                     response_body, error, status, next_attempt_at, completed_at, webhook_id, ended_at) \
+                     response_body, error, status, next_attempt_at, completed_at, webhook_id, ended_at, \
+                     event_id, organization_id, creates) \
+                 ), created AS ( \
+                   INSERT INTO deliveries (id, event_id, webhook_id, organization_id, status, attempts, \
+                     next_attempt_at, last_status_code, last_error, created_at, updated_at, completed_at) \
+                   SELECT delivery_id, event_id, webhook_id, organization_id, status, attempt_number, \
+                     next_attempt_at, status_code, error, started_at, ended_at, completed_at \
+                   FROM input i WHERE i.creates AND EXISTS (SELECT 1 FROM webhooks w WHERE w.id = i.webhook_id) \
+                   ON CONFLICT DO NOTHING RETURNING id, webhook_id \
                  ), moved AS ( \
                    UPDATE deliveries d SET status = i.status, attempts = i.attempt_number, \
                      next_attempt_at = i.next_attempt_at, last_status_code = i.status_code, last_error = i.error, \
                      updated_at = i.ended_at, completed_at = i.completed_at \
                    FROM input i WHERE d.id = i.delivery_id AND d.attempts < i.attempt_number \
-                   RETURNING d.id, i.status, i.webhook_id \
+                   RETURNING d.id \
                  ), logged AS ( \
                    INSERT INTO delivery_attempts (id, delivery_id, attempt_number, started_at, duration_ms, \
                      status_code, response_body, error) \
                    SELECT attempt_id, delivery_id, attempt_number, started_at, duration_ms, status_code, \
                      response_body, error \
                    FROM input i WHERE EXISTS (SELECT 1 FROM deliveries d WHERE d.id = i.delivery_id) \
+                     OR i.delivery_id IN (SELECT id FROM created) \
                  ) \
-                 SELECT id FROM moved",
+                 SELECT id FROM moved UNION ALL SELECT id FROM created",
             )
             .bind(outcomes.iter().map(|o| attempt(o).id).collect::<Vec<_>>())
             .bind(outcomes.iter().map(|o| attempt(o).delivery_id).collect::<Vec<_>>())
@@ -141,6 +152,9 @@ impl Backend for Postgres {
             .bind(states.iter().map(|s| s.2).collect::<Vec<_>>())
             .bind(outcomes.iter().map(|o| o.webhook_id).collect::<Vec<_>>())
             .bind(outcomes.iter().map(|o| attempt(o).ended_at()).collect::<Vec<_>>())
+            .bind(outcomes.iter().map(|o| o.event_id).collect::<Vec<_>>())
+            .bind(outcomes.iter().map(|o| o.organization_id).collect::<Vec<_>>())
+            .bind(outcomes.iter().map(|o| o.creates_delivery).collect::<Vec<_>>())
             .fetch_all(&mut *conn)
             .await
             .store()?;

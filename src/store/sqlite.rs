@@ -163,6 +163,7 @@ async fn mark_published(conn: &mut SqliteConnection, ids: &[Uuid], at: DateTime<
 async fn apply_outcomes(conn: &mut SqliteConnection, outcomes: &[AttemptOutcome]) -> StoreResult<Vec<Uuid>> {
     let mut updated = Vec::with_capacity(outcomes.len());
     for chunk in outcomes.chunks(BATCH_ROWS) {
+        updated.extend(insert_created_deliveries(conn, chunk).await?);
         // Attempts of deliveries deleted meanwhile (their webhook was deleted) are dropped.
         let mut query = QueryBuilder::<Sqlite>::new(
             "WITH attempt (id, delivery_id, attempt_number, started_at, duration_ms, status_code, response_body, \
@@ -214,6 +215,46 @@ async fn apply_outcomes(conn: &mut SqliteConnection, outcomes: &[AttemptOutcome]
         updated.extend(ids.into_iter().map(|(id,)| id));
     }
     Ok(updated)
+}
+
+/// Inserts the deliveries that outcomes create, with their state, unless their webhook is gone; the
+/// update that follows finds them up to date, so each is written once. Returns the ids inserted.
+async fn insert_created_deliveries(
+    conn: &mut SqliteConnection,
+    outcomes: &[AttemptOutcome],
+) -> StoreResult<Vec<Uuid>> {
+    let creating: Vec<&AttemptOutcome> = outcomes.iter().filter(|outcome| outcome.creates_delivery).collect();
+    if creating.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut query = QueryBuilder::<Sqlite>::new(
+        "WITH outcome (id, event_id, webhook_id, organization_id, status, attempts, next_attempt_at, \
+         last_status_code, last_error, created_at, updated_at, completed_at) AS (",
+    );
+    query.push_values(creating, |mut row, outcome| {
+        let (status, next_attempt_at, completed_at) = outcome_state(outcome);
+        let attempt = &outcome.attempt;
+        row.push_bind(attempt.delivery_id)
+            .push_bind(outcome.event_id)
+            .push_bind(outcome.webhook_id)
+            .push_bind(outcome.organization_id)
+            .push_bind(status)
+            .push_bind(attempt.attempt_number)
+            .push_bind(next_attempt_at)
+            .push_bind(attempt.status_code)
+            .push_bind(attempt.error.as_deref())
+            .push_bind(attempt.started_at)
+            .push_bind(attempt.ended_at())
+            .push_bind(completed_at);
+    });
+    query.push(
+        ") INSERT INTO deliveries (id, event_id, webhook_id, organization_id, status, attempts, next_attempt_at, \
+         last_status_code, last_error, created_at, updated_at, completed_at) SELECT * FROM outcome \
+         WHERE EXISTS (SELECT 1 FROM webhooks WHERE webhooks.id = outcome.webhook_id) \
+         ON CONFLICT DO NOTHING RETURNING id",
+    );
+    let ids: Vec<(Uuid,)> = query.build_query_as().fetch_all(&mut *conn).await.store()?;
+    Ok(ids.into_iter().map(|(id,)| id).collect())
 }
 
 /// Opens the database file; migrates it (creating it if needed), or checks that it is current, as

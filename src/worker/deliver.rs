@@ -23,7 +23,7 @@ use super::{
 use crate::{
     queue::{Consumer, DeliveryTask, Received},
     signature,
-    store::{self, AttemptClass, AttemptOutcome, DeliveryStatus, DeliveryStore, NextStep},
+    store::{self, AttemptClass, AttemptOutcome, DeliveryStatus, DeliveryStore, NewDelivery, NextStep},
     telemetry::metrics::{Cached, names},
     webhook_cache::{DeliveryTarget, WebhookCache, WebhookCacheError},
 };
@@ -59,13 +59,16 @@ pub(super) const LATE_FIRST_ATTEMPT: Duration = Duration::from_secs(5);
 /// taken its delivery back), or it is a first attempt handed over late, as the deliveries of a fan-out
 /// done again after a crash are, while their first tasks may still be in the queue. A
 /// healthy system hands first attempts over in milliseconds, so the common path reads nothing.
+/// A task handed over unstored has none: its delivery is not in the store yet.
 fn may_have_a_twin(received: &Received<DeliveryTask>) -> bool {
     let task = &received.message;
-    received.redelivered || task.attempt > 1 || age_of(task.delivery_id) > Some(LATE_FIRST_ATTEMPT)
+    !task.unstored
+        && (received.redelivered || task.attempt > 1 || age_of(task.delivery_id) > Some(LATE_FIRST_ATTEMPT))
 }
 
-/// The time since a UUIDv7 id was made (its timestamp is the row's creation time).
-fn age_of(id: Uuid) -> Option<Duration> {
+/// The time since a UUIDv7 id was made (its timestamp is the row's creation time; a delivery's is its
+/// event's, see [`crate::domain::delivery_id`]).
+pub(super) fn age_of(id: Uuid) -> Option<Duration> {
     let (seconds, nanos) = id.get_timestamp()?.to_unix();
     let created = std::time::UNIX_EPOCH + Duration::new(seconds, nanos);
     std::time::SystemTime::now().duration_since(created).ok()
@@ -191,8 +194,16 @@ impl Deliverer {
 
     /// The endpoint is saturated: the delivery waits in the store until `due`, and the task is acknowledged.
     async fn defer(self: Arc<Self>, received: Received<DeliveryTask>, due: chrono::DateTime<Utc>) {
-        let deferral = [(received.message.delivery_id, due)];
-        match self.store.defer_deliveries(&deferral, crate::domain::now()).await {
+        let task = &received.message;
+        let delivery = NewDelivery {
+            id: task.delivery_id,
+            event_id: task.event_id,
+            webhook_id: task.webhook_id,
+            organization_id: task.organization_id,
+            created_at: crate::domain::now(),
+            lease_until: due,
+        };
+        match make_due(&*self.store, delivery, task.unstored).await {
             Ok(()) => received.ack().await,
             Err(error) => {
                 crate::outage::warn_unless_reported!(&error, delivery_id = %received.message.delivery_id, %error, "cannot defer a delivery; it goes back to the queue");
@@ -313,6 +324,7 @@ impl Deliverer {
             event_type: task.event_type.clone(),
             class,
             next,
+            creates_delivery: task.unstored,
         };
         Settlement::Record(Box::new(outcome), error_class)
     }
@@ -379,6 +391,20 @@ async fn next_direct(direct: &mut Option<Consumer<DeliveryTask>>) -> Option<Rece
     match direct {
         Some(consumer) => consumer.next().await,
         None => std::future::pending().await,
+    }
+}
+
+/// Makes `delivery` due at its `lease_until`: deferred in the store, or, if its first attempt was handed
+/// over `unstored`, stored `queued` until then. Either way the scheduler hands it out when it is due.
+pub(super) async fn make_due(
+    store: &dyn DeliveryStore,
+    delivery: NewDelivery,
+    unstored: bool,
+) -> store::StoreResult<()> {
+    if unstored {
+        store.create_deliveries(std::slice::from_ref(&delivery)).await.map(drop)
+    } else {
+        store.defer_deliveries(&[(delivery.id, delivery.lease_until)], crate::domain::now()).await
     }
 }
 

@@ -2,11 +2,13 @@
 //! it has room for straight to its own deliverer, in memory, instead of publishing them to the live
 //! delivery queue (one publish, confirm, consume and acknowledgement fewer per delivery).
 //!
-//! Nothing is lost on the way: the event that called for a delivery handed over here stays
-//! unacknowledged until the delivery is settled (its outcome recorded, [`all_settled`]). If the process
-//! dies, the queue hands the event out again, and fan-out done again leaves the delivery to the scheduler
-//! as it does for any redelivered event. Room is bounded: at most `capacity` deliveries handed over here
-//! are unsettled at a time ([`DirectLane::reserve`]); fan-out publishes the rest as before.
+//! A delivery handed over here is not stored yet (`DeliveryTask::unstored`): it is written once, with its
+//! first outcome. Nothing is lost on the way: the event that called for it stays unacknowledged until
+//! the delivery is settled (its outcome recorded, [`all_settled`]). If the process dies, the queue hands
+//! the event out again, and fan-out done again stores the delivery, with the id it had, and publishes it
+//! (or, if its outcome was written meanwhile, finds it stored). Room is bounded: at most `capacity`
+//! deliveries handed over here are unsettled at a time ([`DirectLane::reserve`]); fan-out stores and
+//! publishes the rest as before.
 
 use std::sync::Arc;
 
@@ -106,21 +108,10 @@ impl Settle for DirectSettle {
 
 #[cfg(test)]
 mod tests {
-    use bytes::Bytes;
-    use uuid::Uuid;
-
     use super::*;
 
     fn task() -> DeliveryTask {
-        DeliveryTask {
-            delivery_id: Uuid::now_v7(),
-            event_id: Uuid::now_v7(),
-            webhook_id: Uuid::now_v7(),
-            organization_id: Uuid::now_v7(),
-            attempt: 1,
-            event_type: "item.created".into(),
-            payload: Bytes::from_static(b"{}"),
-        }
+        DeliveryTask::for_test(1)
     }
 
     #[tokio::test]

@@ -64,6 +64,7 @@ mod tests {
             event_type: "item.created".into(),
             class: crate::store::AttemptClass::Status5xx,
             next,
+            creates_delivery: false,
         }
     }
 

@@ -127,21 +127,12 @@ impl Endpoints {
 
 #[cfg(test)]
 mod tests {
-    use bytes::Bytes;
 
     use super::*;
     use crate::queue::NothingToSettle;
 
     fn task(webhook_id: Uuid) -> Received<DeliveryTask> {
-        let message = DeliveryTask {
-            delivery_id: Uuid::now_v7(),
-            event_id: Uuid::now_v7(),
-            webhook_id,
-            organization_id: Uuid::nil(),
-            attempt: 1,
-            event_type: "item.created".into(),
-            payload: Bytes::from_static(b"{}"),
-        };
+        let message = DeliveryTask { webhook_id, ..DeliveryTask::for_test(1) };
         Received::new(message, Box::new(NothingToSettle), false)
     }
 

@@ -1,17 +1,24 @@
 //! Fan-out: turns each event into one delivery per subscribed active webhook (`*` matches every type), or,
 //! for an event restricted to one webhook (`webhook.test`), one delivery to that webhook, whose id is the
-//! event's.
+//! event's. Other delivery ids come from the event's and the webhook's ([`crate::domain::delivery_id`]),
+//! so fanning an event out again gives its deliveries the ids they had.
 //! Events are taken in batches; the batch's deliveries are inserted in one statement (idempotent: unique
 //! on event + webhook), their tasks published (confirmed), and only then are the events acknowledged.
 //! An event redelivered after a crash, or a batch tried again after a failure (its deliveries may be
 //! inserted and their tasks not published), finds its deliveries already inserted and hands those not yet
 //! started to the scheduler, due a few seconds later ([`REDONE_AFTER`]), so that a first task still in
-//! the queue is not sent twice.
-//! Where the process delivers too, the first attempts it has room for skip the queue ([`super::direct`]):
-//! their events are acknowledged only once those deliveries are settled, and handed out again if one was
-//! not.
+//! the queue is not sent twice. A redelivered event's deliveries stored only now go to the scheduler the
+//! same way: their first attempts may be in flight unstored (below).
+//! Where the process delivers too, the first attempts it has room for, of events fanned out for the
+//! first time, skip the queue and the store ([`super::direct`]): each such delivery is written once,
+//! with its first outcome, and its event is acknowledged only once those deliveries are settled, and
+//! handed out again if one was not.
 
-use std::{collections::HashSet, sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use tokio::task::JoinSet;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -48,6 +55,17 @@ pub struct Fanout {
     pub lease: Duration,
     /// This process's own deliverer, where it runs one.
     pub direct: Option<DirectLane>,
+    /// An event taken within this time of its acceptance, neither redelivered nor tried before, is
+    /// fanned out for the first time ([`fresh_for`]).
+    pub fresh_for: Duration,
+}
+
+/// How young an event must be for its fan-out to be its first for sure: half of `events.relay_after`.
+/// The outbox's relay publishes again only events at least that old (also when a process starts), so a
+/// younger copy is the one publish of its event; half leaves room for the clocks of the API and the
+/// worker to differ.
+pub fn fresh_for(relay_after: Duration) -> Duration {
+    relay_after / 2
 }
 
 impl Fanout {
@@ -137,6 +155,7 @@ impl Fanout {
         let now = crate::domain::now();
         let lease_until =
             now + chrono::Duration::from_std(self.lease).unwrap_or(chrono::Duration::minutes(10));
+        let redone_due = now + chrono::Duration::from_std(REDONE_AFTER).unwrap_or_default();
         let mut deliveries = Vec::new();
         let mut expected = Vec::with_capacity(batch.len());
         for received in batch {
@@ -150,12 +169,17 @@ impl Fanout {
                 |(webhook_id, _)| NewDelivery {
                     // One delivery at most for a restricted event: it takes the event's id, which the
                     // API returned as the delivery's.
-                    id: if event.only_webhook.is_some() { event.id } else { Uuid::now_v7() },
+                    id: if event.only_webhook.is_some() {
+                        event.id
+                    } else {
+                        crate::domain::delivery_id(event.id, *webhook_id)
+                    },
                     event_id: event.id,
                     webhook_id: *webhook_id,
                     organization_id: event.organization_id,
                     created_at: now,
-                    lease_until,
+                    // An event handed out again: see `store_and_publish`.
+                    lease_until: if received.redelivered { redone_due } else { lease_until },
                 },
             ));
             span.record("deliveries", deliveries.len() - before);
@@ -167,15 +191,82 @@ impl Fanout {
         if deliveries.is_empty() {
             return Ok(settled);
         }
-        let inserted: HashSet<Uuid> = self.store.create_deliveries(&deliveries).await?.into_iter().collect();
-        span.record("created", inserted.len());
-        metrics::counter!(names::DELIVERIES_CREATED).increment(inserted.len() as u64);
-        let events: std::collections::HashMap<Uuid, &EventMessage> =
-            batch.iter().map(|received| (received.message.id, &received.message)).collect();
-        let mut tasks: Vec<DeliveryTask> = deliveries
+        // The first attempts this process's deliverer has room for, of events fanned out for the first
+        // time, go to it unstored: each delivery is written once, with its first outcome. Not a
+        // restricted event's (`webhook.test`): the API returned its delivery's id, which must be found
+        // at once. The rest are stored, and their tasks published, first: once a task is handed over it
+        // may be attempted at once, so nothing after that may fail and redo the batch.
+        let fresh: HashSet<Uuid> = batch
             .iter()
-            .filter(|delivery| inserted.contains(&delivery.id))
-            .map(|delivery| task(events[&delivery.event_id], delivery.id, delivery.webhook_id))
+            .filter(|received| {
+                received.message.only_webhook.is_none() && first_fan_out(received, again, self.fresh_for)
+            })
+            .map(|received| received.message.id)
+            .collect();
+        let room = match &self.direct {
+            Some(lane) => lane.reserve(deliveries.iter().filter(|d| fresh.contains(&d.event_id)).count()),
+            None => Vec::new(),
+        };
+        let (mut unstored, mut stored) = (Vec::with_capacity(room.len()), Vec::new());
+        for delivery in deliveries {
+            if unstored.len() < room.len() && fresh.contains(&delivery.event_id) {
+                unstored.push(delivery);
+            } else {
+                stored.push(delivery);
+            }
+        }
+        let events: HashMap<Uuid, &EventMessage> =
+            batch.iter().map(|received| (received.message.id, &received.message)).collect();
+        let created = self.store_and_publish(&stored, &expected, again, now, &events).await?;
+        let Some(lane) = &self.direct else {
+            span.record("created", created);
+            return Ok(settled);
+        };
+        let position: HashMap<Uuid, usize> =
+            batch.iter().enumerate().map(|(index, received)| (received.message.id, index)).collect();
+        let mut given_back = Vec::new();
+        for (delivery, room) in unstored.into_iter().zip(room) {
+            let task = DeliveryTask { unstored: true, ..task(events[&delivery.event_id], &delivery) };
+            match lane.hand_over(task, room) {
+                Ok(receipt) => settled[position[&delivery.event_id]].push(receipt),
+                Err(_) => given_back.push(delivery),
+            }
+        }
+        let handed_over: usize = settled.iter().map(Vec::len).sum();
+        metrics::counter!(names::DELIVERIES_CREATED).increment(handed_over as u64);
+        // The deliverer stopped meanwhile (shutdown): these are stored and go through the queue after all.
+        let created = created + self.store_and_publish(&given_back, &[], false, now, &events).await?;
+        span.record("created", created + handed_over);
+        Ok(settled)
+    }
+
+    /// Stores `deliveries` and publishes the tasks of those it created; returns how many it created.
+    /// `expected` (the batch's events with their delivery counts) and `again` tell which events may have
+    /// been fanned out before: their deliveries found stored already are left to the scheduler.
+    async fn store_and_publish(
+        &self,
+        deliveries: &[NewDelivery],
+        expected: &[(&Received<EventMessage>, usize)],
+        again: bool,
+        now: chrono::DateTime<chrono::Utc>,
+        events: &HashMap<Uuid, &EventMessage>,
+    ) -> anyhow::Result<usize> {
+        if deliveries.is_empty() {
+            return Ok(0);
+        }
+        let inserted: HashSet<Uuid> = self.store.create_deliveries(deliveries).await?.into_iter().collect();
+        metrics::counter!(names::DELIVERIES_CREATED).increment(inserted.len() as u64);
+        // The deliveries of an event handed out again that are stored only now are not published either:
+        // the event's first fan-out may have handed them over unstored (the direct lane) to a deliverer
+        // that is still at it (the queue handed the event out again because a connection broke, not
+        // because that process died). They are stored queued until `REDONE_AFTER` (the scheduler takes
+        // them then), by when such an outcome is recorded and the twin check skips them.
+        let redelivered: HashSet<Uuid> =
+            expected.iter().filter(|(received, _)| received.redelivered).map(|(r, _)| r.message.id).collect();
+        let tasks: Vec<DeliveryTask> = deliveries
+            .iter()
+            .filter(|delivery| inserted.contains(&delivery.id) && !redelivered.contains(&delivery.event_id))
+            .map(|delivery| task(events[&delivery.event_id], delivery))
             .collect();
         // A redelivered (or retried) event whose deliveries exist already: the previous fan-out may have
         // died, or failed, before publishing their tasks, or after. Those not started go back to the
@@ -202,30 +293,10 @@ impl Fanout {
                 .collect();
             self.store.defer_deliveries(&deferrals, now).await?;
         }
-        // Room in the direct lane for the first tasks; the rest are published first: once a task is
-        // handed over it may be attempted at once, so nothing after that may fail and redo the batch.
-        let room = self.direct.as_ref().map(|lane| lane.reserve(tasks.len())).unwrap_or_default();
-        let direct_tasks: Vec<DeliveryTask> = tasks.drain(..room.len()).collect();
         if !tasks.is_empty() {
             self.queue.publish_deliveries(Lane::Live, &tasks).await?;
         }
-        if let Some(lane) = &self.direct {
-            let position: std::collections::HashMap<Uuid, usize> =
-                batch.iter().enumerate().map(|(index, received)| (received.message.id, index)).collect();
-            let mut given_back = Vec::new();
-            for (task, room) in direct_tasks.into_iter().zip(room) {
-                let event_id = task.event_id;
-                match lane.hand_over(task, room) {
-                    Ok(receipt) => settled[position[&event_id]].push(receipt),
-                    Err(task) => given_back.push(*task),
-                }
-            }
-            // The deliverer stopped meanwhile (shutdown): these go through the queue after all.
-            if !given_back.is_empty() {
-                self.queue.publish_deliveries(Lane::Live, &given_back).await?;
-            }
-        }
-        Ok(settled)
+        Ok(inserted.len())
     }
 }
 
@@ -235,15 +306,23 @@ fn receives(event: &EventMessage, webhook_id: Uuid, filter: &EventFilter) -> boo
     filter.receives(webhook_id, &event.event_type, event.only_webhook)
 }
 
-fn task(event: &EventMessage, delivery_id: Uuid, webhook_id: Uuid) -> DeliveryTask {
+/// Whether this is the event's first fan-out for sure: neither handed out again nor tried before, and
+/// accepted within `fresh_for` (the outbox's relay publishes again events left unmarked for
+/// `events.relay_after`, so a relayed copy is older).
+fn first_fan_out(received: &Received<EventMessage>, again: bool, fresh_for: Duration) -> bool {
+    !again && !received.redelivered && super::deliver::age_of(received.message.id) < Some(fresh_for)
+}
+
+fn task(event: &EventMessage, delivery: &NewDelivery) -> DeliveryTask {
     DeliveryTask {
-        delivery_id,
+        delivery_id: delivery.id,
         event_id: event.id,
-        webhook_id,
+        webhook_id: delivery.webhook_id,
         organization_id: event.organization_id,
         attempt: 1,
         event_type: event.event_type.clone(),
         payload: event.payload.clone(),
+        unstored: false,
     }
 }
 

@@ -70,6 +70,7 @@ pub async fn start(services: Services, roles: Roles, stages: &Stages) -> anyhow:
             webhooks: webhooks.clone(),
             lease: delivery.stuck_after.get(),
             direct: direct_lane,
+            fresh_for: fanout::fresh_for(settings.events.relay_after.get()),
         };
         stages.spawn("fanout", fanout.run(consumer, shutdown.clone()));
         let recoverer =

@@ -89,6 +89,7 @@ mod tests {
             event_type: event_type.into(),
             class: AttemptClass::Status5xx,
             next: NextStep::Dead,
+            creates_delivery: false,
         }
     }
 

@@ -18,7 +18,7 @@ use crate::{
     outbox::Outbox,
     retrying::{self, GaveUp},
     stages::Stages,
-    store::{AttemptOutcome, DeliveryStore, NextStep, StoreError},
+    store::{AttemptOutcome, DeliveryStore, NewDelivery, NextStep, StoreError},
     telemetry::metrics::{Cached, names},
     webhook_cache::WebhookCache,
 };
@@ -74,9 +74,10 @@ impl Recorder {
     }
 
     /// Records one outcome (batched with others); `error_class` names its error's kind for the reduced
-    /// form (see the module's header). Returns `false` if shutdown came first (the task is then left
-    /// unacknowledged, to be delivered again), `true` once the outcome is recorded, in full or reduced,
-    /// or its delivery deferred.
+    /// form (see the module's header). Returns `false` if shutdown came first, or if a delivery that
+    /// the outcome was to create could not be stored at all (the task is then left unacknowledged, to
+    /// be delivered again), `true` once the outcome is recorded, in full or reduced, or its delivery
+    /// deferred.
     pub async fn record(&self, outcome: AttemptOutcome, error_class: Option<&'static str>) -> bool {
         let refused = match self.batcher.submit(outcome.clone()).await {
             Ok(Ok(())) => return true,
@@ -94,10 +95,7 @@ impl Recorder {
         match self.write_until_done(&reduced(&outcome, error_class)).await {
             Ok(()) => true,
             Err(GaveUp::ShuttingDown) => false,
-            Err(GaveUp::Permanent(error)) => {
-                self.unrecorded(&outcome, &error).await;
-                true
-            }
+            Err(GaveUp::Permanent(error)) => self.unrecorded(&outcome, &error).await,
         }
     }
 
@@ -112,18 +110,33 @@ impl Recorder {
 
     /// Not even the reduced form could be stored: the delivery is made due again in
     /// [`UNRECORDED_RETRY_AFTER`] (or, if that fails too, left to the sweeper after
-    /// `delivery.stuck_after`), so it is attempted again rather than lost.
-    async fn unrecorded(&self, outcome: &AttemptOutcome, error: &StoreError) {
+    /// `delivery.stuck_after`), so it is attempted again rather than lost. Returns whether the task may
+    /// be acknowledged: not if its delivery is still not stored (its event is then fanned out again).
+    async fn unrecorded(&self, outcome: &AttemptOutcome, error: &StoreError) -> bool {
         ended("dropped", 1);
         let delivery_id = outcome.attempt.delivery_id;
         let now = crate::domain::now();
         let due = now + chrono::Duration::from_std(UNRECORDED_RETRY_AFTER).unwrap_or(chrono::Duration::MAX);
-        match self.writer.store.defer_deliveries(&[(delivery_id, due)], now).await {
+        let delivery = NewDelivery {
+            id: delivery_id,
+            event_id: outcome.event_id,
+            webhook_id: outcome.webhook_id,
+            organization_id: outcome.organization_id,
+            created_at: now,
+            lease_until: due,
+        };
+        match super::deliver::make_due(&*self.writer.store, delivery, outcome.creates_delivery).await {
             Ok(()) => {
-                tracing::error!(%delivery_id, %error, retry_at = %due, "a delivery attempt cannot be recorded; the delivery will be attempted again")
+                tracing::error!(%delivery_id, %error, retry_at = %due, "a delivery attempt cannot be recorded; the delivery will be attempted again");
+                true
+            }
+            Err(defer_error) if outcome.creates_delivery => {
+                tracing::error!(%delivery_id, %error, %defer_error, "a delivery attempt cannot be recorded, nor the delivery stored; its event will be fanned out again");
+                false
             }
             Err(defer_error) => {
-                tracing::error!(%delivery_id, %error, %defer_error, "a delivery attempt cannot be recorded, nor the delivery deferred; the sweeper will hand it out again")
+                tracing::error!(%delivery_id, %error, %defer_error, "a delivery attempt cannot be recorded, nor the delivery deferred; the sweeper will hand it out again");
+                true
             }
         }
     }

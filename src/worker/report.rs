@@ -72,7 +72,6 @@ fn log_failure(task: &DeliveryTask, exchange: &Exchange, next: &NextStep) {
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
-    use uuid::Uuid;
 
     use super::*;
     use crate::outage::capture_logs;
@@ -81,18 +80,7 @@ mod tests {
 
     /// A task whose payload holds a marker that no log line may show.
     fn task() -> DeliveryTask {
-        let id = Uuid::now_v7;
-        let payload = Bytes::from_static(PAYLOAD.as_bytes());
-        let (delivery_id, event_id, webhook_id, organization_id) = (id(), id(), id(), id());
-        DeliveryTask {
-            attempt: 2,
-            event_type: "item.created".into(),
-            payload,
-            delivery_id,
-            event_id,
-            webhook_id,
-            organization_id,
-        }
+        DeliveryTask { payload: Bytes::from_static(PAYLOAD.as_bytes()), ..DeliveryTask::for_test(2) }
     }
 
     fn answered(status: u16) -> Exchange {

@@ -111,6 +111,7 @@ fn task(due: DueDelivery) -> DeliveryTask {
         attempt: u32::try_from(due.attempts).unwrap_or(u32::MAX - 1) + 1,
         event_type: due.event_type,
         payload: Bytes::from(due.payload),
+        unstored: false,
     }
 }
 

@@ -164,6 +164,7 @@ async fn seed(
                     AttemptClass::Status5xx
                 },
                 next: next.clone(),
+                creates_delivery: false,
             })
             .collect();
         // Never disabling (0), as the seeded webhook must keep its deliveries as they are.

@@ -52,6 +52,7 @@ conformance!(
     a_reused_idempotency_key_is_told_apart_from_a_repeat,
     outcomes_are_timed_at_the_end_of_the_attempt,
     outcomes_keep_statistics_and_announce_operational_events,
+    an_outcome_writes_the_delivery_it_creates_once,
 );
 
 fn at(seconds: i64) -> DateTime<Utc> {
@@ -533,6 +534,7 @@ fn outcome(delivery: &NewDelivery, number: i64, status: Option<i64>, next: NextS
             AttemptClass::of_status(u16::try_from(code).expect("a status"))
         }),
         next,
+        creates_delivery: false,
     }
 }
 
@@ -921,4 +923,72 @@ async fn outcomes_keep_statistics_and_announce_operational_events(store: DynStor
             .expect("s")
             .is_none()
     );
+}
+
+/// A first attempt handed over before its delivery was stored: its outcome writes the delivery with its
+/// state (and counts in the statistics); one whose delivery was stored meanwhile moves it on; a repeat
+/// changes nothing; one whose webhook is gone writes nothing and fails nothing.
+async fn an_outcome_writes_the_delivery_it_creates_once(store: DynStore) {
+    let f = fixture(&store).await;
+    let hook = webhook(&store, f.organization, "*").await;
+    let creating = |event: &NewEvent, webhook_id, status, next| {
+        let delivery = NewDelivery {
+            id: domain::delivery_id(event.id, webhook_id),
+            ..new_delivery(event, webhook_id, at(600))
+        };
+        let mut outcome = outcome(&delivery, 1, status, next);
+        outcome.creates_delivery = true;
+        (delivery, outcome)
+    };
+    let succeeded = new_event(f.organization, "item.created", None, at(0));
+    let failed = new_event(f.organization, "item.created", None, at(1));
+    let stored_meanwhile = new_event(f.organization, "item.created", None, at(2));
+    store
+        .insert_events(&[succeeded.clone(), failed.clone(), stored_meanwhile.clone()], at(0))
+        .await
+        .expect("events");
+    let (ok, ok_outcome) = creating(&succeeded, hook.id, Some(200), NextStep::Succeeded);
+    let (retried, retried_outcome) = creating(&failed, hook.id, Some(503), NextStep::Retry(at(40)));
+    let (twin, twin_outcome) = creating(&stored_meanwhile, hook.id, Some(200), NextStep::Succeeded);
+    store.create_deliveries(std::slice::from_ref(&twin)).await.expect("stored meanwhile");
+    let outcomes = [ok_outcome.clone(), retried_outcome, twin_outcome];
+    store.record_outcomes(&outcomes, &disable_after(0)).await.expect("record");
+
+    let written = store.get_delivery(ok.id).await.expect("read").expect("written with its outcome");
+    assert_eq!(
+        (written.event_id, written.webhook_id, written.status, written.attempts, written.next_attempt_at),
+        (succeeded.id, hook.id, DeliveryStatus::Succeeded, 1, None)
+    );
+    assert_eq!(written.last_status_code, Some(200));
+    assert_eq!(written.completed_at, Some(at(10) + Duration::milliseconds(12)));
+    let pending = store.get_delivery(retried.id).await.expect("read").expect("written");
+    assert_eq!((pending.status, pending.next_attempt_at), (DeliveryStatus::Pending, Some(at(40))));
+    let due = store.claim_due_deliveries(at(41), at(100), 10).await.expect("claim");
+    assert_eq!(due.iter().map(|d| d.delivery_id).collect::<Vec<_>>(), vec![retried.id], "its retry is due");
+    let moved = store.get_delivery(twin.id).await.expect("read").expect("exists");
+    assert_eq!((moved.status, moved.attempts), (DeliveryStatus::Succeeded, 1), "moved on as any other");
+    for delivery in [&ok, &retried, &twin] {
+        assert_eq!(store.list_attempts(delivery.id).await.expect("attempts").len(), 1, "each attempt logged");
+    }
+    let figures = store.webhook_stats(f.organization, hook.id, StatsWindow::Hour, at(100)).await;
+    let figures = figures.expect("stats").expect("exists");
+    assert_eq!((figures.attempts, figures.succeeded), (3, 2), "every outcome counts once");
+
+    // Written again (its answer was lost): the attempt's id conflicts, the delivery stays as it was.
+    let again = store.record_outcomes(std::slice::from_ref(&ok_outcome), &disable_after(0)).await;
+    assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+    let mut later = ok_outcome.clone();
+    later.attempt.id = Uuid::now_v7();
+    store.record_outcomes(&[later], &disable_after(0)).await.expect("a repeat is stale");
+    assert_eq!(store.list_attempts(ok.id).await.expect("attempts").len(), 2, "logged, as any stale repeat");
+    assert_eq!(store.get_delivery(ok.id).await.expect("read").expect("exists"), written, "changed nothing");
+
+    // The webhook was deleted before the outcome was written: nothing is, and nothing fails.
+    let doomed = webhook(&store, f.organization, "*").await;
+    let orphaned = new_event(f.organization, "item.created", None, at(3));
+    store.insert_events(std::slice::from_ref(&orphaned), at(0)).await.expect("event");
+    let (orphan, orphan_outcome) = creating(&orphaned, doomed.id, Some(200), NextStep::Succeeded);
+    assert!(store.delete_webhook(doomed.id).await.expect("delete"));
+    store.record_outcomes(&[orphan_outcome], &disable_after(0)).await.expect("not an error");
+    assert!(store.get_delivery(orphan.id).await.expect("read").is_none());
 }

@@ -140,6 +140,7 @@ pub(super) fn decode_task(properties: &BasicProperties, body: Vec<u8>) -> Result
         attempt,
         event_type: event_type.into_owned(),
         payload: Bytes::from(body),
+        unstored: false,
     })
 }
 
@@ -208,6 +209,7 @@ mod legacy {
             attempt: attempt.ok_or(DecodeError::MissingHeader)?,
             event_type: event_type(properties)?,
             payload: Bytes::from(body),
+            unstored: false,
         })
     }
 
@@ -256,13 +258,9 @@ mod tests {
 
     fn task() -> DeliveryTask {
         DeliveryTask {
-            delivery_id: Uuid::now_v7(),
-            event_id: Uuid::now_v7(),
-            webhook_id: Uuid::now_v7(),
-            organization_id: Uuid::now_v7(),
-            attempt: 7,
             event_type: "comment.created".into(),
             payload: Bytes::from_static(br#"{"x" :"y"}"#),
+            ..DeliveryTask::for_test(7)
         }
     }
 

@@ -38,6 +38,7 @@ async fn fixture() -> Fixture {
         webhooks,
         lease: Duration::from_secs(600),
         direct: None,
+        fresh_for: fresh_for(Duration::from_secs(5)),
     };
     let event = EventMessage {
         id: event.id,
@@ -129,6 +130,13 @@ async fn with_room_here_a_first_attempt_skips_the_queue_and_its_event_waits_for_
     let task = direct.next().await.expect("the delivery's first attempt, handed over directly");
     assert_eq!(task.message.event_id, fixture.event.id);
     assert_eq!(task.message.attempt, 1);
+    assert_eq!(
+        task.message.delivery_id,
+        crate::domain::delivery_id(fixture.event.id, task.message.webhook_id)
+    );
+    assert!(task.message.unstored, "written with its outcome");
+    let stored = fixture.store.get_delivery(task.message.delivery_id).await.expect("read");
+    assert_eq!(stored, None, "not stored before its outcome");
     assert!(settled.try_recv().is_err(), "the event is not acknowledged before its delivery is settled");
 
     task.ack().await;
@@ -172,4 +180,36 @@ async fn what_the_direct_lane_has_no_room_for_is_published() {
     assert_eq!(published.len(), 1, "the other one is published");
     let handed = direct.next().await.expect("the direct one");
     assert_ne!(handed.message.delivery_id, published[0].message.delivery_id);
+    assert!(!published[0].message.unstored);
+    let stored = fixture.store.get_delivery(published[0].message.delivery_id).await.expect("read");
+    assert_eq!(stored.map(|d| d.status), Some(DeliveryStatus::Queued), "the published one is stored first");
+}
+
+#[tokio::test]
+async fn an_event_handed_out_again_is_stored_for_the_scheduler_with_the_delivery_id_it_had() {
+    let (fixture, mut direct) = fixture().await.with_direct_lane(4);
+    let mut live = fixture.queue.consume_deliveries(Lane::Live, 8).await.expect("the live consumer");
+    fixture.fanout.fan_out(&[fixture.received(false)], false).await.expect("first fan-out");
+    let first = direct.next().await.expect("handed over directly, unstored");
+    let delivery_id = first.message.delivery_id;
+    drop(first); // The process died before its outcome was written.
+
+    // The event comes again: it may have been fanned out before, and its first attempt may still be in
+    // flight elsewhere, so its delivery is stored for the scheduler, due once the twin check applies.
+    let before = crate::domain::now();
+    fixture.fanout.fan_out(&[fixture.received(true)], false).await.expect("fan-out done again");
+    let mut published = Vec::new();
+    live.drain_ready(&mut published, 10);
+    assert!(published.is_empty(), "neither published nor handed over: {published:?}");
+    let stored = fixture.store.get_delivery(delivery_id).await.expect("read").expect("stored, same id");
+    assert_eq!(stored.status, DeliveryStatus::Queued);
+    let wait = (stored.next_attempt_at.expect("due") - before).to_std().expect("due later");
+    assert!(wait >= REDONE_AFTER && wait < REDONE_AFTER + Duration::from_secs(2), "due in {wait:?}");
+    let later = before + chrono::Duration::seconds(10);
+    let due = fixture.store.claim_due_deliveries(later, later + chrono::Duration::seconds(60), 10).await;
+    let due = due.expect("claim");
+    assert_eq!(due.iter().map(|d| d.delivery_id).collect::<Vec<_>>(), vec![delivery_id], "the scheduler's");
+    let mut handed = Vec::new();
+    direct.drain_ready(&mut handed, 10);
+    assert!(handed.is_empty(), "nothing more was handed over directly");
 }

@@ -66,6 +66,11 @@ async fn fixture() -> Fixture {
 impl Fixture {
     /// A queued delivery and the outcome of its first attempt: 200 in 12 ms, with `body`.
     async fn outcome(&self, body: &str) -> AttemptOutcome {
+        self.outcome_of(body, true).await
+    }
+
+    /// The outcome of [`Self::outcome`], its delivery `stored` or left for the outcome to create.
+    async fn outcome_of(&self, body: &str, stored: bool) -> AttemptOutcome {
         let now = crate::domain::now();
         let event = NewEvent {
             id: Uuid::now_v7(),
@@ -86,7 +91,9 @@ impl Fixture {
             created_at: now,
             lease_until: now + chrono::Duration::minutes(10),
         };
-        self.store.create_deliveries(std::slice::from_ref(&delivery)).await.expect("delivery");
+        if stored {
+            self.store.create_deliveries(std::slice::from_ref(&delivery)).await.expect("delivery");
+        }
         AttemptOutcome {
             attempt: Attempt {
                 id: Uuid::now_v7(),
@@ -104,6 +111,7 @@ impl Fixture {
             event_type: "item.created".into(),
             class: crate::store::AttemptClass::Status2xx,
             next: NextStep::Succeeded,
+            creates_delivery: !stored,
         }
     }
 
@@ -192,6 +200,27 @@ async fn an_outcome_refused_in_every_form_defers_its_delivery() {
     assert_eq!((delivery.status, delivery.attempts), (DeliveryStatus::Pending, 0), "attempted again");
     let due = delivery.next_attempt_at.expect("due");
     let retry_after = chrono::Duration::from_std(UNRECORDED_RETRY_AFTER).expect("short");
+    assert!(due >= before + retry_after && due <= crate::domain::now() + retry_after, "{due}");
+}
+
+#[tokio::test]
+async fn an_outcome_that_creates_its_delivery_writes_it_or_if_refused_stores_it_due_again() {
+    let fixture = fixture().await;
+    let written = fixture.outcome_of("fine", false).await;
+    assert!(fixture.recorder.record(written.clone(), None).await);
+    assert_eq!(fixture.attempts(&written).await, std::slice::from_ref(&written.attempt));
+    assert_eq!(fixture.status(&written).await, (DeliveryStatus::Succeeded, 1), "written with its outcome");
+
+    let mut refused = fixture.outcome_of("fine", false).await;
+    refused.attempt.duration_ms = REFUSED_IN_EVERY_FORM;
+    let before = crate::domain::now();
+    assert!(fixture.recorder.record(refused.clone(), None).await, "the task can be acknowledged");
+    assert_eq!(fixture.attempts(&refused).await, []);
+    let delivery =
+        fixture.store.get_delivery(refused.attempt.delivery_id).await.expect("read").expect("stored");
+    assert_eq!((delivery.status, delivery.attempts), (DeliveryStatus::Queued, 0), "to be attempted again");
+    let retry_after = chrono::Duration::from_std(UNRECORDED_RETRY_AFTER).expect("short");
+    let due = delivery.next_attempt_at.expect("due");
     assert!(due >= before + retry_after && due <= crate::domain::now() + retry_after, "{due}");
 }
 
