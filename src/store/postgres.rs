@@ -122,7 +122,7 @@ impl Backend for Postgres {
                    SELECT delivery_id, event_id, webhook_id, organization_id, status, attempt_number, \
                      next_attempt_at, status_code, error, started_at, ended_at, completed_at \
                    FROM input i WHERE i.creates AND EXISTS (SELECT 1 FROM webhooks w WHERE w.id = i.webhook_id) \
-                   ON CONFLICT DO NOTHING RETURNING id, webhook_id \
+                   ON CONFLICT DO NOTHING RETURNING id \
                  ), moved AS ( \
                    UPDATE deliveries d SET status = i.status, attempts = i.attempt_number, \
                      next_attempt_at = i.next_attempt_at, last_status_code = i.status_code, last_error = i.error, \

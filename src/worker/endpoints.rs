@@ -127,7 +127,6 @@ impl Endpoints {
 
 #[cfg(test)]
 mod tests {
-
     use super::*;
     use crate::queue::NothingToSettle;
 
