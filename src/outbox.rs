@@ -23,7 +23,7 @@ use crate::{
     config::{EventSettings, Mode},
     queue::{DynQueue, EventMessage},
     stages::Stages,
-    store::{DynStore, Event, NewEvent},
+    store::{DynStore, Event, NewEvent, RelayClaim},
     telemetry::metrics::names,
 };
 
@@ -65,6 +65,7 @@ impl Outbox {
             store,
             queue,
             relay_after: settings.relay_after.get(),
+            relay_id: Uuid::new_v4(),
             idempotency_window: settings.idempotency_window.get(),
             relay_failing: AtomicBool::new(false),
         };
@@ -157,6 +158,8 @@ struct Publisher {
     queue: DynQueue,
     marker: PublishedMarker,
     relay_after: Duration,
+    /// This process's relay, in its claims of the events it publishes again.
+    relay_id: Uuid,
     idempotency_window: Duration,
     /// The relay's last publish failed (its warning is logged once per run of failures).
     relay_failing: AtomicBool,
@@ -172,7 +175,11 @@ impl Publisher {
         // publisher and the in-memory queue is empty at start: all of them, at once.
         let first_pass = if this.mode == Mode::Embedded { Duration::ZERO } else { this.relay_after };
         this.relay(first_pass).await;
-        let mut relay = tokio::time::interval(RELAY_EVERY);
+        // The next pass a full interval after this one (an interval's first tick is at once) and after
+        // the last (never a burst of passes after a slow one): the marks of the events a pass published
+        // are written in the background, and a pass before them would publish those events again.
+        let mut relay = tokio::time::interval_at(tokio::time::Instant::now() + RELAY_EVERY, RELAY_EVERY);
+        relay.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut janitor = tokio::time::interval(JANITOR_EVERY);
         let mut publishing = JoinSet::new();
         let mut batch = Vec::with_capacity(BATCH);
@@ -183,7 +190,7 @@ impl Publisher {
                         break;
                     }
                     let (this, events) = (this.clone(), std::mem::take(&mut batch));
-                    publishing.spawn(async move { this.publish(&events).await });
+                    publishing.spawn(async move { this.publish_committed(events).await });
                 }
                 Some(_) = publishing.join_next(), if !publishing.is_empty() => {}
                 _ = relay.tick() => this.relay(this.relay_after).await,
@@ -194,10 +201,29 @@ impl Publisher {
         // Publish what is already waiting; the rest stays in the store for the next start.
         incoming.close();
         while incoming.recv_many(&mut batch, BATCH).await > 0 {
-            this.publish(&batch).await;
-            batch.clear();
+            this.publish_committed(std::mem::take(&mut batch)).await;
         }
         while publishing.join_next().await.is_some() {}
+    }
+
+    /// Publishes events just committed, those still younger than half `relay_after`: an older one has
+    /// waited here long enough (broker down, publisher behind) that the relay may take it too once it is
+    /// `relay_after` old (a publish may wait 2 s more for the broker), so it is left to the relay.
+    async fn publish_committed(&self, mut events: Vec<EventMessage>) {
+        let young = |event: &EventMessage| {
+            crate::domain::age_of(event.id).is_none_or(|age| age < self.relay_after / 2)
+        };
+        let before = events.len();
+        events.retain(young);
+        if events.len() < before {
+            tracing::debug!(
+                count = before - events.len(),
+                "publishing of events waiting too long left to the relay"
+            );
+        }
+        if !events.is_empty() {
+            self.publish(&events).await;
+        }
     }
 
     /// Publishes. In production the broker's confirm makes the events durable, so they are marked
@@ -218,11 +244,21 @@ impl Publisher {
         true
     }
 
-    /// Publishes events older than `age` that are still unpublished.
+    /// Publishes events older than `age` that are still unpublished, claimed for `relay_after` so that
+    /// the relays of other processes leave them alone meanwhile (and this one's next passes: their marks
+    /// are written in the background). Claims whose publish failed are released for the next pass.
     async fn relay(&self, age: Duration) {
+        let now = Utc::now();
+        // One claim for the whole pass: a batch claimed by it is not claimed again by its next batch.
+        let claim = RelayClaim {
+            by: self.relay_id,
+            created_before: now - chrono::Duration::from_std(age).unwrap_or_default(),
+            now,
+            until: now + chrono::Duration::from_std(self.relay_after).unwrap_or_default(),
+            limit: BATCH as i64,
+        };
         loop {
-            let cutoff = Utc::now() - chrono::Duration::from_std(age).unwrap_or_default();
-            let events = match self.store.unpublished_events(cutoff, BATCH as i64).await {
+            let events = match self.store.claim_unpublished_events(&claim).await {
                 Ok(events) => events,
                 Err(error) => {
                     crate::outage::warn_unless_reported!(&error, %error, "relay could not read unpublished events");
@@ -236,6 +272,11 @@ impl Publisher {
             let count = events.len();
             let messages: Vec<EventMessage> = events.into_iter().map(message_of).collect();
             if !self.publish(&messages).await {
+                let ids: Vec<Uuid> = messages.iter().map(|message| message.id).collect();
+                if let Err(error) = self.store.release_relay_claims(self.relay_id, &ids).await {
+                    // They are taken again once the claims end.
+                    crate::outage::warn_unless_reported!(&error, %error, "relay could not release its claims");
+                }
                 // Once per run of failures (the broker's outage has its own line); every second after.
                 if self.relay_failing.swap(true, Ordering::Relaxed) {
                     tracing::debug!(count, "relay could not publish unpublished events; will retry");
@@ -246,8 +287,8 @@ impl Publisher {
             }
             self.relay_failing.store(false, Ordering::Relaxed);
             tracing::info!(count, "relay published events left unpublished");
-            // Embedded, the events just handed over stay unpublished until fan-out takes them: reading
-            // again now would find them, so the next batch waits for the next relay pass.
+            // Embedded, a backlog goes to the in-process queue one batch per pass (its events stay
+            // unpublished until fan-out takes them).
             if !full || self.mode == Mode::Embedded {
                 return;
             }

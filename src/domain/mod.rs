@@ -28,6 +28,14 @@ pub fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
 }
 
+/// The time since a UUIDv7 id was made (its timestamp is the row's creation time; a delivery's is its
+/// event's, see [`delivery_id`]); `None` for an id without a timestamp or one in the future.
+pub fn age_of(id: uuid::Uuid) -> Option<std::time::Duration> {
+    let (seconds, nanos) = id.get_timestamp()?.to_unix();
+    let created = std::time::UNIX_EPOCH + std::time::Duration::new(seconds, nanos);
+    std::time::SystemTime::now().duration_since(created).ok()
+}
+
 /// RFC 3339 with microseconds and `Z`: the format of every timestamp in payloads and responses.
 pub fn format_timestamp(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)

@@ -253,8 +253,13 @@ pub trait EventStore: Send + Sync + std::fmt::Debug + 'static {
     async fn get_event(&self, id: Uuid) -> StoreResult<Option<Event>>;
     /// An organization's events, newest first.
     async fn list_events(&self, query: &EventQuery) -> StoreResult<Vec<Event>>;
-    /// Events not yet published and created at or before `created_before`, oldest first (the relay).
-    async fn unpublished_events(&self, created_before: DateTime<Utc>, limit: i64) -> StoreResult<Vec<Event>>;
+    /// The outbox relay's next events, oldest first: up to `claim.limit` not yet published, created at
+    /// or before `claim.created_before`, and unclaimed (no claim, or one that ended by `claim.now`).
+    /// Each is claimed by `claim.by` until `claim.until`: relays skip it until then (or until it is
+    /// released), so that one process publishes it again, not every process running a relay.
+    async fn claim_unpublished_events(&self, claim: &RelayClaim) -> StoreResult<Vec<Event>>;
+    /// Ends the claims of relay `by` on `ids` (its publish failed: any relay may take them again).
+    async fn release_relay_claims(&self, by: Uuid, ids: &[Uuid]) -> StoreResult<()>;
     async fn mark_events_published(&self, ids: &[Uuid], at: DateTime<Utc>) -> StoreResult<()>;
     /// How many events are unpublished, and when the oldest of them was created (metrics; cheap: the
     /// partial index on unpublished events).

@@ -200,6 +200,17 @@ pub struct Event {
     pub only_webhook: Option<Uuid>,
 }
 
+/// What one pass of the outbox relay claims ([`super::EventStore::claim_unpublished_events`]).
+#[derive(Debug, Clone, Copy)]
+pub struct RelayClaim {
+    /// The claiming process (a random id per outbox).
+    pub by: Uuid,
+    pub created_before: DateTime<Utc>,
+    pub now: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+    pub limit: i64,
+}
+
 #[derive(Debug, Clone)]
 pub struct NewEvent {
     pub id: Uuid,

@@ -34,7 +34,7 @@ static ATTEMPTS: Cached<&str, metrics::Counter> =
 
 /// The time from the event's acceptance (its id is a UUIDv7: its timestamp is the creation time).
 fn since_accepted(event_id: Uuid) -> Option<f64> {
-    age_of(event_id).map(|elapsed| elapsed.as_secs_f64())
+    crate::domain::age_of(event_id).map(|elapsed| elapsed.as_secs_f64())
 }
 
 /// The longest an attempt waits for the database to come back before it is made anyway.
@@ -63,15 +63,9 @@ pub(super) const LATE_FIRST_ATTEMPT: Duration = Duration::from_secs(5);
 fn may_have_a_twin(received: &Received<DeliveryTask>) -> bool {
     let task = &received.message;
     !task.unstored
-        && (received.redelivered || task.attempt > 1 || age_of(task.delivery_id) > Some(LATE_FIRST_ATTEMPT))
-}
-
-/// The time since a UUIDv7 id was made (its timestamp is the row's creation time; a delivery's is its
-/// event's, see [`crate::domain::delivery_id`]).
-pub(super) fn age_of(id: Uuid) -> Option<Duration> {
-    let (seconds, nanos) = id.get_timestamp()?.to_unix();
-    let created = std::time::UNIX_EPOCH + Duration::new(seconds, nanos);
-    std::time::SystemTime::now().duration_since(created).ok()
+        && (received.redelivered
+            || task.attempt > 1
+            || crate::domain::age_of(task.delivery_id) > Some(LATE_FIRST_ATTEMPT))
 }
 
 /// One HTTP attempt counted in `herald_deliveries_in_flight` while it lives (also if it is cancelled).

@@ -310,7 +310,7 @@ fn receives(event: &EventMessage, webhook_id: Uuid, filter: &EventFilter) -> boo
 /// accepted within `fresh_for` (the outbox's relay publishes again events left unmarked for
 /// `events.relay_after`, so a relayed copy is older).
 fn first_fan_out(received: &Received<EventMessage>, again: bool, fresh_for: Duration) -> bool {
-    !again && !received.redelivered && super::deliver::age_of(received.message.id) < Some(fresh_for)
+    !again && !received.redelivered && crate::domain::age_of(received.message.id) < Some(fresh_for)
 }
 
 fn task(event: &EventMessage, delivery: &NewDelivery) -> DeliveryTask {

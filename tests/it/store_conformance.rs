@@ -42,6 +42,7 @@ conformance!(
     events_are_written_in_batches_with_idempotency,
     events_are_listed_newest_first_with_a_cursor,
     unpublished_events_are_found_and_marked,
+    a_relay_claim_keeps_other_relays_off_until_it_ends,
     the_outbox_backlog_counts_unpublished_events,
     an_event_for_one_webhook_keeps_its_webhook,
     deliveries_are_created_once_and_claimed_when_due,
@@ -340,24 +341,63 @@ async fn events_are_listed_newest_first_with_a_cursor(store: DynStore) {
     assert!(none.is_empty(), "events are per organization");
 }
 
+/// Unpublished events created at or before `created_before`, as a relay of its own whose claim ends at
+/// once (so that the next call finds them again).
+async fn unpublished<S: EventStore + ?Sized>(
+    store: &std::sync::Arc<S>,
+    created_before: DateTime<Utc>,
+    limit: i64,
+) -> StoreResult<Vec<Event>> {
+    let claim = RelayClaim { by: Uuid::now_v7(), created_before, now: at(0), until: at(0), limit };
+    store.claim_unpublished_events(&claim).await
+}
+
+async fn a_relay_claim_keeps_other_relays_off_until_it_ends(store: DynStore) {
+    let f = fixture(&store).await;
+    let old = new_event(f.organization, "item.created", None, at(0));
+    store.insert_events(std::slice::from_ref(&old), at(0)).await.expect("insert");
+    let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+    let claim = |by, now: i64, until: i64| RelayClaim {
+        by,
+        created_before: at(50),
+        now: at(now),
+        until: at(until),
+        limit: 10,
+    };
+    let ids = |events: Vec<Event>| events.into_iter().map(|e| e.id).collect::<Vec<_>>();
+    let claimed = |c: RelayClaim| {
+        let store = store.clone();
+        async move { ids(store.claim_unpublished_events(&c).await.expect("claim")) }
+    };
+    assert_eq!(claimed(claim(a, 60, 65)).await, vec![old.id], "relay a claims it");
+    assert_eq!(claimed(claim(b, 61, 66)).await, Vec::<Uuid>::new(), "relay b leaves a's claim alone");
+    assert_eq!(claimed(claim(a, 62, 67)).await, Vec::<Uuid>::new(), "and so do a's next passes");
+    store.release_relay_claims(b, &[old.id]).await.expect("release");
+    assert_eq!(claimed(claim(b, 63, 68)).await, Vec::<Uuid>::new(), "only a can release a's claim");
+    store.release_relay_claims(a, &[old.id]).await.expect("release");
+    assert_eq!(claimed(claim(b, 64, 69)).await, vec![old.id], "released, b takes it");
+    assert_eq!(claimed(claim(a, 69, 74)).await, vec![old.id], "and anyone once b's claim has ended");
+    store.mark_events_published(&[old.id], at(68)).await.expect("mark");
+    assert_eq!(claimed(claim(a, 100, 105)).await, Vec::<Uuid>::new(), "published: no relay takes it");
+}
+
 async fn unpublished_events_are_found_and_marked(store: DynStore) {
     let f = fixture(&store).await;
     let old = new_event(f.organization, "item.created", None, at(0));
     let recent = new_event(f.organization, "item.created", None, at(100));
     store.insert_events(&[old.clone(), recent.clone()], at(0)).await.expect("insert");
-    let due = store.unpublished_events(at(50), 10).await.expect("unpublished");
+    let due = unpublished(&store, at(50), 10).await.expect("unpublished");
     assert_eq!(due.iter().map(|e| e.id).collect::<Vec<_>>(), vec![old.id], "only events old enough");
     assert_eq!(due[0].payload, old.payload);
     store.mark_events_published(&[old.id, recent.id], at(101)).await.expect("mark");
-    assert!(store.unpublished_events(at(1000), 10).await.expect("unpublished").is_empty());
+    assert!(unpublished(&store, at(1000), 10).await.expect("unpublished").is_empty());
     assert_eq!(store.get_event(old.id).await.expect("read").expect("exists").published_at, Some(at(101)));
     store.mark_events_published(&[], at(0)).await.expect("empty");
 }
 
 async fn the_outbox_backlog_counts_unpublished_events(store: DynStore) {
     let f = fixture(&store).await;
-    let earlier: Vec<Uuid> = store
-        .unpublished_events(at(1_000_000_000), 1000)
+    let earlier: Vec<Uuid> = unpublished(&store, at(1_000_000_000), 1000)
         .await
         .expect("unpublished")
         .iter()
@@ -383,7 +423,7 @@ async fn an_event_for_one_webhook_keeps_its_webhook(store: DynStore) {
     let broadcast = new_event(f.organization, "item.created", None, at(1));
     events.insert_events(&[targeted.clone(), broadcast.clone()], at(0)).await.expect("insert");
 
-    let due = events.unpublished_events(at(10), 10).await.expect("unpublished");
+    let due = unpublished(&events, at(10), 10).await.expect("unpublished");
     let targets: Vec<_> = due.iter().map(|e| (e.id, e.only_webhook)).collect();
     assert_eq!(targets, vec![(targeted.id, Some(hook.id)), (broadcast.id, None)]);
     let read = events.get_event(targeted.id).await.expect("read").expect("exists");
@@ -750,11 +790,11 @@ async fn timestamps_round_trip_exactly(store: DynStore) {
             "{i}"
         );
     }
-    let ordered = store.unpublished_events(times[3], 10).await.expect("list");
+    let ordered = unpublished(&store, times[3], 10).await.expect("list");
     let mut expected = times.to_vec();
     expected.sort();
     assert_eq!(ordered.iter().map(|e| e.created_at).collect::<Vec<_>>(), expected);
-    let before_last = store.unpublished_events(times[3] - Duration::microseconds(1), 10).await.expect("list");
+    let before_last = unpublished(&store, times[3] - Duration::microseconds(1), 10).await.expect("list");
     assert_eq!(before_last.len(), 3);
     assert_eq!(domain::now().timestamp_subsec_nanos() % 1000, 0, "now() keeps microseconds only");
 }

@@ -8,7 +8,9 @@
 //! Asserted: no 2xx while the database was down; every event answered 202 is in the database and
 //! reaches each of its five endpoints within [`BOUND`] of the storm's end (the claim lease after a
 //! crash, plus the scheduler interval, the failing endpoint's retries and a margin), including every
-//! event accepted while the broker was down; no delivery dead; duplicates at most 1 %. The figures are
+//! event accepted while the broker was down; no delivery dead; duplicates that no crash explains at most
+//! 0.5 % (a worker SIGKILLed between a delivery's first success and the writing of its outcome has it
+//! sent again: at least once), and all duplicates at most 3 %. The figures are
 //! printed first, so that a failing run shows them too. `.ci/run` runs it three times in a row.
 
 #[allow(unused_imports, unused_macros)]
@@ -27,7 +29,7 @@ use std::{
 use storm_support::{
     chaos::{self, Kills, Window},
     database::Database,
-    endpoints::{self, Endpoint, Tally},
+    endpoints::{self, Duplicate, Endpoint, Tally},
     herald_processes::{self, Logs, Process},
     loader::{self, Answer, Pace, Sent},
     private_services::{PrivatePostgres, PrivateRabbitMq},
@@ -57,6 +59,17 @@ const MARGIN: Duration = Duration::from_secs(14);
 const BOUND: Duration = CLAIM_LEASE.saturating_add(SCHEDULER_INTERVAL).saturating_add(MARGIN);
 /// Answers received this soon after the database was stopped may have been committed before.
 const IN_FLIGHT_ANSWER: Duration = Duration::from_millis(500);
+/// A worker SIGKILLed this soon after a delivery's first success may have died before writing its
+/// outcome: the queue hands the task out again and it is sent again, the duplicate that at-least-once
+/// delivery allows (docs/architecture.md, "attempt made, outcome not committed"). While the database
+/// is down, outcomes wait for it: this long after its start command.
+const OUTCOME_WINDOW: Duration = Duration::from_secs(1);
+const OUTCOME_WINDOW_DATABASE_DOWN: Duration = Duration::from_secs(3);
+/// Duplicates that no crash explains, at most (per cent of the deliveries).
+const OTHER_DUPLICATES: f64 = 0.5;
+/// All duplicates, at most (per cent): a kill in a burst (after an outage, a worker has up to its
+/// `delivery.concurrency` of 64 requests in flight and more outcomes being written) costs up to about 1 %.
+const ALL_DUPLICATES: f64 = 3.0;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "starts, stops and restarts private PostgreSQL and RabbitMQ instances (needs their server binaries, which a new machine lacks) for about a minute; .ci/run runs it three times in a row, release build"]
@@ -96,6 +109,29 @@ async fn nothing_is_lost_or_stranded_in_a_storm() {
     let dead = db.dead_deliveries().await;
     let figures = Figures::new(&storm, &tallies, expected.len() * ENDPOINTS, dead, (began, services_ready));
     eprintln!("{figures}");
+    let unexplained: Vec<String> = tallies
+        .iter()
+        .enumerate()
+        .flat_map(|(endpoint, tally)| tally.duplicates.iter().map(move |d| (endpoint, d)))
+        .filter(|(_, duplicate)| !follows_a_crash(duplicate, &storm))
+        .take(20)
+        .map(|(endpoint, d)| {
+            // As the logs' clock shows it.
+            let wall = |at: Instant| {
+                let ago = chrono::Duration::from_std(at.elapsed()).unwrap_or_default();
+                (chrono::Utc::now() - ago).format("%H:%M:%S%.3f")
+            };
+            format!(
+                "event {} at endpoint {endpoint}: first {}, again {}",
+                d.event_id,
+                wall(d.first_success),
+                wall(d.at)
+            )
+        })
+        .collect();
+    if !unexplained.is_empty() {
+        eprintln!("duplicates no crash explains (at most 20):\n  {}", unexplained.join("\n  "));
+    }
 
     let accepted_database_down =
         accepted.iter().filter(|(_, at)| storm.database.holds(*at, IN_FLIGHT_ANSWER)).count();
@@ -127,7 +163,11 @@ async fn nothing_is_lost_or_stranded_in_a_storm() {
     }
     assert_eq!(dead, 0, "no delivery is dead");
     assert_eq!(figures.unsigned, 0, "every request verified");
-    assert!(figures.duplicate_percent() <= 1.0, "duplicates at most 1 %");
+    assert!(
+        figures.percent(figures.duplicates - figures.duplicates_after_a_crash) <= OTHER_DUPLICATES,
+        "duplicates that no crash explains at most {OTHER_DUPLICATES} %"
+    );
+    assert!(figures.percent(figures.duplicates) <= ALL_DUPLICATES, "duplicates at most {ALL_DUPLICATES} %");
 }
 
 /// The environment every Herald process gets.
@@ -245,6 +285,8 @@ struct Figures {
     expected: usize,
     requests: usize,
     duplicates: usize,
+    /// Those that came after a worker was SIGKILLed within [`OUTCOME_WINDOW`] of the first success.
+    duplicates_after_a_crash: usize,
     duplicates_per_5s: Vec<usize>,
     /// Duplicates by how long after the first success they came: < 0.1 s, < 1 s, < 5 s, < 30 s, later.
     duplicate_gaps: [usize; 5],
@@ -286,14 +328,16 @@ impl Figures {
             }
         }
         let mut duplicates_per_5s = vec![0; 12];
-        for at in tallies.iter().flat_map(|t| &t.duplicates_at) {
-            let bucket = (at.saturating_duration_since(storm.began).as_secs() / 5) as usize;
+        let duplicates: Vec<&Duplicate> = tallies.iter().flat_map(|t| &t.duplicates).collect();
+        for duplicate in &duplicates {
+            let bucket = (duplicate.at.saturating_duration_since(storm.began).as_secs() / 5) as usize;
             duplicates_per_5s[bucket.min(11)] += 1;
         }
         let mut duplicate_gaps = [0; 5];
-        for gap in tallies.iter().flat_map(|t| &t.duplicate_gaps) {
+        for duplicate in &duplicates {
             let limits = [0.1, 1.0, 5.0, 30.0];
-            duplicate_gaps[limits.iter().position(|limit| gap.as_secs_f64() < *limit).unwrap_or(4)] += 1;
+            let gap = duplicate.gap().as_secs_f64();
+            duplicate_gaps[limits.iter().position(|limit| gap < *limit).unwrap_or(4)] += 1;
         }
         let last = tallies.iter().flat_map(|t| t.first_success.values()).max().copied();
         let accepted_during = |window: &Window| {
@@ -308,10 +352,11 @@ impl Figures {
             delivered: tallies.iter().map(|t| t.first_success.len()).sum(),
             expected,
             requests: tallies.iter().map(|t| t.requests).sum(),
-            duplicates: tallies.iter().map(|t| t.duplicates_at.len()).sum(),
+            duplicates: duplicates.len(),
+            duplicates_after_a_crash: duplicates.iter().filter(|d| follows_a_crash(d, storm)).count(),
             duplicates_per_5s,
             duplicate_gaps,
-            duplicates_failing: tallies.first().map_or(0, |t| t.duplicates_at.len()),
+            duplicates_failing: tallies.first().map_or(0, |t| t.duplicates.len()),
             unsigned: tallies.iter().map(|t| t.unsigned).sum(),
             dead,
             longest_wait: last.map_or(Duration::ZERO, |at| at.saturating_duration_since(storm.ended)),
@@ -336,9 +381,24 @@ impl Figures {
         }
     }
 
-    fn duplicate_percent(&self) -> f64 {
-        if self.delivered == 0 { 0.0 } else { self.duplicates as f64 * 100.0 / self.delivered as f64 }
+    /// `count` in per cent of the deliveries.
+    fn percent(&self, count: usize) -> f64 {
+        if self.delivered == 0 { 0.0 } else { count as f64 * 100.0 / self.delivered as f64 }
     }
+}
+
+/// Whether a worker was SIGKILLed after the delivery's first success, before this repeat, and before
+/// that first attempt's outcome was surely written ([`OUTCOME_WINDOW`]): the repeat may be that task's,
+/// handed out again.
+fn follows_a_crash(duplicate: &Duplicate, storm: &Storm) -> bool {
+    let written_by = duplicate.first_success + OUTCOME_WINDOW;
+    // An outcome that would have been written while the database was down waits for it.
+    let written_by = if storm.database.meets(duplicate.first_success, written_by) {
+        storm.database.restarting + OUTCOME_WINDOW_DATABASE_DOWN
+    } else {
+        written_by
+    };
+    storm.kills.at.iter().any(|kill| (duplicate.first_success..=duplicate.at.min(written_by)).contains(kill))
 }
 
 impl std::fmt::Display for Figures {
@@ -359,7 +419,7 @@ impl std::fmt::Display for Figures {
         writeln!(
             f,
             "  deliveries: {} of {} arrived (bound {} after the storm; last one {} after it), {} requests \
-             passed to the receivers, {} duplicates = {:.2} % (per 5 s of the storm: {:?}; after the first success: \
+             passed to the receivers, {} duplicates = {:.2} % ({} after a crash; per 5 s of the storm: {:?}; after the first success: \
              {:?} within 0.1 s, 1 s, 5 s, 30 s, later; {} at the failing endpoint), {} badly signed, {} dead",
             self.delivered,
             self.expected,
@@ -367,7 +427,8 @@ impl std::fmt::Display for Figures {
             secs(self.longest_wait),
             self.requests,
             self.duplicates,
-            self.duplicate_percent(),
+            self.percent(self.duplicates),
+            self.duplicates_after_a_crash,
             self.duplicates_per_5s,
             self.duplicate_gaps,
             self.duplicates_failing,

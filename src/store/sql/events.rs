@@ -2,12 +2,13 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use sqlx::QueryBuilder;
 use uuid::Uuid;
 
 use super::DB;
 use crate::store::{
-    Event, EventQuery, EventStore, IngestOutcome, NewEvent, StoreError, StoreResult,
-    sql::{Backend, ResultExt, SqlStore},
+    Event, EventQuery, EventStore, IngestOutcome, NewEvent, RelayClaim, StoreError, StoreResult,
+    sql::{BATCH_ROWS, Backend, ResultExt, SqlStore, push_id_list},
 };
 
 macro_rules! event_columns {
@@ -104,17 +105,41 @@ impl EventStore for SqlStore<DB> {
         .store()
     }
 
-    async fn unpublished_events(&self, created_before: DateTime<Utc>, limit: i64) -> StoreResult<Vec<Event>> {
-        sqlx::query_as::<DB, Event>(concat!(
-            "SELECT ",
-            event_columns!(),
-            " FROM events WHERE published_at IS NULL AND created_at <= $1 ORDER BY created_at LIMIT $2"
-        ))
-        .bind(created_before)
-        .bind(limit)
-        .fetch_all(&self.read)
-        .await
-        .store()
+    async fn claim_unpublished_events(&self, claim: &RelayClaim) -> StoreResult<Vec<Event>> {
+        // The pick is locked (PostgreSQL: skipping rows another relay is claiming) so that two relays
+        // claiming at once claim different events.
+        let sql = format!(
+            "UPDATE events SET relay_claimed_by = $1, relay_claimed_until = $2 WHERE id IN (\
+             SELECT id FROM events WHERE published_at IS NULL AND created_at <= $3 \
+             AND (relay_claimed_until IS NULL OR relay_claimed_until <= $4) \
+             ORDER BY created_at LIMIT $5{}) RETURNING {}",
+            DB::LOCK_PICKED,
+            event_columns!()
+        );
+        // Safe: only the backend's constant and the column list are formatted in.
+        let mut events = sqlx::query_as::<DB, Event>(sqlx::AssertSqlSafe(sql))
+            .bind(claim.by)
+            .bind(claim.until)
+            .bind(claim.created_before)
+            .bind(claim.now)
+            .bind(claim.limit)
+            .fetch_all(&self.write)
+            .await
+            .store()?;
+        events.sort_by_key(|event| (event.created_at, event.id));
+        Ok(events)
+    }
+
+    async fn release_relay_claims(&self, by: Uuid, ids: &[Uuid]) -> StoreResult<()> {
+        for chunk in ids.chunks(BATCH_ROWS) {
+            let mut query = QueryBuilder::<DB>::new(
+                "UPDATE events SET relay_claimed_until = NULL WHERE relay_claimed_by = ",
+            );
+            query.push_bind(by).push(" AND id IN ");
+            push_id_list(&mut query, chunk);
+            query.build().execute(&self.write).await.store()?;
+        }
+        Ok(())
     }
 
     async fn mark_events_published(&self, ids: &[Uuid], at: DateTime<Utc>) -> StoreResult<()> {

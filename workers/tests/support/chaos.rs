@@ -12,6 +12,8 @@ use super::herald_processes::{self, Logs, Process};
 /// An outage as the test saw it.
 #[derive(Debug, Clone, Copy)]
 pub struct Window {
+    /// The stop command was issued (the service may be going away from here on).
+    pub stopping: Instant,
     /// The stop command returned.
     pub down: Instant,
     /// The start command was issued.
@@ -24,6 +26,11 @@ impl Window {
     /// its way), and before the start command was issued.
     pub fn holds(&self, at: Instant, in_flight: Duration) -> bool {
         at > self.down + in_flight && at < self.restarting
+    }
+
+    /// Whether the span from `from` to `to` meets the outage, from the stop command to the start command.
+    pub fn meets(&self, from: Instant, to: Instant) -> bool {
+        to >= self.stopping && from < self.restarting
     }
 
     pub fn length(&self) -> Duration {
@@ -39,12 +46,13 @@ pub async fn outage(
     start: impl FnOnce() + Send + 'static,
 ) -> Window {
     tokio::time::sleep_until(at.into()).await;
+    let stopping = Instant::now();
     tokio::task::spawn_blocking(stop).await.expect("the stop command");
     let down = Instant::now();
     tokio::time::sleep(hold).await;
     let restarting = Instant::now();
     tokio::task::spawn_blocking(start).await.expect("the start command");
-    Window { down, restarting }
+    Window { stopping, down, restarting }
 }
 
 /// How the workers were treated.

@@ -60,9 +60,10 @@ impl Endpoint {
             per_event.entry(id).or_default().push(arrival.at);
         }
         for (id, arrivals) in per_event {
+            let duplicate =
+                |at: &Instant| Duplicate { event_id: id.clone(), first_success: arrivals[0], at: *at };
+            tally.duplicates.extend(arrivals[1..].iter().map(duplicate));
             tally.first_success.insert(id, arrivals[0]);
-            tally.duplicates_at.extend(&arrivals[1..]);
-            tally.duplicate_gaps.extend(arrivals[1..].iter().map(|at| at.duration_since(arrivals[0])));
         }
         tally
     }
@@ -74,12 +75,26 @@ pub struct Tally {
     /// Per event id, when the request that succeeded arrived.
     pub first_success: HashMap<String, Instant>,
     pub requests: usize,
-    /// When requests for a delivery that had already succeeded came.
-    pub duplicates_at: Vec<Instant>,
-    /// How long after the delivery's first success each of them came.
-    pub duplicate_gaps: Vec<std::time::Duration>,
+    /// Requests for a delivery that had already succeeded.
+    pub duplicates: Vec<Duplicate>,
     /// Requests whose signatures did not verify.
     pub unsigned: usize,
+}
+
+/// A request for a delivery that had already succeeded.
+#[derive(Debug, Clone)]
+pub struct Duplicate {
+    pub event_id: String,
+    /// When the delivery's first successful request arrived.
+    pub first_success: Instant,
+    /// When this one arrived.
+    pub at: Instant,
+}
+
+impl Duplicate {
+    pub fn gap(&self) -> std::time::Duration {
+        self.at.duration_since(self.first_success)
+    }
 }
 
 pub fn tally_all(endpoints: &[Endpoint]) -> Vec<Tally> {

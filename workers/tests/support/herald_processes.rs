@@ -23,7 +23,8 @@ pub fn herald_binary() -> PathBuf {
     herald
 }
 
-/// The folder of the processes' logs: removed after a passing test, kept after a failing one.
+/// The folder of the processes' logs: removed after a passing test, kept after a failing one (or after
+/// any, with `HERALD_STORM_KEEP_LOGS` set).
 #[derive(Debug)]
 pub struct Logs {
     dir: Option<tempfile::TempDir>,
@@ -44,7 +45,7 @@ impl Logs {
 
 impl Drop for Logs {
     fn drop(&mut self) {
-        if std::thread::panicking()
+        if (std::thread::panicking() || std::env::var_os("HERALD_STORM_KEEP_LOGS").is_some())
             && let Some(dir) = self.dir.take()
         {
             eprintln!("the Herald processes' logs are kept in {}", dir.keep().display());
