@@ -37,6 +37,10 @@ const MARK_BATCH: usize = 1_000;
 const BACKLOG: usize = 50_000;
 /// How often the relay looks for unpublished events.
 const RELAY_EVERY: Duration = Duration::from_secs(1);
+/// The shortest claim a relay pass takes on the events it publishes (longer if `events.relay_after`
+/// is): past the longest a publish can take (2 s waiting for a connection, 10 s for the confirms), so
+/// that no claim ends while its publish is still under way.
+const RELAY_CLAIM_AT_LEAST: Duration = Duration::from_secs(15);
 /// How often old idempotency keys are expired.
 const JANITOR_EVERY: Duration = Duration::from_secs(60);
 
@@ -244,17 +248,22 @@ impl Publisher {
         true
     }
 
-    /// Publishes events older than `age` that are still unpublished, claimed for `relay_after` so that
-    /// the relays of other processes leave them alone meanwhile (and this one's next passes: their marks
-    /// are written in the background). Claims whose publish failed are released for the next pass.
+    /// Publishes events older than `age` that are still unpublished, claimed (for `relay_after`, 15 s at
+    /// least) so that the relays of other processes leave them alone meanwhile, and this one's next
+    /// passes while their marks are written in the background. Claims whose publish failed are released
+    /// for the next pass. Nothing is claimed while the queue is unreachable.
     async fn relay(&self, age: Duration) {
+        if self.queue.check().await.is_err() {
+            return; // The broker is away (its outage is logged): nothing to claim until it is back.
+        }
         let now = Utc::now();
         // One claim for the whole pass: a batch claimed by it is not claimed again by its next batch.
         let claim = RelayClaim {
             by: self.relay_id,
             created_before: now - chrono::Duration::from_std(age).unwrap_or_default(),
             now,
-            until: now + chrono::Duration::from_std(self.relay_after).unwrap_or_default(),
+            until: now
+                + chrono::Duration::from_std(self.relay_after.max(RELAY_CLAIM_AT_LEAST)).unwrap_or_default(),
             limit: BATCH as i64,
         };
         loop {
