@@ -24,6 +24,12 @@ use crate::{config::Mode, queue::Lane, services::Services, stages::Stages};
 
 /// Events taken by fan-out at a time.
 const FANOUT_PREFETCH: u16 = 256;
+/// Deliveries handed over on the direct lane and not yet settled, at most: room for every delivery of the
+/// events fan-out holds when each has up to 16 endpoints. A task handed over is small (its payload is
+/// shared with its event), and a crash repeats only the attempts made and not yet recorded, however large
+/// the room. A room of `delivery.concurrency` (64) sent most of a burst through the broker instead, at a
+/// store write and a broker round trip more per delivery (docs/benchmarks.md).
+const DIRECT_LANE_ROOM: usize = FANOUT_PREFETCH as usize * 16;
 
 /// Which stages a worker process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,7 +63,7 @@ pub async fn start(services: Services, roles: Roles, stages: &Stages) -> anyhow:
     // Both roles here: fan-out hands the first attempts it has room for straight to this deliverer.
     let (direct_lane, direct_consumer) = match roles {
         Roles { fanout: true, deliver: true } => {
-            let (lane, consumer) = direct::DirectLane::new(delivery.concurrency);
+            let (lane, consumer) = direct::DirectLane::new(DIRECT_LANE_ROOM);
             (Some(lane), Some(consumer))
         }
         _ => (None, None),
