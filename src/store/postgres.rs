@@ -168,16 +168,20 @@ impl Backend for Postgres {
         at: DateTime<Utc>,
     ) -> BoxFuture<'c, StoreResult<()>> {
         Box::pin(async move {
+            // Committed without waiting for the disk: a mark lost in a database crash only means the
+            // relay publishes the event again, which fan-out absorbs.
+            let mut transaction = conn.begin().await.store()?;
+            sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *transaction).await.store()?;
             // By primary key only: a `published_at IS NULL` condition lets the planner pick the partial
             // index of unpublished events, whose dead entries grow with every event until vacuum. Marking
             // an event twice (relay) only refreshes its time.
             sqlx::query("UPDATE events SET published_at = $1 WHERE id = ANY($2)")
                 .bind(at)
                 .bind(ids)
-                .execute(&mut *conn)
+                .execute(&mut *transaction)
                 .await
                 .store()?;
-            Ok(())
+            transaction.commit().await.store()
         })
     }
 }

@@ -99,9 +99,13 @@ async fn a_bound_consumer_receives_events_as_stored() {
         ids.push(accepted["id"].as_str().expect("id").parse().expect("uuid"));
     }
     receive_all(&app, &mut consumer, &ids).await;
+    // Marks are written a moment after the confirms, gathered (`outbox::MARK_GATHERING`).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
     for id in &ids {
-        let stored = app.state.store.get_event(*id).await.expect("read").expect("stored");
-        assert!(stored.published_at.is_some(), "confirmed events are marked published");
+        while app.state.store.get_event(*id).await.expect("read").expect("stored").published_at.is_none() {
+            assert!(std::time::Instant::now() < deadline, "confirmed event {id} is not marked published");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
 
