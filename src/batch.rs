@@ -4,11 +4,15 @@
 //! being written; when idle, an item is handled alone without waiting. The handler's error keeps its
 //! type (`E`), so a caller can tell a database outage from a permanent failure.
 
-use std::{future::Future, sync::Arc};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 use crate::stages::Stages;
+
+/// Batches this small wait for more, in a batcher that gathers ([`Batcher::spawn_gathering`]).
+pub const GATHER_BELOW: usize = 8;
 
 /// Why a submitted item was not handled.
 #[derive(Debug, thiserror::Error)]
@@ -60,7 +64,25 @@ impl<T: Send + 'static, R: Send + 'static, E: Send + Sync + 'static> Batcher<T, 
     /// must return one result per item, in order. The task ends when every handle is dropped, or once the
     /// working stages have drained ([`Stages::drained`]), after the last batch. Batch sizes go to
     /// `herald_group_commit_batch_size` labelled `batcher` = `name`.
-    pub fn spawn<F, Fut>(stages: &Stages, name: &'static str, max_batch: usize, mut handler: F) -> Self
+    pub fn spawn<F, Fut>(stages: &Stages, name: &'static str, max_batch: usize, handler: F) -> Self
+    where
+        F: FnMut(Vec<T>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Vec<R>, E>> + Send,
+    {
+        Self::spawn_gathering(stages, name, max_batch, Duration::ZERO, handler)
+    }
+
+    /// As [`Self::spawn`], but a batch of fewer than [`GATHER_BELOW`] items waits `gathering` for more
+    /// before it is handled: for callers that can wait a moment (their result is off anyone's critical
+    /// path), so that a steady trickle makes a few larger batches rather than many of one or two. Under
+    /// load batches are larger and go at once: they grow on their own while the previous one is handled.
+    pub fn spawn_gathering<F, Fut>(
+        stages: &Stages,
+        name: &'static str,
+        max_batch: usize,
+        gathering: Duration,
+        mut handler: F,
+    ) -> Self
     where
         F: FnMut(Vec<T>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<Vec<R>, E>> + Send,
@@ -82,6 +104,9 @@ impl<T: Send + 'static, R: Send + 'static, E: Send + Sync + 'static> Batcher<T, 
                 if received == 0 {
                     break;
                 }
+                if !gathering.is_zero() && batch.len() < GATHER_BELOW && !queue.is_closed() {
+                    gather(gathering, &drained, &mut batch, max_batch, || queue.try_recv().ok()).await;
+                }
                 sizes.record(batch.len() as f64);
                 answer(batch.drain(..), &mut handler).await;
             }
@@ -94,6 +119,29 @@ impl<T: Send + 'static, R: Send + 'static, E: Send + Sync + 'static> Batcher<T, 
         let (reply, answer) = oneshot::channel();
         self.jobs.send(Job { item, reply }).await.map_err(|_| BatchError::Closed)?;
         answer.await.map_err(|_| BatchError::Closed)?
+    }
+}
+
+/// Waits `window` (less if `stop` comes first), then adds to `batch` what `next` has meanwhile, up to
+/// `max` items in all. Nothing is waited for when the batch is full already.
+pub async fn gather<T>(
+    window: Duration,
+    stop: &CancellationToken,
+    batch: &mut Vec<T>,
+    max: usize,
+    mut next: impl FnMut() -> Option<T>,
+) {
+    if batch.len() >= max {
+        return;
+    }
+    tokio::select! {
+        () = tokio::time::sleep(window) => {}
+        () = stop.cancelled() => {}
+    }
+    while batch.len() < max
+        && let Some(item) = next()
+    {
+        batch.push(item);
     }
 }
 

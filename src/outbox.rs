@@ -144,16 +144,9 @@ impl PublishedMarker {
                         continue;
                     }
                 }
-                if batch.len() < MARK_BATCH && !marks.is_closed() {
-                    tokio::select! {
-                        () = tokio::time::sleep(MARK_GATHERING) => {}
-                        () = drained.cancelled() => {}
-                    }
-                    while batch.len() < MARK_BATCH
-                        && let Ok(id) = marks.try_recv()
-                    {
-                        batch.push(id);
-                    }
+                if !marks.is_closed() {
+                    crate::batch::gather(MARK_GATHERING, &drained, &mut batch, MARK_BATCH, || marks.try_recv().ok())
+                        .await;
                 }
                 if let Err(error) = store.mark_events_published(&batch, crate::domain::now()).await {
                     crate::outage::warn_unless_reported!(&error, %error, count = batch.len(), "could not mark events published");

@@ -186,6 +186,10 @@ impl Backend for Postgres {
     }
 }
 
+/// A pooled connection idle for longer than this is pinged before it is handed out (a broken one is
+/// replaced by a new one).
+const PING_IDLE_AFTER: Duration = Duration::from_secs(1);
+
 /// Connects; runs the migrations (concurrent starts are serialized by sqlx's migration lock) or checks
 /// that the schema is current, as `schema` says.
 pub(crate) async fn connect(
@@ -207,6 +211,13 @@ pub(crate) async fn connect(
         .max_connections(settings.max_connections)
         .acquire_timeout(settings.connect_timeout.get())
         .idle_timeout(Duration::from_secs(300))
+        // A connection in steady use is not pinged each time it is taken (sqlx's default: a round trip
+        // before every statement or transaction); one idle for a while is. A connection that broke
+        // in between fails its statement, which the caller treats as an outage like any other.
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move { Ok(meta.idle_for < PING_IDLE_AFTER || conn.ping().await.is_ok()) })
+        })
         .connect(url)
         .await
         .map_err(|error| unreachable(&error))?;

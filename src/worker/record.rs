@@ -25,6 +25,10 @@ use crate::{
 
 /// Outcomes written per transaction at most.
 const RECORD_BATCH: usize = 512;
+/// How long a batch of outcomes waits for more before it is written: the receiver has its delivery
+/// already, so only the task's acknowledgement waits, and at a steady rate one transaction (six
+/// statements, one commit) then serves several deliveries instead of one (docs/benchmarks.md).
+const RECORD_GATHERING: Duration = Duration::from_millis(5);
 /// First and longest wait before an outcome the store could not take is written again. Short: until it
 /// is written, its task stays unacknowledged, and a worker dying meanwhile has the attempt repeated, so
 /// outcomes are written within a second of the database coming back.
@@ -66,10 +70,16 @@ impl Recorder {
     ) -> Self {
         let writer = OutcomeWriter { store, webhooks, rules, outbox };
         let batch_writer = writer.clone();
-        let batcher = Batcher::spawn(stages, "outcome-recorder", RECORD_BATCH, move |outcomes| {
-            let writer = batch_writer.clone();
-            async move { writer.write_batch(outcomes).await }
-        });
+        let batcher = Batcher::spawn_gathering(
+            stages,
+            "outcome-recorder",
+            RECORD_BATCH,
+            RECORD_GATHERING,
+            move |outcomes| {
+                let writer = batch_writer.clone();
+                async move { writer.write_batch(outcomes).await }
+            },
+        );
         Self { batcher, writer, shutdown }
     }
 
