@@ -1,8 +1,10 @@
 //! Group commit: many concurrent callers each [`Batcher::submit`] one item; one background task takes
 //! every item waiting (up to a limit), handles them in one call (one transaction, one round of publisher
 //! confirms) and answers each caller. Under load batches grow on their own while the previous batch is
-//! being written; when idle, an item is handled alone without waiting. The handler's error keeps its
-//! type (`E`), so a caller can tell a database outage from a permanent failure.
+//! being written; when idle, an item is handled alone without waiting, unless the batcher gathers
+//! ([`Batcher::spawn_gathering`]: a small batch waits a moment for more, for callers off the critical
+//! path). The handler's error keeps its type (`E`), so a caller can tell a database outage from a
+//! permanent failure.
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -208,6 +210,28 @@ mod tests {
         assert_eq!(sizes.iter().sum::<usize>(), 40);
         assert!(sizes.iter().all(|size| *size <= 8));
         assert!(sizes.len() < 40, "items were batched: {sizes:?}");
+    }
+
+    #[tokio::test]
+    async fn a_gathering_batcher_lets_a_small_batch_wait_for_more() {
+        for (gathering, expected) in [(Duration::from_millis(500), vec![2]), (Duration::ZERO, vec![1, 1])] {
+            let sizes = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let seen = sizes.clone();
+            let stages = Stages::new(Default::default(), Duration::from_secs(1));
+            let batcher =
+                Batcher::spawn_gathering(&stages, "test-writer", 8, gathering, move |items: Vec<u32>| {
+                    seen.lock().expect("lock").push(items.len());
+                    async move { Ok::<_, std::convert::Infallible>(items) }
+                });
+            let first = tokio::spawn({
+                let batcher = batcher.clone();
+                async move { batcher.submit(1).await }
+            });
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert_eq!(batcher.submit(2).await.expect("second"), 2);
+            assert_eq!(first.await.expect("join").expect("first"), 1);
+            assert_eq!(*sizes.lock().expect("lock"), expected, "gathering for {gathering:?}");
+        }
     }
 
     #[tokio::test]
