@@ -26,8 +26,9 @@ use crate::{
 /// Outcomes written per transaction at most.
 const RECORD_BATCH: usize = 512;
 /// How long a batch of outcomes waits for more before it is written: the receiver has its delivery
-/// already, so only the task's acknowledgement waits, and at a steady rate one transaction (six
-/// statements, one commit) then serves several deliveries instead of one (docs/benchmarks.md).
+/// already, so only the task's acknowledgement (and the outcome's appearance in the API) waits, and at a
+/// steady rate one transaction (six statements, one commit) then serves several deliveries instead of
+/// one (docs/benchmarks.md).
 const RECORD_GATHERING: Duration = Duration::from_millis(20);
 /// First and longest wait before an outcome the store could not take is written again. Short: until it
 /// is written, its task stays unacknowledged, and a worker dying meanwhile has the attempt repeated, so
