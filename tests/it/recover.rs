@@ -86,6 +86,9 @@ async fn recovery_sends_exactly_the_missed_events(mode: Mode) {
 
     let after = app.send_event("item.created", json!({"n": 7})).await;
     endpoint.wait_for(3, WAIT).await;
+    // Its delivery is recorded too (written with its outcome, a moment after the receiver has it), as
+    // it would be long before anyone starts a recovery.
+    app.wait_deliveries(webhook, 3).await;
 
     let (status, started) = app
         .admin(Method::POST, &format!("/api/v1/webhooks/{webhook}/recover"), Some(json!({"since": since})))
