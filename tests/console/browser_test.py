@@ -135,6 +135,19 @@ def create_webhook(page, receiver, events, description):
     return page.url.rsplit("/", 1)[1]
 
 
+def wait_for_deliveries(query, seconds=10):
+    """Polls `GET /deliveries?{query}` until it lists one: an outcome is recorded a moment after the receiver answers."""
+    deadline = time.time() + seconds
+    while True:
+        status, found = api("GET", f"/deliveries?{query}", ADMIN_KEY)
+        assert status == 200, (status, found)
+        if found["deliveries"]:
+            return found["deliveries"]
+        if time.time() > deadline:
+            raise AssertionError(f"no delivery for {query} after {seconds}s")
+        time.sleep(0.1)
+
+
 def wait_for_text(page, url, text, seconds=25):
     """Reloads `url` until `text` is on it (the deliveries' states change in the background)."""
     deadline = time.time() + seconds
@@ -214,8 +227,7 @@ def main():
         create_webhook(page, hostile, ["item.deleted"], "hostile receiver")
         api("POST", "/events", ADMIN_KEY, {"event": "item.deleted", "data": {"item_id": "<img src=x onerror=alert(3)>"}})
         hostile.wait("item.deleted")
-        status, found = api("GET", "/deliveries?event_type=item.deleted", ADMIN_KEY)
-        delivery = found["deliveries"][0]["id"]
+        delivery = wait_for_deliveries("event_type=item.deleted")[0]["id"]
         wait_for_text(page, f"{BASE}/console/deliveries/{delivery}", "&lt;script&gt;")
         expect(page.locator("pre.response").first).to_contain_text("<script>window.__pwned")
         page.wait_for_timeout(500)
