@@ -21,6 +21,8 @@ rate=${2:-200}
 seconds=${3:-60}
 profile=${PROFILE:-release}
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 target=${CARGO_TARGET_DIR:-target}
 if [ -n "${HERALD_BIN_DIR:-}" ]; then
   bin="$(cd "$HERALD_BIN_DIR" && pwd)"
@@ -44,8 +46,7 @@ cleanup() {
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
   psql -q -U postgres -h 127.0.0.1 -c "DROP DATABASE IF EXISTS $database WITH (FORCE)" || true
-  for queue in fanout deliveries deliveries.scheduled deliveries.dead; do rabbitmqctl -q delete_queue "$prefix.$queue" >/dev/null 2>&1 || true; done
-  for exchange in events deliveries deliveries.dead; do rabbitmqctl -q delete_exchange "$prefix.$exchange" >/dev/null 2>&1 || true; done
+  delete_rabbitmq_topology "$prefix"
   rm -rf "$work"
 }
 trap cleanup EXIT

@@ -19,6 +19,8 @@ rate=${RATE:-200}
 duration=${DURATION_S:-60}
 during=${DURING_S:-120}
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 target=${CARGO_TARGET_DIR:-target}
 cargo build -q --release -p herald -p herald-worker -p herald-bench
 bin="$(cd "$target/release" && pwd)"
@@ -32,8 +34,7 @@ cleanup() {
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
   psql -q -U postgres -h 127.0.0.1 -c "DROP DATABASE IF EXISTS $database WITH (FORCE)" || true
-  for queue in fanout deliveries deliveries.scheduled deliveries.dead; do rabbitmqctl -q delete_queue "$prefix.$queue" >/dev/null 2>&1 || true; done
-  for exchange in events deliveries deliveries.dead; do rabbitmqctl -q delete_exchange "$prefix.$exchange" >/dev/null 2>&1 || true; done
+  delete_rabbitmq_topology "$prefix"
   rm -rf "$work"
 }
 trap cleanup EXIT

@@ -19,6 +19,8 @@ shift 2
 profile=${PROFILE:-release}
 workers=${WORKERS:-1}
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 target=${CARGO_TARGET_DIR:-target}
 if [ "$profile" = release ]; then
   cargo build -q --release -p herald -p herald-worker -p herald-bench
@@ -38,8 +40,7 @@ cleanup() {
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
   if [ -n "$database" ]; then psql -q -U postgres -h 127.0.0.1 -c "DROP DATABASE IF EXISTS $database WITH (FORCE)" || true; fi
   if [ "$mode" = services ]; then
-    for queue in fanout deliveries deliveries.scheduled deliveries.dead; do rabbitmqctl -q delete_queue "$prefix.$queue" >/dev/null 2>&1 || true; done
-    for exchange in events deliveries deliveries.dead; do rabbitmqctl -q delete_exchange "$prefix.$exchange" >/dev/null 2>&1 || true; done
+    delete_rabbitmq_topology "$prefix"
   fi
   rm -rf "$work"
 }
