@@ -102,12 +102,11 @@ class Receiver:
         return [data for ok, data in self.arrivals if ok and data["event"] == event_type]
 
     def wait(self, event_type, count=1, seconds=20):
-        deadline = time.time() + seconds
-        while time.time() < deadline:
-            if len(self.verified(event_type)) >= count:
-                return self.verified(event_type)
-            time.sleep(0.1)
-        raise AssertionError(f"{count} verified {event_type} expected at {self.url}, got {self.arrivals}")
+        return poll(
+            lambda: len(self.verified(event_type)) >= count and self.verified(event_type),
+            seconds,
+            lambda: f"{count} verified {event_type} expected at {self.url}, got {self.arrivals}",
+        )
 
 
 def sign_in(page, key):
@@ -135,29 +134,38 @@ def create_webhook(page, receiver, events, description):
     return page.url.rsplit("/", 1)[1]
 
 
-def wait_for_deliveries(query, seconds=10):
-    """Polls `GET /deliveries?{query}` until it lists one: an outcome is recorded a moment after the receiver answers."""
+def poll(probe, seconds, failure, step=0.1):
+    """Calls `probe` every `step` seconds until it returns something truthy, which is returned; after
+    `seconds`, fails with the message `failure()` gives."""
     deadline = time.time() + seconds
     while True:
+        found = probe()
+        if found:
+            return found
+        if time.time() > deadline:
+            raise AssertionError(failure())
+        time.sleep(step)
+
+
+def wait_for_deliveries(query, seconds=10):
+    """Polls `GET /deliveries?{query}` until it lists one: an outcome is recorded a moment after the receiver answers."""
+
+    def listed():
         status, found = api("GET", f"/deliveries?{query}", ADMIN_KEY)
         assert status == 200, (status, found)
-        if found["deliveries"]:
-            return found["deliveries"]
-        if time.time() > deadline:
-            raise AssertionError(f"no delivery for {query} after {seconds}s")
-        time.sleep(0.1)
+        return found["deliveries"]
+
+    return poll(listed, seconds, lambda: f"no delivery for {query} after {seconds}s")
 
 
 def wait_for_text(page, url, text, seconds=25):
     """Reloads `url` until `text` is on it (the deliveries' states change in the background)."""
-    deadline = time.time() + seconds
-    while True:
+
+    def shown():
         page.goto(url)
-        if text in page.content():
-            return
-        if time.time() > deadline:
-            raise AssertionError(f"{text!r} not on {url} after {seconds}s")
-        time.sleep(0.5)
+        return text in page.content()
+
+    poll(shown, seconds, lambda: f"{text!r} not on {url} after {seconds}s", step=0.5)
 
 
 def main():
